@@ -1,0 +1,115 @@
+"""Configuration, validated once at start-up (pydantic-settings). Only the CLI builds ``Settings`` from the
+environment; library code receives the values it needs. ``Settings.masked()`` prints it with secrets hidden.
+
+Every variable is listed in the README's configuration table (a test checks this).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KNOWN_SINKS = ("notion", "pinecone", "recording")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    # ---- source --------------------------------------------------------------------------------------
+    postgres_url: SecretStr = Field(alias="POSTGRES_URL")
+    replicator_slot: str = Field("omics_cdc", alias="REPLICATOR_SLOT", pattern=r"^[a-z0-9_]{1,63}$")
+    heartbeat_interval_s: float = Field(5.0, alias="REPLICATOR_HEARTBEAT_INTERVAL_S", gt=0)
+    batch_max_changes: int = Field(5000, alias="REPLICATOR_BATCH_MAX_CHANGES", gt=0)
+    batch_max_wait_ms: int = Field(200, alias="REPLICATOR_BATCH_MAX_WAIT_MS", gt=0)
+    standby_poll_s: float = Field(2.0, alias="REPLICATOR_STANDBY_POLL_S", gt=0)
+    shutdown_deadline_s: float = Field(20.0, alias="REPLICATOR_SHUTDOWN_DEADLINE_S", gt=0)
+
+    # ---- sinks and workers ---------------------------------------------------------------------------
+    replicator_sinks: str = Field("", alias="REPLICATOR_SINKS")
+    enable_dual_write: bool = Field(True, alias="ENABLE_DUAL_WRITE")
+    worker_batch_size: int = Field(50, alias="REPLICATOR_WORKER_BATCH", gt=0)
+    workers_per_sink: int = Field(1, alias="REPLICATOR_WORKERS_PER_SINK", gt=0)
+    max_attempts: int = Field(8, alias="REPLICATOR_MAX_ATTEMPTS", gt=0)
+    lease_s: float = Field(120.0, alias="REPLICATOR_LEASE_S", gt=0)
+    retry_base_s: float = Field(0.5, alias="REPLICATOR_RETRY_BASE_S", gt=0)
+    retry_max_s: float = Field(60.0, alias="REPLICATOR_RETRY_MAX_S", gt=0)
+    recording_path: str | None = Field(None, alias="REPLICATOR_RECORDING_PATH")
+
+    # ---- operator surface ----------------------------------------------------------------------------
+    http_addr: str = Field("127.0.0.1:9187", alias="REPLICATOR_HTTP_ADDR")
+    health_max_lag_s: float = Field(120.0, alias="REPLICATOR_HEALTH_MAX_LAG_S", gt=0)
+    health_max_dead_letters: int = Field(0, alias="REPLICATOR_HEALTH_MAX_DEAD_LETTERS", ge=0)
+    log_format: Literal["auto", "json", "text"] = Field("auto", alias="REPLICATOR_LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="REPLICATOR_LOG_LEVEL")
+
+    # ---- Notion --------------------------------------------------------------------------------------
+    notion_api_key: SecretStr | None = Field(None, alias="NOTION_API_KEY")
+    notion_base_url: str = Field("https://api.notion.com", alias="NOTION_BASE_URL")
+    notion_programs_db_id: str | None = Field(None, alias="NOTION_PROGRAMS_DB_ID")
+    notion_experiments_db_id: str | None = Field(None, alias="NOTION_EXPERIMENTS_DB_ID")
+    notion_exp_data_db_id: str | None = Field(None, alias="NOTION_EXP_DATA_DB_ID")
+    notion_signature_db_id: str | None = Field(None, alias="NOTION_SIGNATURE_DB_ID")
+    notion_rate_per_s: float = Field(3.0, alias="NOTION_RATE_PER_S", gt=0)
+
+    # ---- Pinecone and embeddings ---------------------------------------------------------------------
+    pinecone_api_key: SecretStr | None = Field(None, alias="PINECONE_API_KEY")
+    pinecone_index: str = Field("omics-cdc", alias="PINECONE_INDEX")
+    pinecone_namespace: str = Field("default", alias="PINECONE_NAMESPACE")
+    pinecone_controller_host: str = Field("https://api.pinecone.io", alias="PINECONE_CONTROLLER_HOST")
+    pinecone_index_host: str | None = Field(None, alias="PINECONE_INDEX_HOST")
+    pinecone_rate_per_s: float = Field(20.0, alias="PINECONE_RATE_PER_S", gt=0)
+    embedding_provider: Literal["local", "openai", "pinecone"] = Field("local", alias="EMBEDDING_PROVIDER")
+    embedding_model: str | None = Field(None, alias="EMBEDDING_MODEL")
+    openai_base_url: str = Field("https://api.openai.com/v1", alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+
+    @field_validator("replicator_sinks")
+    @classmethod
+    def _known_sinks(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in KNOWN_SINKS]
+        if unknown:
+            raise ValueError(f"unknown sink(s) {unknown}; known: {', '.join(KNOWN_SINKS)}")
+        return ",".join(names)
+
+    @field_validator("http_addr")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9187 (port 0 picks a free one)")
+        return value
+
+    @property
+    def configured_sinks(self) -> tuple[str, ...]:
+        """Sinks named in REPLICATOR_SINKS, in order."""
+        return tuple(n for n in self.replicator_sinks.split(",") if n)
+
+    @property
+    def enabled_sinks(self) -> tuple[str, ...]:
+        """Configured sinks minus Notion when ENABLE_DUAL_WRITE is false (the team's switch for Notion)."""
+        return tuple(n for n in self.configured_sinks if n != "notion" or self.enable_dual_write)
+
+    @property
+    def dsn(self) -> str:
+        return self.postgres_url.get_secret_value()
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting by its variable name, secrets and URL passwords masked."""
+        out: dict[str, Any] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_url(value.get_secret_value()) if name == "postgres_url" else "********"
+            out[info.alias or name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a ``scheme://user:password@host`` URL (and of a ``password=`` conninfo)."""
+    import re
+
+    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1********@", url)
+    return re.sub(r"(password=)\S+", r"\1********", url)

@@ -1,0 +1,277 @@
+"""The common machinery of both emulators: a threaded HTTP server, routing, JSON, faults, state and a call log.
+
+An emulator subclasses ``Emulator``, registers routes with ``route(method, pattern)`` and answers with
+``Response``; it raises ``ApiError`` for an error in the service's own shape (each emulator says how an error
+body looks by overriding ``error_body``). Faults are drawn per request from ``Faults`` before the handler runs:
+latency, dropped connections, 5xx, 429 with ``Retry-After``, and a schedule of forced outcomes for exact tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Faults:
+    """What ``POST /_emulator/faults`` sets. Rates are probabilities per request (control paths excepted).
+
+    ``schedule`` forces the outcome of the next requests in order, one entry per request: ``"ok"``, ``"429"``,
+    ``"500"``, ``"503"``, ``"drop"`` — for tests that need an exact sequence rather than a rate.
+    ``only_paths``, when set, limits every fault to requests whose path contains one of these substrings.
+    """
+
+    rate_429: float = 0.0
+    rate_5xx: float = 0.0
+    retry_after_s: float = 1.0
+    latency_ms: float = 0.0
+    drop_rate: float = 0.0
+    schedule: list[str] = field(default_factory=list)
+    only_paths: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+class ApiError(Exception):
+    """An error answered in the emulated service's shape."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]  # path parameters from the route pattern
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or None
+    raw_body: bytes
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Response]
+
+
+class Emulator:
+    """Base class: subclasses add routes in ``__init__`` and keep their state under ``self.lock``."""
+
+    name = "emulator"
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.faults = Faults()
+        self._rng = random.Random()
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.requests: list[dict[str, Any]] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- to override -------------------------------------------------------------------------------
+    def error_body(self, error: ApiError) -> Any:
+        return {"status": error.status, "code": error.code, "message": error.message}
+
+    def state(self) -> Any:
+        return {}
+
+    def reset(self) -> None:
+        """Forget all stored data (subclasses extend)."""
+
+    def check_request(self, request: Request) -> None:
+        """Authentication and version headers; raise ApiError to refuse (subclasses override)."""
+
+    # ---- routing -----------------------------------------------------------------------------------
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        """``pattern`` is a path with ``{name}`` placeholders, e.g. ``/v1/pages/{page_id}``."""
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+        def register(handler: Handler) -> Handler:
+            self._routes.append((method, regex, handler))
+            return handler
+
+        return register
+
+    def add_route(self, method: str, pattern: str, handler: Handler) -> None:
+        self.route(method, pattern)(handler)
+
+    # ---- faults ------------------------------------------------------------------------------------
+    def set_faults(self, values: dict[str, Any]) -> Faults:
+        known = set(Faults.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ApiError(400, "validation_error", f"unknown fault settings: {sorted(unknown)}")
+        with self.lock:
+            self.faults = Faults(**values)
+            self._rng = random.Random(self.faults.seed)
+            return self.faults
+
+    def _draw_fault(self, path: str) -> str:
+        with self.lock:
+            f = self.faults
+            if f.only_paths and not any(p in path for p in f.only_paths):
+                return "ok"
+            if f.schedule:
+                return f.schedule.pop(0)
+            r = self._rng.random()
+            if r < f.drop_rate:
+                return "drop"
+            r -= f.drop_rate
+            if r < f.rate_429:
+                return "429"
+            r -= f.rate_429
+            if r < f.rate_5xx:
+                return self._rng.choice(["500", "503"])
+            return "ok"
+
+    def fault_error(self, outcome: str) -> ApiError:
+        """The error a forced fault answers with; subclasses may map codes to their service's names."""
+        if outcome == "429":
+            return ApiError(
+                429, "rate_limited", "Rate limited", {"Retry-After": _retry_after(self.faults.retry_after_s)}
+            )
+        if outcome == "503":
+            return ApiError(503, "service_unavailable", "Service unavailable")
+        return ApiError(500, "internal_server_error", "Internal server error")
+
+    # ---- dispatch ----------------------------------------------------------------------------------
+    def dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Response | None:
+        """Answer one request; ``None`` means: drop the connection without an answer."""
+        split = urlsplit(target)
+        path = split.path
+        query = parse_qs(split.query, keep_blank_values=True)
+        if path.startswith("/_emulator/"):
+            return self._control(method, path, raw)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return self._error(ApiError(400, "invalid_json", "Error parsing JSON body."))
+        with self.lock:
+            self.requests.append({"method": method, "path": path, "query": query, "body": body, "at": time.time()})
+        if self.faults.latency_ms:
+            time.sleep(self.faults.latency_ms / 1000)
+        outcome = self._draw_fault(path)
+        if outcome == "drop":
+            return None
+        if outcome != "ok":
+            return self._error(self.fault_error(outcome))
+        for route_method, regex, handler in self._routes:
+            match = regex.match(path)
+            if match and route_method == method:
+                request = Request(method, path, match.groupdict(), query, headers, body, raw)
+                try:
+                    self.check_request(request)
+                    return handler(request)
+                except ApiError as error:
+                    return self._error(error)
+        if any(regex.match(path) for _, regex, _ in self._routes):
+            return self._error(ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}"))
+        return self._error(ApiError(404, "not_found", f"No route for {method} {path}"))
+
+    def _error(self, error: ApiError) -> Response:
+        return Response(error.status, self.error_body(error), dict(error.headers))
+
+    def _control(self, method: str, path: str, raw: bytes) -> Response:
+        try:
+            if path == "/_emulator/faults" and method == "POST":
+                return Response(200, asdict(self.set_faults(json.loads(raw or b"{}"))))
+            if path == "/_emulator/faults" and method == "GET":
+                return Response(200, asdict(self.faults))
+            if path == "/_emulator/state" and method == "GET":
+                with self.lock:
+                    return Response(200, self.state())
+            if path == "/_emulator/requests" and method == "GET":
+                with self.lock:
+                    return Response(200, {"requests": list(self.requests)})
+            if path == "/_emulator/reset" and method == "POST":
+                with self.lock:
+                    self.reset()
+                    self.requests.clear()
+                    self.faults = Faults()
+                return Response(200, {"reset": True})
+        except ApiError as error:
+            return self._error(error)
+        except (TypeError, ValueError) as error:
+            return self._error(ApiError(400, "validation_error", str(error)))
+        return self._error(ApiError(404, "not_found", path))
+
+    # ---- serving -----------------------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a background thread; returns the base URL (``http://127.0.0.1:PORT``)."""
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"{self.name}-emulator", daemon=True)
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "emulator not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def serve_forever(self, host: str, port: int) -> None:
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _retry_after(seconds: float) -> str:
+    # The header carries whole seconds; never 0 when a wait was asked for.
+    return str(max(1, round(seconds))) if seconds > 0 else "0"
+
+
+def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the request log instead
+            return
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            response = emulator.dispatch(self.command, self.path, headers, raw)
+            if response is None:
+                # A dropped connection: close the socket without writing a status line.
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
+                return
+            payload = b"" if response.body is None else json.dumps(response.body).encode()
+            self.send_response(response.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle  # noqa: N815 (http.server names)
+
+    return _Handler
