@@ -24,6 +24,8 @@ from psycopg import sql
 from schema.migrate import upgrade
 from tests.pgcluster import PgCluster, free_port
 
+pytest_plugins = ["tests.emulators.notion_fixtures", "tests.emulators.pinecone_fixtures"]
+
 TEMPLATE_DB = "omics_test_template"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

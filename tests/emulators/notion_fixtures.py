@@ -1,0 +1,1 @@
+"""pytest fixtures for this emulator (registered in tests/conftest.py)."""
