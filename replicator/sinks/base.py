@@ -6,7 +6,7 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -64,6 +64,16 @@ class Outcome:
     calls: int = 0  # API calls this item cost (metrics, benchmarks)
 
 
+@dataclass(frozen=True)
+class RemoteDocument:
+    """One document as it exists downstream, for ``replicator verify``. ``content_hash`` is the hash the sink
+    stored with it (Notion: a property; Pinecone: metadata), so staleness is visible without re-rendering."""
+
+    key: DocumentKey
+    remote_id: str
+    content_hash: str | None
+
+
 class Sink(ABC):
     name: str
 
@@ -77,6 +87,10 @@ class Sink(ABC):
     @abstractmethod
     def delete(self, items: Sequence[DeleteItem]) -> list[Outcome]:
         """Remove each document downstream; one outcome per item."""
+
+    def inventory(self) -> Iterator[RemoteDocument]:
+        """Every document this sink holds downstream (duplicates included: two pages for one key are two items)."""
+        raise NotImplementedError(f"sink {self.name!r} cannot list its documents")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""
