@@ -42,6 +42,10 @@ db-stop:  ## stop the local development Postgres
 migrate: db  ## alembic upgrade head on POSTGRES_URL
 	$(BIN)/alembic upgrade head
 
+roles:  ## least-privilege ingest + replicator roles on POSTGRES_URL (after migrate; as a superuser; no passwords)
+	psql -v ON_ERROR_STOP=1 $(if $(INGEST_ROLE),-v ingest_role=$(INGEST_ROLE)) \
+		$(if $(REPLICATOR_ROLE),-v replicator_role=$(REPLICATOR_ROLE)) -f docker/roles.sql "$$POSTGRES_URL"
+
 demo: migrate  ## set up everything and run the main job on local defaults
 	@echo "Database ready and migrated at $$POSTGRES_URL"
 	@echo "Next: ingest data with 'ingest' and run 'replicator run' (see README)."
