@@ -1,0 +1,100 @@
+"""Changes: one wal2json format-version 2 record, parsed once (orjson) into an immutable ``Change``.
+
+The raw JSON stays inside this module. A change carries its action, table, the row's key values (from the
+primary key: ``columns`` for inserts and updates, ``identity`` for deletes), its columns, and the transaction it
+belongs to (xid, commit timestamp) and the LSN the server sent it at. Unchanged TOAST columns are simply absent
+from an update's ``columns``; that is fine because routing only needs keys and documents are re-read from the
+current rows anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Action(StrEnum):
+    INSERT = "I"
+    UPDATE = "U"
+    DELETE = "D"
+    TRUNCATE = "T"
+    BEGIN = "B"
+    COMMIT = "C"
+    MESSAGE = "M"
+
+
+ROW_ACTIONS = frozenset({Action.INSERT, Action.UPDATE, Action.DELETE})
+
+
+class ChangeParseError(ValueError):
+    """A wal2json record that is not valid JSON or lacks what format-version 2 promises; names the LSN."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    action: Action
+    # The LSN the server sent this record at (the XLogData start). For a commit record it is the END of the
+    # commit, i.e. the position to confirm once the transaction's outbox rows are durable.
+    lsn: int
+    xid: int | None = None
+    commit_time: str | None = None  # commit timestamp as text, in the server's format
+    schema: str | None = None
+    table: str | None = None
+    # Primary-key column values of the row (identity for deletes); empty for B/C/T/M.
+    key: Mapping[str, Any] = field(default_factory=dict)
+    # New column values for inserts and updates (unchanged TOAST columns omitted); empty otherwise.
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    # Logical decoding messages (pg_logical_emit_message): prefix and content.
+    prefix: str | None = None
+    content: str | None = None
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+def _values(items: Any) -> dict[str, Any]:
+    return {c["name"]: c["value"] for c in items} if items else {}
+
+
+def parse(payload: bytes | memoryview, lsn: int) -> Change:
+    """Parse one wal2json v2 record received at ``lsn``."""
+    try:
+        rec = orjson.loads(payload)
+        action = Action(rec["action"])
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+        raise ChangeParseError(f"unreadable wal2json record at LSN {format_lsn(lsn)}: {exc}") from exc
+    xid = rec.get("xid")
+    ts = rec.get("timestamp")
+    if action in ROW_ACTIONS:
+        try:
+            schema, table = rec["schema"], rec["table"]
+            columns = _values(rec.get("columns"))
+            identity = _values(rec.get("identity"))
+            pk_names = [p["name"] for p in rec.get("pk") or ()]
+        except (KeyError, TypeError) as exc:
+            raise ChangeParseError(f"wal2json {action.name} at LSN {format_lsn(lsn)} lacks {exc}") from exc
+        source = identity if action is Action.DELETE or not columns else columns
+        key = {n: source.get(n, identity.get(n)) for n in pk_names} if pk_names else identity
+        return Change(action, lsn, xid, ts, schema, table, key, columns)
+    if action is Action.TRUNCATE:
+        return Change(action, lsn, xid, ts, rec.get("schema"), rec.get("table"))
+    if action is Action.MESSAGE:
+        return Change(action, lsn, xid, ts, prefix=rec.get("prefix"), content=rec.get("content"))
+    return Change(action, lsn, xid, ts)
+
+
+def format_lsn(lsn: int) -> str:
+    """64-bit LSN as Postgres writes it: ``16/B374D848``."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    high, _, low = text.partition("/")
+    if not _ or not high or not low:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(high, 16) << 32) | int(low, 16)

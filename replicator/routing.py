@@ -1,0 +1,162 @@
+"""Routing: which documents a change makes dirty (DESIGN.md "Documents").
+
+Entity rows dirty themselves; link and child tables dirty their parents (``dataset_feature`` → dataset,
+``dataset_signature`` → dataset and signature, …); an UPDATE of a ``feature`` row (a rename, as far as we can tell
+without the old tuple) dirties every dataset and signature that holds it; inserting or deleting a feature dirties
+nothing by itself (its ``dataset_feature`` / ``signature_component`` rows do). A TRUNCATE dirties every document
+of the affected entities.
+
+``DirtyDocuments`` collects a batch in a set, so a 200,000-row transaction touching one dataset is ONE key and
+memory stays bounded. Feature holders are looked up once per batch through the small ``FeatureHolders``
+interface, so the routing itself is pure and unit tests need no database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+
+from replicator.changes import ROW_ACTIONS, Action, Change
+from replicator.documents import DocumentKey
+
+DOMAIN_SCHEMA = "public"
+
+# table → the (entity, key column) pairs one of its rows dirties.
+PARENTS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "program": (("program", "id"),),
+    "experiment": (("experiment", "id"),),
+    "dataset": (("dataset", "id"),),
+    "signature": (("signature", "id"),),
+    "dataset_feature": (("dataset", "dataset_id"),),
+    "dataset_signature": (("dataset", "dataset_id"), ("signature", "signature_id")),
+    "signature_component": (("signature", "signature_id"),),
+    "program_dataset": (("program", "program_id"), ("dataset", "dataset_id")),
+    "program_experiment": (("program", "program_id"), ("experiment", "experiment_id")),
+    "experiment_dataset": (("experiment", "experiment_id"), ("dataset", "dataset_id")),
+    "program_signature": (("program", "program_id"), ("signature", "signature_id")),
+}
+FEATURE_TABLE = "feature"
+
+# Every domain table the stream must carry (wal2json ``add-tables``).
+SOURCE_TABLES: tuple[str, ...] = (*PARENTS, FEATURE_TABLE)
+
+
+def truncated_entities(table: str) -> frozenset[str]:
+    """Entities whose every document a TRUNCATE of ``table`` may change."""
+    if table == FEATURE_TABLE:
+        return frozenset({"dataset", "signature"})
+    return frozenset(entity for entity, _ in PARENTS.get(table, ()))
+
+
+class FeatureHolders(Protocol):
+    def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
+        """Every dataset and signature that holds one of these features."""
+        ...
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What one change dirties: documents, features whose holders must be looked up, whole entities."""
+
+    keys: frozenset[DocumentKey] = frozenset()
+    renamed_features: frozenset[uuid.UUID] = frozenset()
+    whole_entities: frozenset[str] = frozenset()
+
+
+def route(change: Change) -> Routed:
+    """The documents one change dirties (pure)."""
+    dirty = DirtyDocuments()
+    dirty.add(change)
+    return Routed(frozenset(dirty.direct_keys()), frozenset(dirty.renamed_features()), dirty.whole_entities)
+
+
+@dataclass(frozen=True)
+class DirtyBatch:
+    keys: frozenset[DocumentKey]
+    whole_entities: frozenset[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class DirtyDocuments:
+    """A coalescing accumulator of dirty documents for one batch. Keys are kept as raw (entity, id text) pairs
+    while streaming (cheap to hash) and turned into ``DocumentKey`` once, when the batch is resolved."""
+
+    def __init__(self) -> None:
+        self._keys: set[tuple[str, str]] = set()
+        self._features: set[str] = set()
+        self._whole: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._features)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys or self._features or self._whole)
+
+    @property
+    def whole_entities(self) -> frozenset[str]:
+        return frozenset(self._whole)
+
+    def add(self, change: Change) -> None:
+        if change.schema != DOMAIN_SCHEMA or change.table is None:
+            return
+        if change.action in ROW_ACTIONS:
+            self.add_row(change.table, change.action, change.key)
+        elif change.action is Action.TRUNCATE:
+            self._whole |= truncated_entities(change.table)
+
+    def add_row(self, table: str, action: Action, key: Mapping[str, Any]) -> None:
+        parents = PARENTS.get(table)
+        if parents is not None:
+            for entity, column in parents:
+                value = key.get(column)
+                if value is not None:
+                    self._keys.add((entity, value))
+        elif table == FEATURE_TABLE and action is Action.UPDATE and key.get("id") is not None:
+            self._features.add(key["id"])
+
+    def direct_keys(self) -> set[DocumentKey]:
+        return {DocumentKey(entity, uuid.UUID(value)) for entity, value in self._keys}
+
+    def renamed_features(self) -> set[uuid.UUID]:
+        return {uuid.UUID(v) for v in self._features}
+
+    def resolve(self, lookup: FeatureHolders) -> DirtyBatch:
+        """Every document of the batch, with renamed features' holders looked up in one go."""
+        keys = self.direct_keys()
+        if self._features:
+            keys |= lookup.holders(self.renamed_features())
+        whole = frozenset(self._whole)
+        return DirtyBatch(frozenset(k for k in keys if k.entity not in whole), whole)
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._features.clear()
+        self._whole.clear()
+
+
+class SqlFeatureHolders:
+    """``FeatureHolders`` over the current rows: one query for the whole batch."""
+
+    # Holders are read from the CURRENT rows: a holder that let go of the feature since is dirtied by its own
+    # dataset_feature / signature_component delete, so nothing is missed.
+    HOLDERS_SQL = """
+        SELECT 'dataset', dataset_id FROM dataset_feature WHERE feature_id = ANY(%(ids)s::uuid[])
+        UNION
+        SELECT 'signature', signature_id FROM signature_component WHERE feature_id = ANY(%(ids)s::uuid[])
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
+        ids = list(feature_ids)
+        if not ids:
+            return set()
+        rows = self._conn.execute(self.HOLDERS_SQL, {"ids": ids}).fetchall()
+        return {DocumentKey(entity, entity_id) for entity, entity_id in rows}
