@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import psycopg
+from psycopg import sql
 
 ENTITIES = ("program", "experiment", "dataset", "signature")
 
@@ -59,6 +63,8 @@ class Document:
     fields: dict[str, Any] = field(default_factory=dict)
     # Related entities by role, as sorted keys: "programs", "experiments", "datasets", "signatures".
     relations: dict[str, tuple[DocumentKey, ...]] = field(default_factory=dict)
+    # The related entities' names, parallel to ``relations`` (same roles, same order), for text and page bodies.
+    relation_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Datasets: top features by |log2FC| then p; signatures: every component.
     features: tuple[FeatureLine, ...] = ()
     feature_count: int = 0
@@ -80,3 +86,249 @@ def _encode(value: object) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {name: getattr(value, name) for name in value.__dataclass_fields__}
     raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------------
+# One or a few set-based queries per entity type for a whole batch of keys (never one query per document). Every
+# ORDER BY ends on a unique column, so a document renders to the same bytes, and the same hash, every time.
+
+TOP_FEATURES = 20
+
+_PROGRAM_FIELDS = ("description", "disease", "external_ids")
+_EXPERIMENT_FIELDS = (
+    "type",
+    "description",
+    "disease",
+    "matrix",
+    "model_systems",
+    "targets",
+    "modality",
+    "biomarker_role",
+    "phenotype_axes",
+    "treatment_arms",
+    "stage",
+)
+_DATASET_FIELDS = (
+    "natural_key",
+    "omics_type",
+    "description",
+    "organism",
+    "sample_type",
+    "disease",
+    "matrix",
+    "model_systems",
+    "methods",
+    "summary",
+    "results",
+    "conclusions",
+    "data_origin",
+    "dataset_source_type",
+    "source_url",
+    "file_paths",
+    "external_ids",
+)
+_SIGNATURE_FIELDS = ("short_id", "description", "modalities", "biomarker_role", "phenotype_axes", "data_ownership")
+
+# Which link tables relate an entity to others: (role, link table, this side's column, other side's column,
+# other entity). Signature relations to datasets come from dataset_signature (the matches).
+_RELATIONS: dict[str, tuple[tuple[str, str, str, str, str], ...]] = {
+    "program": (
+        ("experiments", "program_experiment", "program_id", "experiment_id", "experiment"),
+        ("datasets", "program_dataset", "program_id", "dataset_id", "dataset"),
+        ("signatures", "program_signature", "program_id", "signature_id", "signature"),
+    ),
+    "experiment": (
+        ("programs", "program_experiment", "experiment_id", "program_id", "program"),
+        ("datasets", "experiment_dataset", "experiment_id", "dataset_id", "dataset"),
+    ),
+    "dataset": (
+        ("programs", "program_dataset", "dataset_id", "program_id", "program"),
+        ("experiments", "experiment_dataset", "dataset_id", "experiment_id", "experiment"),
+        ("signatures", "dataset_signature", "dataset_id", "signature_id", "signature"),
+    ),
+    "signature": (
+        ("programs", "program_signature", "signature_id", "program_id", "program"),
+        ("datasets", "dataset_signature", "signature_id", "dataset_id", "dataset"),
+    ),
+}
+_FIELDS = {
+    "program": _PROGRAM_FIELDS,
+    "experiment": _EXPERIMENT_FIELDS,
+    "dataset": _DATASET_FIELDS,
+    "signature": _SIGNATURE_FIELDS,
+}
+
+
+class UnknownEntityError(ValueError):
+    """A document key names an entity that is not one of ``ENTITIES``."""
+
+
+def render(conn: psycopg.Connection[Any], keys: Iterable[DocumentKey]) -> dict[DocumentKey, Document | None]:
+    """Render each key from the current rows; ``None`` for a key whose row no longer exists.
+
+    Runs a handful of queries per entity type present in ``keys``. The caller chooses the transaction; a
+    REPEATABLE READ one gives a snapshot consistent across the queries (the worker uses one)."""
+    by_entity: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for key in sorted(set(keys)):
+        if key.entity not in _FIELDS:
+            raise UnknownEntityError(f"unknown entity {key.entity!r} in {key}; expected one of {ENTITIES}")
+        by_entity[key.entity].append(key.id)
+    out: dict[DocumentKey, Document | None] = {}
+    for entity, ids in by_entity.items():
+        out.update(_render_entity(conn, entity, ids))
+    return out
+
+
+def _render_entity(
+    conn: psycopg.Connection[Any], entity: str, ids: list[uuid.UUID]
+) -> dict[DocumentKey, Document | None]:
+    columns = _FIELDS[entity]
+    query = sql.SQL("SELECT id, name, {} FROM {} WHERE id = ANY(%s)").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(entity)
+    )
+    rows = {row[0]: row for row in conn.execute(query, (ids,)).fetchall()}
+    relations, relation_names = _relations(conn, entity, list(rows))
+    features: dict[uuid.UUID, tuple[FeatureLine, ...]] = {}
+    counts: dict[uuid.UUID, int] = {}
+    matches: dict[uuid.UUID, tuple[SignatureMatch, ...]] = {}
+    if entity == "dataset":
+        features, counts = _dataset_features(conn, list(rows))
+        matches = _matches(conn, list(rows), from_side="dataset")
+    elif entity == "signature":
+        features = _signature_components(conn, list(rows))
+        counts = {sid: len(lines) for sid, lines in features.items()}
+        matches = _matches(conn, list(rows), from_side="signature")
+
+    out: dict[DocumentKey, Document | None] = {}
+    for id_ in ids:
+        key = DocumentKey(entity, id_)
+        row = rows.get(id_)
+        if row is None:
+            out[key] = None
+            continue
+        out[key] = Document(
+            key=key,
+            name=row[1],
+            fields=dict(zip(columns, row[2:], strict=True)),
+            relations={role: relations.get((role, id_), ()) for role, *_ in _RELATIONS[entity]},
+            relation_names={role: relation_names.get((role, id_), ()) for role, *_ in _RELATIONS[entity]},
+            features=features.get(id_, ()),
+            feature_count=counts.get(id_, 0),
+            signature_matches=matches.get(id_, ()),
+        )
+    return out
+
+
+def _relations(
+    conn: psycopg.Connection[Any], entity: str, ids: list[uuid.UUID]
+) -> tuple[dict[tuple[str, uuid.UUID], tuple[DocumentKey, ...]], dict[tuple[str, uuid.UUID], tuple[str, ...]]]:
+    """Every relation of every id in one UNION ALL query, ordered by role, owner, then the other side's id (the
+    order Notion relations and Pinecone's id lists are written in)."""
+    keys: dict[tuple[str, uuid.UUID], list[DocumentKey]] = defaultdict(list)
+    names: dict[tuple[str, uuid.UUID], list[str]] = defaultdict(list)
+    if not ids:
+        return {}, {}
+    parts = [
+        sql.SQL(
+            "SELECT {role} AS role, {other_entity} AS other_entity, l.{this} AS owner, l.{other} AS other, o.name "
+            "FROM {link} l JOIN {other_table} o ON o.id = l.{other} WHERE l.{this} = ANY(%(ids)s)"
+        ).format(
+            role=sql.Literal(role),
+            other_entity=sql.Literal(other_entity),
+            this=sql.Identifier(this),
+            other=sql.Identifier(other),
+            link=sql.Identifier(link),
+            other_table=sql.Identifier(other_entity),
+        )
+        for role, link, this, other, other_entity in _RELATIONS[entity]
+    ]
+    query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY role, owner, other")
+    for role, other_entity, owner, other, name in conn.execute(query, {"ids": ids}):
+        keys[(role, owner)].append(DocumentKey(other_entity, other))
+        names[(role, owner)].append(name)
+    return {k: tuple(v) for k, v in keys.items()}, {k: tuple(v) for k, v in names.items()}
+
+
+# DATASET_TOP_FEATURES: the strongest changes first (|log2FC| desc), then the most significant (p asc); features
+# without statistics sort last; feature name and id break ties so the order is total.
+_DATASET_FEATURES_SQL = """
+SELECT ranked.dataset_id, ranked.name, ranked.feature_type, ranked.log2_fold_change, ranked.p_value, ranked.total
+FROM (
+    SELECT df.dataset_id, f.name, f.feature_type, df.log2_fold_change, df.p_value,
+           count(*) OVER (PARTITION BY df.dataset_id) AS total,
+           row_number() OVER (
+               PARTITION BY df.dataset_id
+               ORDER BY abs(df.log2_fold_change) DESC NULLS LAST, df.p_value ASC NULLS LAST, f.name, f.id
+           ) AS rank
+    FROM dataset_feature df JOIN feature f ON f.id = df.feature_id
+    WHERE df.dataset_id = ANY(%s)
+) ranked
+WHERE ranked.rank <= %s
+ORDER BY ranked.dataset_id, ranked.rank
+"""
+
+
+def _dataset_features(
+    conn: psycopg.Connection[Any], ids: list[uuid.UUID]
+) -> tuple[dict[uuid.UUID, tuple[FeatureLine, ...]], dict[uuid.UUID, int]]:
+    lines: dict[uuid.UUID, list[FeatureLine]] = defaultdict(list)
+    counts: dict[uuid.UUID, int] = {}
+    if not ids:
+        return {}, {}
+    for dataset_id, name, feature_type, lfc, p, total in conn.execute(_DATASET_FEATURES_SQL, (ids, TOP_FEATURES)):
+        lines[dataset_id].append(FeatureLine(name=name, feature_type=feature_type, log2_fold_change=lfc, p_value=p))
+        counts[dataset_id] = total
+    return {k: tuple(v) for k, v in lines.items()}, counts
+
+
+_SIGNATURE_COMPONENTS_SQL = """
+SELECT sc.signature_id, f.name, f.feature_type, sc.direction, sc.weight
+FROM signature_component sc JOIN feature f ON f.id = sc.feature_id
+WHERE sc.signature_id = ANY(%s)
+ORDER BY sc.signature_id, f.name, f.feature_type, f.id
+"""
+
+
+def _signature_components(
+    conn: psycopg.Connection[Any], ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[FeatureLine, ...]]:
+    lines: dict[uuid.UUID, list[FeatureLine]] = defaultdict(list)
+    if not ids:
+        return {}
+    for signature_id, name, feature_type, direction, weight in conn.execute(_SIGNATURE_COMPONENTS_SQL, (ids,)):
+        lines[signature_id].append(
+            FeatureLine(name=name, feature_type=feature_type, direction=direction, weight=weight)
+        )
+    return {k: tuple(v) for k, v in lines.items()}
+
+
+def _matches(
+    conn: psycopg.Connection[Any], ids: list[uuid.UUID], *, from_side: str
+) -> dict[uuid.UUID, tuple[SignatureMatch, ...]]:
+    """dataset_signature rows seen from one side, best score first (then the counterpart's name and id)."""
+    if not ids:
+        return {}
+    this, other, other_entity = (
+        ("dataset_id", "signature_id", "signature")
+        if from_side == "dataset"
+        else ("signature_id", "dataset_id", "dataset")
+    )
+    query = sql.SQL(
+        "SELECT ds.{this}, ds.{other}, o.name, ds.score, ds.overlap_fraction, ds.matched_components, "
+        "ds.total_components, ds.match_level FROM dataset_signature ds JOIN {other_table} o ON o.id = ds.{other} "
+        "WHERE ds.{this} = ANY(%s) ORDER BY ds.{this}, ds.score DESC, o.name, ds.{other}"
+    ).format(this=sql.Identifier(this), other=sql.Identifier(other), other_table=sql.Identifier(other_entity))
+    out: dict[uuid.UUID, list[SignatureMatch]] = defaultdict(list)
+    for owner, other_id, name, score, overlap, matched, total, level in conn.execute(query, (ids,)):
+        out[owner].append(
+            SignatureMatch(
+                other=DocumentKey(other_entity, other_id),
+                other_name=name,
+                score=score,
+                overlap_fraction=overlap,
+                matched_components=matched,
+                total_components=total,
+                match_level=level,
+            )
+        )
+    return {k: tuple(v) for k, v in out.items()}

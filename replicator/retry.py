@@ -1,0 +1,215 @@
+"""Retry and rate limiting for sinks: ONE backoff policy for the whole replicator, a token bucket per sink, and
+``RetryingSink``, a wrapper with the sink's own interface that retries retryable failures a few times in-process.
+
+The same ``BackoffPolicy`` also schedules the outbox's ``next_attempt_at`` when the in-process retries are spent
+(the worker), so a flaky API sees one consistent schedule: exponential with full jitter, capped, and never sooner
+than a ``Retry-After`` hint. The SDKs' own retries are turned off by the sinks, so nothing retries twice.
+Everything here is pure policy: clocks, sleeps and randomness are passed in (STYLE.md §10, §14).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
+
+from replicator.documents import DocumentKey
+from replicator.metrics import Metrics
+from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
+
+Item = TypeVar("Item", UpsertItem, DeleteItem)
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Exponential backoff with full jitter: attempt ``n`` (1-based) waits a uniform random time in
+    ``[0, min(cap, base * 2**(n-1))]``, and at least ``retry_after`` when the sink gave one (a server's hint wins
+    over our guess, but is itself capped at ``max_retry_after_s`` so a bogus header cannot stall a sink for days).
+    """
+
+    base_s: float = 0.5
+    cap_s: float = 60.0
+    max_retry_after_s: float = 900.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest wait for this attempt, before jitter."""
+        exponent = min(max(attempt, 1) - 1, 62)  # 2**62 * base is already far above any cap
+        return float(min(self.cap_s, self.base_s * (2.0**exponent)))
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        wait = self.rng.uniform(0.0, self.ceiling(attempt))
+        if retry_after is not None and retry_after > 0:
+            wait = max(wait, min(retry_after, self.max_retry_after_s))
+        return wait
+
+
+class TokenBucket:
+    """A thread-safe token bucket: ``rate`` tokens per second, at most ``burst`` saved up. ``acquire(n)`` blocks
+    (through the injected ``sleep``) until ``n`` tokens are there; ``charge(n)`` takes tokens without waiting and
+    may leave the bucket in debt, which later callers pay off (used when one document cost more calls than
+    expected)."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.burst
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def acquire(self, tokens: float = 1.0) -> float:
+        """Take ``tokens`` (capped at the burst so a large request cannot wait forever); returns seconds waited."""
+        tokens = min(tokens, self.burst)
+        waited = 0.0
+        while True:
+            with self._lock:
+                self._refill()
+                if self._tokens >= tokens:
+                    self._tokens -= tokens
+                    return waited
+                wait = (tokens - self._tokens) / self.rate
+            # Sleep outside the lock so other threads can refill/inspect; re-check afterwards since they may win.
+            self._sleep(wait)
+            waited += wait
+
+    def charge(self, tokens: float) -> None:
+        with self._lock:
+            self._refill()
+            self._tokens -= tokens
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How hard ``RetryingSink`` tries in-process before giving the failure back to the worker (which then
+    schedules the outbox row with the same policy)."""
+
+    attempts: int = 3
+    # A retry-after hint longer than this is not slept on in-process: the worker reschedules the row instead,
+    # so a worker thread never blocks for minutes.
+    max_inline_wait_s: float = 10.0
+
+
+class RetryingSink(Sink):
+    """Wraps a sink with in-process retries (tenacity, driven by ``BackoffPolicy``) and a token bucket.
+
+    Only retryable failures are retried, and only the items that failed. A ``SinkError`` raised for the whole
+    batch (a dropped connection) counts as a retryable failure of every item; a permanent one fails every item.
+    One token is taken per item before the call; calls beyond one per item reported by the outcomes are charged
+    afterwards, so the bucket tracks real API calls without the sink having to know about it.
+    """
+
+    def __init__(
+        self,
+        inner: Sink,
+        *,
+        policy: BackoffPolicy,
+        bucket: TokenBucket | None = None,
+        settings: RetrySettings | None = None,
+        metrics: Metrics | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.policy = policy
+        self.bucket = bucket
+        self.settings = settings or RetrySettings()
+        self.metrics = metrics
+        self._sleep = sleep
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
+        return self._with_retries(list(items), lambda item: item.document.key, self.inner.upsert)
+
+    def delete(self, items: Sequence[DeleteItem]) -> list[Outcome]:
+        return self._with_retries(list(items), lambda item: item.key, self.inner.delete)
+
+    def _call(
+        self, call: Callable[[Sequence[Item]], list[Outcome]], batch: list[Item], key_of: Callable[[Item], DocumentKey]
+    ) -> list[Outcome]:
+        if self.bucket is not None:
+            self.bucket.acquire(len(batch))
+        try:
+            outcomes = call(batch)
+        except SinkError as error:
+            return [Outcome(key_of(item), OutcomeKind.FAILED, error=error) for item in batch]
+        if self.bucket is not None:
+            extra = sum(o.calls for o in outcomes) - len(batch)
+            if extra > 0:
+                self.bucket.charge(extra)
+        return outcomes
+
+    def _with_retries(
+        self,
+        items: list[Item],
+        key_of: Callable[[Item], DocumentKey],
+        call: Callable[[Sequence[Item]], list[Outcome]],
+    ) -> list[Outcome]:
+        if not items:
+            return []
+        final: dict[DocumentKey, Outcome] = {}
+        pending = items
+        policy = self.policy
+        limit = self.settings.max_inline_wait_s
+
+        def wait(state: RetryCallState) -> float:
+            hints = [o.error.retry_after for o in final.values() if o.error is not None and o.error.retry_after]
+            return policy.delay(state.attempt_number, max(hints) if hints else None)
+
+        def retry_hint_too_long() -> bool:
+            return any(
+                o.error is not None and o.error.retry_after is not None and o.error.retry_after > limit
+                for o in final.values()
+                if o.kind is OutcomeKind.FAILED
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.attempts),
+            wait=wait,
+            sleep=self._sleep,
+            reraise=False,
+            retry_error_callback=lambda _state: None,
+            before_sleep=lambda _state: self._count_retry(),
+        )
+        for attempt in retrying:
+            with attempt:
+                outcomes = self._call(call, pending, key_of)
+                final.update({o.key: o for o in outcomes})
+                retry_keys = {
+                    o.key
+                    for o in outcomes
+                    if o.kind is OutcomeKind.FAILED and o.error is not None and o.error.retryable
+                }
+                pending = [item for item in pending if key_of(item) in retry_keys]
+                if pending and not retry_hint_too_long():
+                    raise TryAgain
+        return [final[key_of(item)] for item in items if key_of(item) in final]
+
+    def _count_retry(self) -> None:
+        if self.metrics is not None:
+            self.metrics.sink_retries.labels(sink=self.name).inc()
