@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(0.5, alias="REPLICATOR_RETRY_BASE_S", gt=0)
     retry_max_s: float = Field(60.0, alias="REPLICATOR_RETRY_MAX_S", gt=0)
     recording_path: str | None = Field(None, alias="REPLICATOR_RECORDING_PATH")
+    # Fault injection for the recording sink (tests): fail every call, or only while the fail file exists (its
+    # text, "retryable" or "permanent", picks the kind; empty means retryable).
+    recording_fail: Literal["none", "retryable", "permanent"] = Field("none", alias="REPLICATOR_RECORDING_FAIL")
+    recording_fail_file: str | None = Field(None, alias="REPLICATOR_RECORDING_FAIL_FILE")
+    recording_delay_ms: int = Field(0, alias="REPLICATOR_RECORDING_DELAY_MS", ge=0)
+    # DEFERRED outcomes (e.g. relation targets without a page yet) come back after defer_s, without counting as
+    # an attempt, and are dead-lettered once the row has waited max_defer_s in total.
+    defer_s: float = Field(5.0, alias="REPLICATOR_DEFER_S", gt=0)
+    max_defer_s: float = Field(3600.0, alias="REPLICATOR_MAX_DEFER_S", gt=0)
+    # In-process retries of one sink call before the row is rescheduled through the outbox.
+    sink_call_attempts: int = Field(3, alias="REPLICATOR_SINK_CALL_ATTEMPTS", gt=0)
+    # Longest idle wait between outbox checks when no NOTIFY arrives (a safety net; NOTIFY wakes workers).
+    worker_idle_poll_s: float = Field(5.0, alias="REPLICATOR_WORKER_IDLE_POLL_S", gt=0)
 
     # ---- operator surface ----------------------------------------------------------------------------
     http_addr: str = Field("127.0.0.1:9187", alias="REPLICATOR_HTTP_ADDR")
