@@ -1,0 +1,76 @@
+"""Builds a sink by name from settings, wrapped in ``RetryingSink`` (the one retry policy) with the sink's token
+bucket. The daemon builds ONE sink per name and shares it between that sink's worker threads, so the bucket
+limits the whole process (the sinks and the wrapper are thread-safe).
+
+Adding a sink: write ``replicator/sinks/<name>.py`` with a ``Sink`` subclass, add a builder to ``_BUILDERS``
+(import inside the builder so an unused sink's SDK is never imported) and, if it is rate limited, its rate to
+``_rate``. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from replicator.config import KNOWN_SINKS, Settings
+from replicator.metrics import Metrics
+from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket
+from replicator.sinks.base import Sink, SinkConfigError
+
+
+def _build_recording(settings: Settings) -> Sink:
+    from replicator.sinks.recording import RecordingSink
+
+    if settings.recording_path is None:
+        raise SinkConfigError("the recording sink needs REPLICATOR_RECORDING_PATH (a file it appends to)")
+    return RecordingSink.from_settings(settings)
+
+
+def _not_built(name: str) -> Callable[[Settings], Sink]:
+    def build(settings: Settings) -> Sink:
+        raise SinkConfigError(f"the {name} sink is not available in this build yet; remove it from REPLICATOR_SINKS")
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[[Settings], Sink]] = {
+    "recording": _build_recording,
+    "notion": _not_built("notion"),
+    "pinecone": _not_built("pinecone"),
+}
+
+
+def _rate(name: str, settings: Settings) -> float | None:
+    """Requests per second allowed for a sink (None: unlimited)."""
+    return {"notion": settings.notion_rate_per_s, "pinecone": settings.pinecone_rate_per_s}.get(name)
+
+
+def backoff_policy(settings: Settings) -> BackoffPolicy:
+    """The replicator's one backoff policy, from REPLICATOR_RETRY_BASE_S and REPLICATOR_RETRY_MAX_S."""
+    return BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
+
+
+def build_sink(
+    name: str,
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Sink:
+    """The sink called ``name``, ready to use (its ``check()`` is left to the caller), wrapped with retries and
+    rate limiting. Raises ``SinkConfigError`` for an unknown or unconfigured sink."""
+    builder = _BUILDERS.get(name)
+    if builder is None:
+        raise SinkConfigError(f"unknown sink {name!r}; known: {', '.join(KNOWN_SINKS)}")
+    inner = builder(settings)
+    rate = _rate(name, settings)
+    bucket = TokenBucket(rate, clock=clock, sleep=sleep) if rate is not None else None
+    return RetryingSink(
+        inner,
+        policy=backoff_policy(settings),
+        bucket=bucket,
+        settings=RetrySettings(attempts=settings.sink_call_attempts),
+        metrics=metrics,
+        sleep=sleep,
+    )
