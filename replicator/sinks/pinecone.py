@@ -1,0 +1,607 @@
+"""The Pinecone sink: each document becomes overlapping text chunks, embedded by the configured provider and
+upserted as vectors with deterministic ids (``dataset:<uuid>#0003``) and one metadata schema for every entity.
+
+Spoken through the real ``pinecone`` SDK with the SDK's own retries switched off: the worker keeps the single
+retry policy (backoff, ``Retry-After``, dead letters), and SDK exceptions become ``SinkError`` in this module and
+nowhere else (``map_pinecone_error``). Requests stay within Pinecone's limits (1,000 vectors and 2 MB per upsert,
+40 KB of metadata per vector). When a document shrinks, its surplus chunk ids are deleted; deleting a document
+deletes every id under its prefix, found by listing, so a lost ``sink_state`` never leaves vectors behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+from pinecone import (
+    ApiError,
+    NotFoundError,
+    Pinecone,
+    PineconeConnectionError,
+    PineconeError,
+    PineconeTimeoutError,
+    RateLimitError,
+    ResponseParsingError,
+    RetryConfig,
+    ServerlessSpec,
+)
+
+from replicator.documents import ENTITIES, Document, DocumentKey
+from replicator.embedding import EmbeddingProvider
+from replicator.sinks.base import (
+    DeleteItem,
+    Outcome,
+    OutcomeKind,
+    RemoteDocument,
+    RemoteState,
+    Sink,
+    SinkConfigError,
+    SinkError,
+    UpsertItem,
+)
+from replicator.text import ChunkPolicy, chunk_document
+
+if TYPE_CHECKING:
+    from pinecone import Index
+
+    from replicator.config import Settings
+
+MAX_VECTORS_PER_UPSERT = 1000
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+MAX_METADATA_BYTES = 40 * 1024
+MAX_IDS_PER_DELETE = 1000
+FETCH_BATCH = 100
+# Room for the request envelope and for the SDK serialising floats a little longer than we measure them.
+_REQUEST_MARGIN = 64 * 1024
+
+# The SDK retries 408/429/5xx and transport errors by default; one policy (the worker's) is enough.
+NO_SDK_RETRIES = RetryConfig(max_retries=0)
+
+# Metadata fields a filter can use, per entity: Postgres column → metadata key. Scalars become strings, arrays
+# become lists of strings; null and empty values are dropped (Pinecone stores no nulls).
+_FILTER_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "dataset": (
+        ("omics_type", "omics_type"),
+        ("disease", "disease"),
+        ("organism", "organism"),
+        ("sample_type", "sample_type"),
+        ("matrix", "matrix"),
+        ("model_systems", "model_systems"),
+        ("data_origin", "data_origin"),
+    ),
+    "signature": (
+        ("modalities", "modalities"),
+        ("biomarker_role", "biomarker_role"),
+        ("phenotype_axes", "phenotype_axes"),
+    ),
+    "program": (("disease", "disease"),),
+    "experiment": (
+        ("type", "experiment_type"),
+        ("disease", "disease"),
+        ("matrix", "matrix"),
+        ("model_systems", "model_systems"),
+        ("targets", "targets"),
+        ("modality", "modality"),
+        ("stage", "stage"),
+    ),
+}
+# Keys whose values are lists of strings (a query filter on them uses $in).
+LIST_METADATA_KEYS = frozenset(
+    {
+        "disease",
+        "organism",
+        "sample_type",
+        "matrix",
+        "model_systems",
+        "modalities",
+        "biomarker_role",
+        "phenotype_axes",
+        "targets",
+        "modality",
+        "program_ids",
+        "experiment_ids",
+        "dataset_ids",
+        "signature_ids",
+    }
+)
+
+
+# ---- the SDK's edge ----------------------------------------------------------------------------------------------
+
+
+def map_pinecone_error(error: BaseException, doing: str) -> SinkError:
+    """The one place SDK (and transport) exceptions become ``SinkError``: 429, 5xx, 408, timeouts and connection
+    failures are retryable; other API errors (400 validation, dimension, 401, 404) and client-side validation
+    are permanent."""
+    if isinstance(error, RateLimitError):
+        return SinkError(f"pinecone {doing}: {error}", retryable=True, retry_after=error.retry_after)
+    if isinstance(error, ApiError):
+        retryable = error.status_code >= 500 or error.status_code == 408
+        return SinkError(
+            f"pinecone {doing}: {error}",
+            retryable=retryable,
+            retry_after=_retry_after(error.headers) if retryable else None,
+        )
+    if isinstance(error, PineconeTimeoutError | PineconeConnectionError | ResponseParsingError):
+        return SinkError(f"pinecone {doing}: {type(error).__name__}: {error}", retryable=True)
+    if isinstance(error, httpx.TransportError):
+        return SinkError(f"pinecone {doing}: {type(error).__name__}", retryable=True)
+    return SinkError(f"pinecone {doing}: {type(error).__name__}: {error}", retryable=False)
+
+
+_SDK_ERRORS = (PineconeError, httpx.TransportError)
+
+
+def _retry_after(headers: dict[str, str] | None) -> float | None:
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            try:
+                seconds = float(value)
+            except ValueError:
+                return None
+            return seconds if seconds >= 0 else None
+    return None
+
+
+def connect(api_key: str, controller_host: str) -> Pinecone:
+    """A control-plane client without SDK retries."""
+    try:
+        return Pinecone(api_key=api_key, host=controller_host, retry_config=NO_SDK_RETRIES)
+    except PineconeError as error:
+        raise SinkConfigError(f"cannot configure the Pinecone client: {error}") from error
+
+
+def open_index(pc: Pinecone, index_name: str, index_host: str | None) -> Index:
+    """A data-plane client for the index (``PINECONE_INDEX_HOST``, or the host the control plane reports), with
+    the SDK's retries off. The REST data-plane client takes no retry setting (pinecone 10.2 applies ``retry_config``
+    to the control plane and gRPC only), so its HTTP client is rebuilt with ``NO_SDK_RETRIES``; a test checks that
+    a 429 reaches us after exactly one request."""
+    try:
+        index = pc.index(name=index_name if not index_host else "", host=index_host or "")
+    except NotFoundError as error:
+        raise SinkConfigError(
+            f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
+        ) from error
+    except _SDK_ERRORS as error:
+        raise map_pinecone_error(error, f"describe index {index_name!r}") from error
+    from pinecone._internal.constants import DATA_PLANE_API_VERSION
+    from pinecone._internal.http_client import HTTPClient
+
+    old = index._http
+    index._http = HTTPClient(dataclasses.replace(index._config, retry_config=NO_SDK_RETRIES), DATA_PLANE_API_VERSION)
+    old.close()
+    return index
+
+
+def index_dimension(pc: Pinecone, index_name: str) -> int | None:
+    """The index's dense dimension, or ``None`` when the index does not exist."""
+    try:
+        model = pc.describe_index(index_name)
+    except NotFoundError:
+        return None
+    except _SDK_ERRORS as error:
+        raise map_pinecone_error(error, f"describe index {index_name!r}") from error
+    dimension = model.dimension
+    if dimension is None:
+        raise SinkConfigError(f"Pinecone index {index_name!r} has no dense vector field")
+    return int(dimension)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    index: str
+    created: bool
+    dimension: int
+    host: str | None
+
+
+def ensure_index(
+    pc: Pinecone, index_name: str, dimension: int, *, cloud: str = "aws", region: str = "us-east-1"
+) -> InitResult:
+    """Create the serverless index (cosine, ``dimension``) when missing; refuse one of another dimension."""
+    existing = index_dimension(pc, index_name)
+    if existing is not None:
+        if existing != dimension:
+            raise SinkConfigError(
+                f"Pinecone index {index_name!r} exists with dimension {existing}, but the embedding provider "
+                f"gives {dimension}: delete the index or change EMBEDDING_PROVIDER/EMBEDDING_MODEL"
+            )
+        return InitResult(index_name, False, existing, _host(pc, index_name))
+    try:
+        model = pc.create_index(
+            name=index_name, dimension=dimension, metric="cosine", spec=ServerlessSpec(cloud=cloud, region=region)
+        )
+    except _SDK_ERRORS as error:
+        raise map_pinecone_error(error, f"create index {index_name!r}") from error
+    return InitResult(index_name, True, dimension, model.host)
+
+
+def _host(pc: Pinecone, index_name: str) -> str | None:
+    try:
+        return pc.describe_index(index_name).host
+    except _SDK_ERRORS as error:
+        raise map_pinecone_error(error, f"describe index {index_name!r}") from error
+
+
+# ---- ids and metadata --------------------------------------------------------------------------------------------
+
+
+def id_prefix(key: DocumentKey) -> str:
+    return f"{key.entity}:{key.id}#"
+
+
+def vector_id(key: DocumentKey, chunk: int) -> str:
+    return f"{id_prefix(key)}{chunk:04d}"
+
+
+def key_of_vector_id(vector_id_: str) -> DocumentKey | None:
+    """The document a vector id belongs to, or ``None`` for an id that is not ours."""
+    head, sep, chunk = vector_id_.rpartition("#")
+    entity, colon, raw = head.partition(":")
+    if not sep or not colon or entity not in ENTITIES or not chunk.isdigit():
+        return None
+    try:
+        return DocumentKey(entity, uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def vector_metadata(
+    document: Document, *, chunk: int, chunk_count: int, text: str, content_hash: str
+) -> dict[str, Any]:
+    """The one metadata schema: entity, postgres_id, name, chunk, chunk_count, text, content_hash, then the
+    entity's filterable fields and related ids (``program_ids`` …) as lists of strings."""
+    meta: dict[str, Any] = {
+        "entity": document.key.entity,
+        "postgres_id": str(document.key.id),
+        "name": document.name,
+        "chunk": chunk,
+        "chunk_count": chunk_count,
+        "content_hash": content_hash,
+        "text": text,
+    }
+    for column, meta_key in _FILTER_FIELDS.get(document.key.entity, ()):
+        value = _metadata_value(document.fields.get(column))
+        if value is not None:
+            meta[meta_key] = value
+    related: dict[str, set[str]] = defaultdict(set)
+    for keys in document.relations.values():
+        for key in keys:
+            related[f"{key.entity}_ids"].add(str(key.id))
+    for match in document.signature_matches:
+        related[f"{match.other.entity}_ids"].add(str(match.other.id))
+    for meta_key, ids in sorted(related.items()):
+        if ids:
+            meta[meta_key] = sorted(ids)
+    return meta
+
+
+def _metadata_value(value: Any) -> str | list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple | set):
+        items = sorted({str(v) for v in value if v not in (None, "")})
+        return items or None
+    if isinstance(value, dict):
+        return None  # JSON objects (external ids) are not filterable in Pinecone metadata
+    text = str(value)
+    return text or None
+
+
+def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[str, Any]:
+    """Shorten ``text`` (whole characters, never a split UTF-8 sequence) until the metadata fits ``limit``."""
+    size = len(orjson.dumps(meta))
+    if size <= limit:
+        return meta
+    text: str = meta["text"]
+    rest = size - len(text.encode())
+    budget = limit - rest - 16  # the ellipsis and quoting
+    if budget <= 0:
+        raise SinkError(f"metadata of {meta['entity']}:{meta['postgres_id']} exceeds {limit} bytes", retryable=False)
+    encoded = text.encode()[:budget]
+    short = encoded.decode("utf-8", errors="ignore").rstrip() + " …"
+    out = dict(meta, text=short)
+    while len(orjson.dumps(out)) > limit:  # escapes can make JSON longer than the raw bytes
+        short = short[: max(0, len(short) - 256)]
+        out = dict(meta, text=short + " …")
+    return out
+
+
+# ---- the sink ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    item: UpsertItem
+    content_hash: str
+    vectors: list[dict[str, Any]]
+    calls: int = 0
+    error: SinkError | None = None
+
+
+class PineconeSink(Sink):
+    name = "pinecone"
+
+    def __init__(
+        self,
+        *,
+        index: Index,
+        provider: EmbeddingProvider,
+        namespace: str,
+        index_name: str,
+        control: Pinecone | None = None,
+        chunking: ChunkPolicy = ChunkPolicy(),
+        max_vectors_per_upsert: int = MAX_VECTORS_PER_UPSERT,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        self._index = index
+        self._provider = provider
+        self._namespace = namespace
+        self._index_name = index_name
+        self._control = control
+        self._chunking = chunking
+        self._max_vectors = max_vectors_per_upsert
+        self._max_bytes = max_request_bytes - _REQUEST_MARGIN
+
+    @property
+    def provider(self) -> EmbeddingProvider:
+        return self._provider
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def index(self) -> Index:
+        return self._index
+
+    # ---- start-up ------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """The index exists and its dimension is the provider's."""
+        expected = self._provider.dimension
+        if self._control is not None:
+            actual = index_dimension(self._control, self._index_name)
+            if actual is None:
+                raise SinkConfigError(
+                    f"Pinecone index {self._index_name!r} does not exist: run `replicator pinecone init`"
+                )
+        else:
+            try:
+                actual = self._index.describe_index_stats().dimension
+            except _SDK_ERRORS as error:
+                raise map_pinecone_error(error, "describe index stats") from error
+        if actual != expected:
+            raise SinkConfigError(
+                f"Pinecone index {self._index_name!r} has dimension {actual}, but the {self._provider.name} "
+                f"embedding provider ({self._provider.model}) gives {expected}: use a matching index or provider"
+            )
+
+    # ---- writes --------------------------------------------------------------------------------------------------
+    def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
+        prepared, failed = self._prepare(items)
+        for batch in self._batches(prepared):
+            self._send(batch)
+        outcomes = list(failed)
+        for p in prepared:
+            if p.error is None:
+                self._delete_surplus(p)
+            key = p.item.document.key
+            if p.error is not None:
+                outcomes.append(Outcome(key, OutcomeKind.FAILED, error=p.error, calls=p.calls))
+                continue
+            state = RemoteState(id_prefix(key), p.content_hash, len(p.vectors))
+            outcomes.append(Outcome(key, OutcomeKind.APPLIED, state=state, calls=p.calls))
+        return outcomes
+
+    def _prepare(self, items: Sequence[UpsertItem]) -> tuple[list[_Prepared], list[Outcome]]:
+        chunked = [(item, chunk_document(item.document, self._chunking)) for item in items]
+        texts = [text for _, chunks in chunked for text in chunks]
+        try:
+            vectors = self._provider.embed(texts)
+        except SinkError as embed_error:
+            return [], [Outcome(item.document.key, OutcomeKind.FAILED, error=embed_error) for item, _ in chunked]
+        if len(vectors) != len(texts):
+            short = SinkError(f"embedding returned {len(vectors)} vectors for {len(texts)} chunks", retryable=True)
+            return [], [Outcome(item.document.key, OutcomeKind.FAILED, error=short) for item, _ in chunked]
+        prepared: list[_Prepared] = []
+        failed: list[Outcome] = []
+        position = 0
+        for item, chunks in chunked:
+            document = item.document
+            content_hash = document.content_hash()
+            entries = []
+            try:
+                for number, text in enumerate(chunks):
+                    meta = vector_metadata(
+                        document, chunk=number, chunk_count=len(chunks), text=text, content_hash=content_hash
+                    )
+                    entries.append(
+                        {
+                            "id": vector_id(document.key, number),
+                            "values": vectors[position + number],
+                            "metadata": fit_metadata(meta),
+                        }
+                    )
+            except SinkError as error:
+                failed.append(Outcome(document.key, OutcomeKind.FAILED, error=error))
+            else:
+                prepared.append(_Prepared(item, content_hash, entries))
+            position += len(chunks)
+        return prepared, failed
+
+    def _batches(self, prepared: list[_Prepared]) -> Iterator[list[tuple[_Prepared, list[dict[str, Any]]]]]:
+        """Requests within the vector-count and byte limits; a document's vectors stay together unless they alone
+        exceed one request."""
+        batch: list[tuple[_Prepared, list[dict[str, Any]]]] = []
+        count = size = 0
+        for p in prepared:
+            sizes = [len(orjson.dumps(v)) + 1 for v in p.vectors]
+            if batch and (count + len(p.vectors) > self._max_vectors or size + sum(sizes) > self._max_bytes):
+                yield batch
+                batch, count, size = [], 0, 0
+            part: list[dict[str, Any]] = []
+            for vector, vsize in zip(p.vectors, sizes, strict=True):
+                if part and (count + 1 > self._max_vectors or size + vsize > self._max_bytes):
+                    batch.append((p, part))
+                    yield batch
+                    batch, part, count, size = [], [], 0, 0
+                part.append(vector)
+                count += 1
+                size += vsize
+            batch.append((p, part))
+        if batch:
+            yield batch
+
+    def _send(self, batch: list[tuple[_Prepared, list[dict[str, Any]]]]) -> None:
+        live = [(p, vs) for p, vs in batch if p.error is None]
+        if not live:
+            return
+        error = self._upsert_vectors([v for _, vs in live for v in vs], live)
+        if error is None:
+            return
+        if error.retryable or len({id(p) for p, _ in live}) == 1:
+            for p, _ in live:
+                p.error = error
+            return
+        # A permanent error in a request that carried several documents: send each alone, so one bad document
+        # is dead-lettered and the others are written.
+        for p, vs in live:
+            p.error = self._upsert_vectors(vs, [(p, vs)])
+
+    def _upsert_vectors(
+        self, vectors: list[dict[str, Any]], owners: list[tuple[_Prepared, list[dict[str, Any]]]]
+    ) -> SinkError | None:
+        for p in {id(p): p for p, _ in owners}.values():
+            p.calls += 1
+        try:
+            self._index.upsert(vectors=vectors, namespace=self._namespace)
+        except _SDK_ERRORS as error:
+            return map_pinecone_error(error, f"upsert of {len(vectors)} vectors")
+        return None
+
+    def _delete_surplus(self, p: _Prepared) -> None:
+        key = p.item.document.key
+        keep = {v["id"] for v in p.vectors}
+        state = p.item.state
+        try:
+            if state is not None:
+                old = {vector_id(key, n) for n in range(state.chunk_count)}
+            else:
+                # No record of earlier writes (first write, or the state was lost): ask the index.
+                p.calls += 1
+                old = set(self._list_ids(id_prefix(key), p))
+            surplus = sorted(old - keep)
+            for start in range(0, len(surplus), MAX_IDS_PER_DELETE):
+                p.calls += 1
+                self._index.delete(ids=surplus[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
+        except _SDK_ERRORS as error:
+            p.error = map_pinecone_error(error, f"delete surplus chunks of {key}")
+
+    def _list_ids(self, prefix: str, p: _Prepared | None = None) -> list[str]:
+        ids: list[str] = []
+        for number, page in enumerate(self._index.list(prefix=prefix, namespace=self._namespace)):
+            if p is not None and number:
+                p.calls += 1
+            ids.extend(item.id for item in page.vectors if item.id)
+        return ids
+
+    def delete(self, items: Sequence[DeleteItem]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for item in items:
+            calls = 1
+            try:
+                ids = set(self._list_ids(id_prefix(item.key)))
+                if item.state is not None:
+                    ids |= {vector_id(item.key, n) for n in range(item.state.chunk_count)}
+                ordered = sorted(ids)
+                for start in range(0, len(ordered), MAX_IDS_PER_DELETE):
+                    calls += 1
+                    self._index.delete(ids=ordered[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
+            except _SDK_ERRORS as error:
+                outcomes.append(
+                    Outcome(
+                        item.key, OutcomeKind.FAILED, error=map_pinecone_error(error, f"delete {item.key}"), calls=calls
+                    )
+                )
+                continue
+            outcomes.append(Outcome(item.key, OutcomeKind.DELETED, calls=calls))
+        return outcomes
+
+    # ---- verify --------------------------------------------------------------------------------------------------
+    def inventory(self) -> Iterator[RemoteDocument]:
+        """One ``RemoteDocument`` per document and content hash found in its chunks' metadata: a document whose
+        chunks disagree (a half-applied shrink, leftovers of an older version) appears once per hash, and one with
+        missing chunks has ``content_hash=None`` so it never looks in sync."""
+        for entity in ENTITIES:
+            try:
+                ids = self._list_ids(f"{entity}:")
+            except _SDK_ERRORS as error:
+                raise map_pinecone_error(error, f"list {entity} vectors") from error
+            by_doc: dict[DocumentKey, list[str]] = defaultdict(list)
+            for vid in ids:
+                key = key_of_vector_id(vid)
+                if key is not None:
+                    by_doc[key].append(vid)
+            keys = sorted(by_doc)
+            for start in range(0, len(keys), max(1, FETCH_BATCH // 4)):
+                group = keys[start : start + max(1, FETCH_BATCH // 4)]
+                metadata = self._fetch_metadata([vid for key in group for vid in by_doc[key]])
+                for key in group:
+                    yield from _remote_documents(key, {vid: metadata.get(vid, {}) for vid in by_doc[key]})
+
+    def _fetch_metadata(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), FETCH_BATCH):
+            try:
+                response = self._index.fetch(ids=ids[start : start + FETCH_BATCH], namespace=self._namespace)
+            except _SDK_ERRORS as error:
+                raise map_pinecone_error(error, "fetch vectors") from error
+            for vid, vector in response.vectors.items():
+                out[vid] = dict(vector.metadata or {})
+        return out
+
+    def close(self) -> None:
+        self._index.close()
+        self._provider.close()
+        if self._control is not None:
+            self._control.close()
+
+
+def _remote_documents(key: DocumentKey, chunks: dict[str, dict[str, Any]]) -> Iterable[RemoteDocument]:
+    by_hash: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for meta in chunks.values():
+        raw = meta.get("content_hash")
+        by_hash[raw if isinstance(raw, str) else None].append(meta)
+    for content_hash, metas in sorted(by_hash.items(), key=lambda kv: kv[0] or ""):
+        numbers = {int(m["chunk"]) for m in metas if isinstance(m.get("chunk"), int | float)}
+        counts = {int(m["chunk_count"]) for m in metas if isinstance(m.get("chunk_count"), int | float)}
+        complete = len(counts) == 1 and numbers == set(range(counts.pop()))
+        yield RemoteDocument(key, id_prefix(key), content_hash if complete else None)
+
+
+# ---- wiring ------------------------------------------------------------------------------------------------------
+
+
+def build_pinecone_sink(settings: Settings, provider: EmbeddingProvider | None = None) -> PineconeSink:
+    """The sink from settings: ``PINECONE_API_KEY``, ``PINECONE_CONTROLLER_HOST``, ``PINECONE_INDEX``,
+    ``PINECONE_INDEX_HOST`` (else found through the control plane), ``PINECONE_NAMESPACE``, and the embedding
+    provider named by ``EMBEDDING_PROVIDER``."""
+    from replicator.embedding import build_provider
+
+    if settings.pinecone_api_key is None:
+        raise SinkConfigError("the pinecone sink needs PINECONE_API_KEY")
+    pc = connect(settings.pinecone_api_key.get_secret_value(), settings.pinecone_controller_host)
+    index = open_index(pc, settings.pinecone_index, settings.pinecone_index_host)
+    return PineconeSink(
+        index=index,
+        provider=provider or build_provider(settings),
+        namespace=settings.pinecone_namespace,
+        index_name=settings.pinecone_index,
+        control=pc,
+    )
