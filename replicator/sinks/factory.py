@@ -26,6 +26,12 @@ def _build_recording(settings: Settings) -> Sink:
     return RecordingSink.from_settings(settings)
 
 
+def _build_pinecone(settings: Settings) -> Sink:
+    from replicator.sinks.pinecone import build_pinecone_sink
+
+    return build_pinecone_sink(settings)
+
+
 def _not_built(name: str) -> Callable[[Settings], Sink]:
     def build(settings: Settings) -> Sink:
         raise SinkConfigError(f"the {name} sink is not available in this build yet; remove it from REPLICATOR_SINKS")
@@ -36,7 +42,7 @@ def _not_built(name: str) -> Callable[[Settings], Sink]:
 _BUILDERS: dict[str, Callable[[Settings], Sink]] = {
     "recording": _build_recording,
     "notion": _not_built("notion"),
-    "pinecone": _not_built("pinecone"),
+    "pinecone": _build_pinecone,
 }
 
 
