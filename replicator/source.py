@@ -1,0 +1,478 @@
+"""The source: reads the wal2json slot over the streaming replication protocol and turns it into durable outbox
+rows, confirming to the server only what is committed.
+
+``ReplicationStream`` speaks the protocol through psycopg 3's libpq layer (its high-level API has no replication
+support): a ``replication=database`` connection, ``START_REPLICATION … LOGICAL`` with wal2json format-version 2,
+then COPY_BOTH — XLogData (``w``) and keepalives (``k``) in, standby status updates (``r``) out.
+
+``SourceLoop`` parses each record (``changes``), routes it to dirty documents (``routing``) and writes them to the
+outbox (``outbox``) in batches cut at commit records: up to ``batch_max_changes`` row changes or
+``batch_max_wait_ms``. Only after the outbox transaction commits is the batch's end LSN sent as the flushed
+position, so the slot never moves past a change whose outbox row is not durable. A huge transaction is streamed
+in bounded memory: only its dirty keys are kept (a set), flushed to the outbox mid-transaction when the set grows,
+and its LSN is confirmed at its commit record. The loop also writes a heartbeat row every few seconds; seeing it
+come back through the stream is recorded in ``source_checkpoint`` (lag in seconds) and keeps an idle slot moving.
+A broken connection is retried with backoff (tenacity); a missing or invalidated slot is an incident
+(``SlotLostError``), never silently recreated.
+"""
+
+from __future__ import annotations
+
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.pq.abc import PGconn
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from replicator.changes import Action, format_lsn, parse
+from replicator.logs import event_logger
+from replicator.metrics import Metrics
+from replicator.outbox import enqueue, enqueue_entities, save_checkpoint
+from replicator.routing import DOMAIN_SCHEMA, SOURCE_TABLES, DirtyDocuments, SqlFeatureHolders
+
+log = event_logger("replicator.source")
+
+PLUGIN = "wal2json"
+HEARTBEAT_TABLE = "replicator.heartbeat"
+# Microseconds between the Unix epoch and the Postgres epoch (2000-01-01), for standby status timestamps.
+_PG_EPOCH_US = 946_684_800_000_000
+_XLOGDATA = struct.Struct(">QQQ")  # wal start, wal end, server clock
+_KEEPALIVE = struct.Struct(">QQB")  # wal end, server clock, reply requested
+_STATUS = struct.Struct(">QQQQB")  # written, flushed, applied, client clock, reply requested
+# Status updates are sent at least this often, well inside the server's wal_sender_timeout (60 s on our clusters).
+STATUS_INTERVAL_S = 10.0
+# Messages handled between two looks at the clock (timers); small enough to stay responsive.
+_DRAIN = 512
+
+
+class SourceError(Exception):
+    """The source cannot stream (a wrong slot plugin, a protocol error)."""
+
+
+class SlotLostError(SourceError):
+    """The slot vanished or was invalidated after the replicator had used it: changes are gone. Recovery is an
+    explicit operator step (``replicator slot drop`` then a run, which recreates the slot and backfills)."""
+
+    def __init__(self, slot: str, reason: str) -> None:
+        super().__init__(
+            f"replication slot {slot!r} {reason}; changes may be lost. Run 'replicator slot drop' "
+            "and restart to recreate it with a full resync."
+        )
+        self.slot = slot
+        self.reason = reason
+
+
+class StreamInterruptedError(SourceError):
+    """The replication connection ended or broke; the loop reconnects."""
+
+
+# ---- slot management ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    exists: bool
+    plugin: str | None = None
+    active_pid: int | None = None
+    confirmed_flush_lsn: int | None = None
+    wal_status: str | None = None
+
+
+def slot_info(conn: psycopg.Connection[Any], slot: str) -> SlotInfo:
+    row = conn.execute(
+        "SELECT plugin, active_pid, (confirmed_flush_lsn - '0/0')::bigint, wal_status "
+        "FROM pg_replication_slots WHERE slot_name = %s AND database = current_database()",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return SlotInfo(slot, exists=False)
+    return SlotInfo(slot, True, row[0], row[1], row[2], row[3])
+
+
+def create_slot(conn: psycopg.Connection[Any], slot: str) -> int:
+    """Create the wal2json slot; returns its consistent point (changes after it stream, rows before it are
+    backfilled)."""
+    row = conn.execute(
+        "SELECT (lsn - '0/0')::bigint FROM pg_create_logical_replication_slot(%s, %s)", (slot, PLUGIN)
+    ).fetchone()
+    assert row is not None
+    log.info("slot.created", slot=slot, lsn=format_lsn(int(row[0])))
+    return int(row[0])
+
+
+def drop_slot(conn: psycopg.Connection[Any], slot: str) -> bool:
+    """Drop the slot (ending its consumer) and forget the replicator's checkpoint and heartbeat for it, so the
+    next run recreates the slot and backfills. Returns whether a slot existed."""
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND active_pid IS NOT NULL",
+            (slot,),
+        )
+    existed = False
+    for _ in range(50):  # the terminated walsender releases the slot asynchronously
+        try:
+            cur = conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            )
+            existed = cur.rowcount > 0
+            break
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1)
+    with conn.transaction():
+        conn.execute("DELETE FROM replicator.source_checkpoint WHERE slot_name = %s", (slot,))
+        conn.execute("DELETE FROM replicator.heartbeat WHERE slot_name = %s", (slot,))
+    log.warning("slot.dropped", slot=slot, existed=existed)
+    return existed
+
+
+def start_replication_command(slot: str, tables: Sequence[str], start_lsn: int = 0) -> bytes:
+    """The START_REPLICATION command; hyphenated wal2json options must be double-quoted (eulerto/wal2json#264).
+    ``numeric-data-types-as-string`` is not sent: wal2json 2.5 (Debian's) rejects it, and we read only keys."""
+    add_tables = ",".join(tables)
+    options = {
+        "format-version": "2",
+        "include-lsn": "1",
+        "include-xids": "1",
+        "include-pk": "1",
+        "include-timestamp": "1",
+        "include-transaction": "1",
+        "add-tables": add_tables,
+    }
+    opts = ", ".join(f"\"{k}\" '{v}'" for k, v in options.items())
+    # The slot name is validated by Settings (^[a-z0-9_]{1,63}$); table names are ours.
+    return f"START_REPLICATION SLOT {slot} LOGICAL {format_lsn(start_lsn)} ({opts})".encode()
+
+
+def stream_tables() -> tuple[str, ...]:
+    return (*(f"{DOMAIN_SCHEMA}.{t}" for t in SOURCE_TABLES), HEARTBEAT_TABLE)
+
+
+# ---- the protocol ------------------------------------------------------------------------------------------------
+
+
+class ReplicationStream:
+    """One COPY_BOTH replication session on a slot (not thread-safe; one reader)."""
+
+    def __init__(self, dsn: str, slot: str, *, tables: Sequence[str] | None = None) -> None:
+        self._conninfo = psycopg.conninfo.make_conninfo(dsn, replication="database", application_name="replicator")
+        self.slot = slot
+        self.tables = tuple(tables) if tables is not None else stream_tables()
+        self._pg: PGconn | None = None
+        self.received_lsn = 0
+
+    @property
+    def pgconn(self) -> PGconn:
+        if self._pg is None:
+            raise StreamInterruptedError("the replication stream is not open")
+        return self._pg
+
+    def start(self, start_lsn: int = 0) -> None:
+        pg = pq.PGconn.connect(self._conninfo.encode())
+        if pg.status != pq.ConnStatus.OK:
+            message = pg.get_error_message()
+            pg.finish()
+            raise StreamInterruptedError(f"replication connection failed: {message}")
+        result = pg.exec_(start_replication_command(self.slot, self.tables, start_lsn))
+        if result.status != pq.ExecStatus.COPY_BOTH:
+            error = (result.error_message or b"").decode(errors="replace").strip()
+            sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+            pg.finish()
+            raise _start_error(self.slot, error, sqlstate.decode() if sqlstate else None)
+        pg.nonblocking = 1
+        self._pg = pg
+
+    def read(self, timeout: float) -> memoryview | None:
+        """The next CopyData message, or None when none arrived within ``timeout`` seconds."""
+        pg = self.pgconn
+        nbytes, data = pg.get_copy_data(1)
+        if nbytes > 0:
+            return data
+        if nbytes == 0:
+            ready, _, _ = select.select([pg.socket], [], [], max(timeout, 0.0))
+            if not ready:
+                return None
+            pg.consume_input()
+            nbytes, data = pg.get_copy_data(1)
+            if nbytes > 0:
+                return data
+            if nbytes == 0:
+                return None
+        raise StreamInterruptedError(f"replication stream ended: {pg.get_error_message()}")
+
+    def send_status(self, flushed_lsn: int, *, reply: bool = False) -> None:
+        """Tell the server what is durable: ``flushed_lsn`` becomes the slot's confirmed_flush_lsn."""
+        pg = self.pgconn
+        now_us = time.time_ns() // 1000 - _PG_EPOCH_US
+        written = max(self.received_lsn, flushed_lsn)
+        msg = b"r" + _STATUS.pack(written, flushed_lsn, flushed_lsn, now_us, 1 if reply else 0)
+        if pg.put_copy_data(msg) != 1:
+            raise StreamInterruptedError(f"could not send a status update: {pg.get_error_message()}")
+        while pg.flush() == 1:
+            select.select([], [pg.socket], [], 1.0)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.finish()
+            self._pg = None
+
+
+def _start_error(slot: str, error: str, sqlstate: str | None) -> SourceError:
+    if sqlstate == "42704" or "does not exist" in error:
+        return SlotLostError(slot, "does not exist")
+    if "invalidated" in error or "cannot read from logical replication slot" in error:
+        return SlotLostError(slot, "was invalidated by the server (wal_status = lost)")
+    return StreamInterruptedError(f"START_REPLICATION failed: {error}")
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    slot: str
+    sinks: tuple[str, ...]
+    batch_max_changes: int = 5000
+    batch_max_wait_ms: int = 200
+    heartbeat_interval_s: float = 5.0
+    shutdown_deadline_s: float = 20.0
+    leader: str | None = None
+
+
+class SourceLoop:
+    """Streams the slot into the outbox until ``stop`` is set, reconnecting with backoff."""
+
+    def __init__(
+        self,
+        dsn: str,
+        options: SourceOptions,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        leader_check: Callable[[], None] | None = None,
+        on_streaming: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.options = options
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.leader_check = leader_check
+        self.on_streaming = on_streaming
+        self.confirmed_lsn = 0
+        self.batches = 0
+        self.changes = 0
+
+    def run(self, stop: threading.Event) -> None:
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("source.reconnect", attempt=state.attempt_number, error=str(error))
+            if self.on_streaming:
+                self.on_streaming(False)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type((StreamInterruptedError, psycopg.OperationalError)),
+            wait=wait_exponential_jitter(multiplier=0.5, max=30.0),
+            stop=lambda _state: stop.is_set(),
+            sleep=_interruptible_sleep(stop),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self._stream(stop)
+
+    def _stream(self, stop: threading.Event) -> None:
+        opts = self.options
+        stream = ReplicationStream(self.dsn, opts.slot)
+        with psycopg.connect(self.dsn, autocommit=True, application_name="replicator-source") as conn:
+            stream.start()
+            try:
+                if self.on_streaming:
+                    self.on_streaming(True)
+                log.info("source.streaming", slot=opts.slot, sinks=",".join(opts.sinks))
+                _Batcher(self, stream, conn).run(stop)
+            finally:
+                stream.close()
+
+
+def _interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)
+
+    return sleep
+
+
+class _Batcher:
+    """One streaming session's batching state (kept out of ``SourceLoop`` so a reconnect starts clean: the server
+    resends everything after the confirmed LSN)."""
+
+    def __init__(self, loop: SourceLoop, stream: ReplicationStream, conn: psycopg.Connection[Any]) -> None:
+        self.loop = loop
+        self.opts = loop.options
+        self.stream = stream
+        self.conn = conn
+        self.holders = SqlFeatureHolders(conn)
+        self.dirty = DirtyDocuments()
+        self.in_txn = False
+        self.pending_commit: int | None = None  # end LSN of the last commit read but not yet durable
+        self.batch_changes = 0
+        self.batch_deadline: float | None = None
+        self.heartbeat_seen: str | None = None
+        self.last_lsn = 0
+        self.per_table: dict[str, int] = {}
+
+    # -- outbox --------------------------------------------------------------------------------------------------
+
+    def flush(self, *, final: bool = False) -> None:
+        """Commit the dirty documents and, when a commit was read, the checkpoint; then confirm that commit's LSN
+        to the server. Without a commit (mid-transaction) keys are written but nothing is confirmed."""
+        confirm = self.pending_commit
+        has_rows = bool(self.dirty)
+        if has_rows or self.heartbeat_seen is not None:
+            batch = self.dirty.resolve(self.holders)
+            sinks = self.opts.sinks
+            lsn = confirm if confirm is not None else self.last_lsn
+            with self.conn.transaction():
+                written = 0
+                if batch.keys and sinks:
+                    written += enqueue(self.conn, {s: batch.keys for s in sinks}, lsn)
+                if batch.whole_entities and sinks:
+                    written += enqueue_entities(self.conn, sinks, sorted(batch.whole_entities), lsn)
+                if confirm is not None:
+                    save_checkpoint(
+                        self.conn, self.opts.slot, confirm, heartbeat_seen=self.heartbeat_seen, leader=self.opts.leader
+                    )
+            self.dirty.clear()
+            if confirm is not None:
+                self.heartbeat_seen = None
+            m = self.loop.metrics
+            m.batches.inc()
+            for sink in sinks:
+                m.documents_enqueued.labels(sink).inc(len(batch.keys))
+            for table, n in self.per_table.items():
+                m.changes_read.labels(table).inc(n)
+            self.per_table.clear()
+            self.loop.batches += 1
+            log.debug(
+                "outbox.enqueued",
+                documents=len(batch.keys),
+                rows=written,
+                whole_entities=",".join(sorted(batch.whole_entities)),
+                lsn=format_lsn(lsn),
+                confirmed=confirm is not None,
+            )
+        # A batch with no documents and no heartbeat (e.g. our own outbox commits, which wal2json reports as empty
+        # transactions) is confirmed without writing anything, so confirming never feeds itself.
+        if confirm is not None:
+            self.confirm(confirm)
+            self.pending_commit = None
+        self.batch_changes = 0
+        self.batch_deadline = None
+        if final and self.loop.confirmed_lsn:
+            self.stream.send_status(self.loop.confirmed_lsn)
+
+    def confirm(self, lsn: int) -> None:
+        if lsn > self.loop.confirmed_lsn:
+            self.loop.confirmed_lsn = lsn
+            self.loop.metrics.confirmed_lsn.set(lsn)
+        self.stream.send_status(self.loop.confirmed_lsn)
+
+    # -- heartbeat -----------------------------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        self.conn.execute(
+            "INSERT INTO replicator.heartbeat (slot_name, beat_at) VALUES (%s, now()) "
+            "ON CONFLICT (slot_name) DO UPDATE SET beat_at = now()",
+            (self.opts.slot,),
+        )
+
+    # -- the read loop -------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        clock = self.loop.clock
+        stream = self.stream
+        max_changes = self.opts.batch_max_changes
+        wait_s = self.opts.batch_max_wait_ms / 1000.0
+        slot = self.opts.slot
+        next_beat = clock()
+        next_status = clock() + STATUS_INTERVAL_S
+        while not stop.is_set():
+            now = clock()
+            if now >= next_beat:
+                if self.loop.leader_check:
+                    self.loop.leader_check()
+                self.beat()
+                next_beat = now + self.opts.heartbeat_interval_s
+            if now >= next_status:
+                stream.send_status(self.loop.confirmed_lsn)
+                next_status = now + STATUS_INTERVAL_S
+            if self.batch_deadline is not None and now >= self.batch_deadline and not self.in_txn:
+                self.flush()
+            timeout = min(next_beat, next_status, self.batch_deadline or next_beat) - now
+            for _ in range(_DRAIN):
+                data = stream.read(timeout)
+                if data is None:
+                    # Nothing more right now: an idle moment is a safe place to cut the batch.
+                    if not self.in_txn and (self.pending_commit is not None or self.dirty):
+                        self.flush()
+                    break
+                timeout = 0.0
+                kind = data[0]
+                if kind == 0x77:  # 'w' XLogData
+                    start = _XLOGDATA.unpack_from(data, 1)[0]
+                    self.last_lsn = start
+                    stream.received_lsn = max(stream.received_lsn, start)
+                    change = parse(data[25:], start)
+                    action = change.action
+                    if action is Action.COMMIT:
+                        self.in_txn = False
+                        self.pending_commit = start
+                        if self.batch_changes >= max_changes or (
+                            self.batch_deadline is not None and clock() >= self.batch_deadline
+                        ):
+                            self.flush()
+                    elif action is Action.BEGIN:
+                        self.in_txn = True
+                        if self.batch_deadline is None:
+                            self.batch_deadline = clock() + wait_s
+                    elif action is Action.MESSAGE:
+                        continue
+                    else:
+                        self.batch_changes += 1
+                        self.loop.changes += 1
+                        table = change.table or ""
+                        self.per_table[table] = self.per_table.get(table, 0) + 1
+                        if change.schema == "replicator":
+                            if table == "heartbeat" and change.columns.get("slot_name") == slot:
+                                self.heartbeat_seen = change.columns.get("beat_at")
+                        else:
+                            self.dirty.add(change)
+                            # A huge transaction: write its keys now (harmless duplicates if we crash), keep only
+                            # the commit for confirmation. Memory stays bounded by max_changes keys.
+                            if len(self.dirty) >= max_changes:
+                                self.flush()
+                elif kind == 0x6B:  # 'k' keepalive
+                    wal_end, _, reply = _KEEPALIVE.unpack_from(data, 1)
+                    if not self.in_txn and self.pending_commit is None and not self.dirty:
+                        # Everything the server sent before this keepalive is durable: safe to confirm its end.
+                        stream.received_lsn = max(stream.received_lsn, wal_end)
+                        if wal_end > self.loop.confirmed_lsn and self.heartbeat_seen is None:
+                            self.confirm(wal_end)
+                            continue
+                    if reply:
+                        stream.send_status(self.loop.confirmed_lsn)
+                        next_status = clock() + STATUS_INTERVAL_S
+        # Shutdown: confirm what is committed; a transaction cut short is re-sent after restart.
+        if self.dirty or self.pending_commit is not None or self.heartbeat_seen is not None:
+            self.flush(final=True)
+        elif self.loop.confirmed_lsn:
+            stream.send_status(self.loop.confirmed_lsn)
+        log.info("source.stopped", slot=slot, confirmed_lsn=format_lsn(self.loop.confirmed_lsn))

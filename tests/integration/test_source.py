@@ -1,0 +1,188 @@
+"""The source on the real server: wal2json changes become outbox rows, and the slot is confirmed only for what
+the outbox holds."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from replicator.metrics import Metrics
+from replicator.source import SlotLostError, SourceLoop, SourceOptions, create_slot, drop_slot, slot_info
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+SLOT = "test_source"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+class Running:
+    def __init__(self, loop: SourceLoop) -> None:
+        self.loop = loop
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def source(db_url: str, conn: Conn) -> Callable[..., Running]:
+    create_slot(conn, SLOT)
+
+    def make(**options: Any) -> Running:
+        opts = SourceOptions(
+            slot=SLOT,
+            sinks=options.pop("sinks", ("recording",)),
+            batch_max_wait_ms=options.pop("batch_max_wait_ms", 50),
+            heartbeat_interval_s=options.pop("heartbeat_interval_s", 0.5),
+            **options,
+        )
+        return Running(SourceLoop(db_url, opts, metrics=Metrics()))
+
+    return make
+
+
+def outbox(conn: Conn) -> dict[tuple[str, str, uuid.UUID], int]:
+    rows = conn.execute("SELECT sink, entity, entity_id, version FROM replicator.outbox").fetchall()
+    return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+
+def confirmed(conn: Conn) -> int:
+    row = conn.execute(
+        "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def current_lsn(conn: Conn) -> int:
+    row = conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def new_dataset(conn: Conn, key: str = "k1") -> uuid.UUID:
+    row = conn.execute(
+        "INSERT INTO dataset (natural_key, name, omics_type) VALUES (%s, %s, 'lipidomics') RETURNING id", (key, key)
+    ).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def new_feature(conn: Conn, name: str) -> uuid.UUID:
+    row = conn.execute(
+        "INSERT INTO feature (feature_type, normalized_name, name) VALUES ('lipid', %s, %s) RETURNING id",
+        (name, name),
+    ).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def test_committed_changes_become_coalesced_outbox_rows_and_the_slot_is_confirmed_past_them(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    ds = new_dataset(conn)
+    features = [new_feature(conn, f"f{i}") for i in range(3)]
+    with conn.transaction():
+        for f in features:
+            conn.execute("INSERT INTO dataset_feature (dataset_id, feature_id, raw_name) VALUES (%s, %s, 'x')", (ds, f))
+    written_up_to = current_lsn(conn)
+    with source():
+        wait_for(lambda: confirmed(conn) >= written_up_to)
+        rows = outbox(conn)
+    assert set(rows) == {("recording", "dataset", ds)}
+    checkpoint = conn.execute("SELECT confirmed_lsn FROM replicator.source_checkpoint").fetchone()
+    assert checkpoint is not None
+    assert checkpoint[0] >= written_up_to - 1024  # the commit end of the last transaction with documents
+
+
+def test_a_renamed_feature_dirties_the_datasets_holding_it(conn: Conn, source: Callable[..., Running]) -> None:
+    ds1, ds2, other = new_dataset(conn, "a"), new_dataset(conn, "b"), new_dataset(conn, "c")
+    feature = new_feature(conn, "PC 34:1")
+    for ds in (ds1, ds2):
+        conn.execute(
+            "INSERT INTO dataset_feature (dataset_id, feature_id, raw_name) VALUES (%s, %s, 'x')", (ds, feature)
+        )
+    with source():
+        wait_for(lambda: len(outbox(conn)) == 3)
+        conn.execute("DELETE FROM replicator.outbox")
+        conn.execute("UPDATE feature SET name = 'PC 16:0_18:1' WHERE id = %s", (feature,))
+        wait_for(lambda: len(outbox(conn)) == 2)
+    assert {k[2] for k in outbox(conn)} == {ds1, ds2}
+    assert other not in {k[2] for k in outbox(conn)}
+
+
+def test_the_heartbeat_comes_back_through_the_stream_and_is_recorded(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    with source(heartbeat_interval_s=0.2):
+        row = wait_for(
+            lambda: conn.execute(
+                "SELECT heartbeat_seen, heartbeat_received_at FROM replicator.source_checkpoint "
+                "WHERE slot_name = %s AND heartbeat_seen IS NOT NULL",
+                (SLOT,),
+            ).fetchone()
+        )
+    beat = conn.execute("SELECT beat_at FROM replicator.heartbeat WHERE slot_name = %s", (SLOT,)).fetchone()
+    assert beat is not None
+    assert row[0] <= beat[0]
+    assert row[1] >= row[0]
+
+
+def test_an_idle_slot_keeps_advancing_past_writes_it_does_not_stream(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    conn.execute("CREATE TABLE scratch (id int PRIMARY KEY)")
+    with source():
+        for i in range(5):
+            conn.execute("INSERT INTO scratch VALUES (%s)", (i,))
+        target = current_lsn(conn)
+        wait_for(lambda: confirmed(conn) >= target)
+    assert outbox(conn) == {}
+
+
+def test_with_no_sinks_changes_are_read_and_confirmed_without_outbox_rows(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    new_dataset(conn)
+    target = current_lsn(conn)
+    with source(sinks=()) as running:
+        wait_for(lambda: confirmed(conn) >= target)
+    assert outbox(conn) == {}
+    assert running.loop.changes >= 1
+
+
+def test_a_dropped_slot_stops_the_source_with_a_slot_lost_error(conn: Conn, source: Callable[..., Running]) -> None:
+    drop_slot(conn, SLOT)
+    assert not slot_info(conn, SLOT).exists
+    with source() as running:
+        running.thread.join(10)
+    assert isinstance(running.error, SlotLostError)
