@@ -9,6 +9,7 @@ All functions here are pure (no database, no I/O).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 FEATURE_TYPES: tuple[str, ...] = ("gene", "protein", "metabolite", "lipid")
@@ -36,10 +37,65 @@ class NormalizedFeature:
 
 
 def normalize(raw: str, feature_type: str) -> NormalizedFeature:
-    """Normalize ``raw`` as a feature of ``feature_type`` (gene | protein | metabolite | lipid)."""
-    raise NotImplementedError
+    """Normalize ``raw`` as a feature of ``feature_type`` (gene | protein | metabolite | lipid).
+
+    Never raises on a name: what cannot be read comes back with ``parsed=False``. An unknown feature type is a
+    programming error (readers validate the omics type first) and raises ValueError.
+    """
+    if feature_type == "lipid":
+        return normalize_lipid(raw)
+    if feature_type == "metabolite":
+        return normalize_metabolite(raw)
+    if feature_type == "protein":
+        return normalize_protein(raw)
+    if feature_type == "gene":
+        return normalize_gene(raw)
+    raise ValueError(f"unknown feature type {feature_type!r}; expected one of {', '.join(FEATURE_TYPES)}")
+
+
+# Shapes that mark a metabolite name rather than a gene symbol: chemical word endings, locants ("3-", "N-"),
+# stereo prefixes, spaces and commas. Gene symbols are short runs of letters and digits.
+_METABOLITE_SHAPE = re.compile(
+    r"(?:ine|ate|ose|ol|one|ide|acid|amine|in)$|^(?:\d+(?:,\d+)*-|[LDNOS]-|\(\S+\)-|alpha-|beta-|gamma-)|[\s,]",
+    re.IGNORECASE,
+)
+_GENE_LIKE = re.compile(r"^[A-Z0-9][A-Z0-9-]*(?:\.\d+)?$")
 
 
 def infer_feature_type(raw: str) -> str:
-    """Guess the feature type of a bare name (signature files without a type column)."""
-    raise NotImplementedError
+    """Guess the feature type of a bare name (signature files without a type column).
+
+    In order: UniProt FASTA headers and accessions → protein; Ensembl ids (ENSP… → protein, other ENS… → gene) and
+    RefSeq → gene; metabolite identifiers (HMDB, KEGG, ChEBI, PubChem, InChIKey) → metabolite; a name pygoslin reads
+    with a chain (``PC 34:1``, ``CER 16:0``, ``hex_cer_24_0``) → lipid; an all-upper-case symbol (``TP53``,
+    ``TP53_HUMAN``) → gene; a name in the metabolite synonym table or with a chemical shape (``Glutamine``,
+    ``3-Hydroxybutyrate``, ``citric acid``) → metabolite; anything else → gene, as in the earlier system.
+    """
+    name = raw.strip()
+    protein = normalize_protein(name)
+    if protein.parsed and "uniprot" in protein.external_ids:
+        return "protein"
+    ensembl = ENSEMBL_ID.match(name)
+    if ensembl:
+        return "protein" if ensembl[1].upper()[-12] == "P" else "gene"
+    if "refseq" in normalize_gene(name).external_ids:
+        return "gene"
+    metabolite = normalize_metabolite(name)
+    if metabolite.external_ids:
+        return "metabolite"
+    lipid = normalize_lipid(name)
+    if lipid.parsed and ":" in lipid.normalized_name:
+        return "lipid"
+    symbol = clean_gene_symbol(name)
+    if symbol is not None and _GENE_LIKE.match(name.split("_")[0].split(" ")[0]):
+        return "gene"
+    if metabolite.parsed and (metabolite.normalized_name in SYNONYMS or _METABOLITE_SHAPE.search(name)):
+        return "metabolite"
+    return "gene"
+
+
+# The normalizers import NormalizedFeature from this module, so they are imported after it is defined.
+from ingest.normalize.gene import ENSEMBL_ID, clean_gene_symbol, normalize_gene  # noqa: E402
+from ingest.normalize.lipid import normalize_lipid  # noqa: E402
+from ingest.normalize.metabolite import SYNONYMS, normalize_metabolite  # noqa: E402
+from ingest.normalize.protein import normalize_protein  # noqa: E402
