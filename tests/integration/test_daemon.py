@@ -1,0 +1,135 @@
+"""The daemon wired end to end on the real server, in-process (a thread with a stop event) with the recording
+sink: slot creation then backfill, streaming, sink switches, shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from replicator.config import Settings
+from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, run, sync_sink_status
+from replicator.documents import DocumentKey
+from replicator.leader import lock_key
+from replicator.sinks.recording import load_recording
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+SLOT = "test_daemon"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def settings_for(db_url: str, recording: Path, sinks: str = "recording", **extra: Any) -> Settings:
+    return Settings(
+        POSTGRES_URL=db_url,  # type: ignore[arg-type]
+        REPLICATOR_SLOT=SLOT,
+        REPLICATOR_SINKS=sinks,
+        REPLICATOR_RECORDING_PATH=str(recording),
+        REPLICATOR_HTTP_ADDR="127.0.0.1:0",
+        REPLICATOR_HEARTBEAT_INTERVAL_S=0.5,
+        REPLICATOR_BATCH_MAX_WAIT_MS=50,
+        REPLICATOR_WORKER_IDLE_POLL_S=0.5,
+        **extra,
+    )
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.stop = threading.Event()
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
+
+    def _run(self, settings: Settings) -> None:
+        self.code = run(settings, stop=self.stop)
+
+    def __enter__(self) -> Daemon:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
+def new_dataset(conn: Conn, key: str) -> uuid.UUID:
+    row = conn.execute(
+        "INSERT INTO dataset (natural_key, name, omics_type) VALUES (%s, %s, 'lipidomics') RETURNING id", (key, key)
+    ).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def slot_row(conn: Conn) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT active, (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
+        (SLOT,),
+    ).fetchone()
+
+
+def test_a_first_run_creates_the_slot_backfills_existing_rows_then_streams_new_ones(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    recording = tmp_path / "rec.jsonl"
+    before = new_dataset(conn, "before")
+    with Daemon(settings_for(db_url, recording)) as daemon:
+        wait_for(lambda: DocumentKey("dataset", before) in load_recording(recording).documents)
+        after = new_dataset(conn, "after")
+        wait_for(lambda: DocumentKey("dataset", after) in load_recording(recording).documents)
+        conn.execute("DELETE FROM dataset WHERE id = %s", (before,))
+        wait_for(lambda: DocumentKey("dataset", before) not in load_recording(recording).documents)
+    assert daemon.code == EXIT_OK
+    row = slot_row(conn)
+    assert row is not None
+    assert row[0] is False  # the stream was closed
+    locks = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND ((classid::bigint << 32) | objid::bigint) = %s",
+        (lock_key(SLOT) & 0xFFFFFFFFFFFFFFFF,),
+    ).fetchone()
+    assert locks == (0,)
+    assert conn.execute("SELECT count(*) FROM replicator.outbox").fetchone() == (0,)
+
+
+def test_a_slot_dropped_behind_the_replicators_back_is_reported_and_never_recreated(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(db_url, tmp_path / "rec.jsonl")
+    with Daemon(settings):
+        wait_for(lambda: (row := slot_row(conn)) is not None and row[0])
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+    daemon = Daemon(settings)
+    with daemon:
+        daemon.thread.join(30)
+    assert daemon.code == EXIT_UNHEALTHY
+    assert slot_row(conn) is None
+
+
+def test_a_sink_switched_back_on_is_flagged_for_resync(conn: Conn, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path / "rec.jsonl")
+    with Daemon(settings):
+        wait_for(lambda: (row := slot_row(conn)) is not None and row[0])
+    assert sync_sink_status(conn, settings_for(db_url, tmp_path / "r", sinks="")) == []
+    assert sync_sink_status(conn, settings) == ["recording"]
+    flags: dict[str, bool] = dict(conn.execute("SELECT sink, needs_resync FROM replicator.sink_status").fetchall())
+    assert flags == {"notion": False, "pinecone": False, "recording": True}
+
+
+@pytest.mark.parametrize("dual_write", [True, False])
+def test_dual_write_off_removes_notion_from_the_enabled_sinks(db_url: str, tmp_path: Path, dual_write: bool) -> None:
+    settings = settings_for(db_url, tmp_path / "r", sinks="notion,recording", ENABLE_DUAL_WRITE=dual_write)
+    assert ("notion" in settings.enabled_sinks) is dual_write
