@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from replicator.config import Settings
+from replicator.metrics import Metrics
 
 # ---- redaction ---------------------------------------------------------------------------------------------------
 
@@ -271,3 +272,14 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
         if sink.enabled and sink.needs_resync:
             warnings.append(f"sink {sink.name} was switched back on: run `replicator resync --sink {sink.name}`")
     return Health(ok=not reasons, reasons=reasons, warnings=warnings)
+
+
+def refresh_gauges(status: Status, metrics: Metrics) -> None:
+    """Copy what ``collect_status`` read into the Prometheus gauges (pending, oldest pending age, lag)."""
+    if status.slot.lag_bytes is not None:
+        metrics.lag_bytes.set(status.slot.lag_bytes)
+    if status.slot.lag_seconds is not None:
+        metrics.lag_seconds.set(status.slot.lag_seconds)
+    for sink in status.sinks:
+        metrics.outbox_pending.labels(sink=sink.name).set(sink.pending)
+        metrics.oldest_pending_seconds.labels(sink=sink.name).set(sink.oldest_pending_age_s or 0.0)
