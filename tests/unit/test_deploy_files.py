@@ -354,7 +354,7 @@ SECRET_PATTERNS = {
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 }
 RANDOM_LOOKING = re.compile(r"(?<![A-Za-z0-9/_.-])[A-Za-z0-9+/_-]{32,}(?![A-Za-z0-9/_.-])")
-PLACEHOLDER = re.compile(r"^(CHANGE_ME|\*+|\$\{[^}]*\}?|\.\.\.|true|false|)$")
+PLACEHOLDER = re.compile(r"^(CHANGE_ME|…|\*+|\$\{[^}]*\}?|\.\.\.|true|false|)$")
 
 
 def _random_looking(text: str) -> list[str]:
@@ -382,7 +382,7 @@ def test_no_file_holds_a_secret_looking_value(path: Path) -> None:
     assert not _random_looking(text), f"{path}: random-looking {[m[:6] for m in _random_looking(text)]}…"
     for user, password in re.findall(r"://([^:/@\s]+):([^@\s]*)@", text):
         assert PLACEHOLDER.match(password), f"{path}: a password for {user} in a URL"
-    for value in re.findall(r"(?i)(?<![{\w])\w*(?:password|api_key|token)\s*[:=]\s*\"?([^\s\"]*)", text):
+    for value in re.findall(r"(?i)(?<![{\w])\w*(?:password|api_key|token)\s*[:=]\s*[\"']?([^\s\"']*)", text):
         assert PLACEHOLDER.match(value) or value.startswith("$"), f"{path}: a value {value[:4]}… for a secret"
 
 
