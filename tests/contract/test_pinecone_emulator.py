@@ -551,3 +551,23 @@ def test_runs_on_its_own_with_python_m(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_concurrent_batched_upserts_all_land(pinecone_emulator: PineconeEmulator, pinecone_index: Index) -> None:
+    vectors = [(f"v{n:04d}", unit(n % 8), {"n": n}) for n in range(1000)]
+    result = pinecone_index.upsert(vectors=vectors, batch_size=50, max_concurrency=8, show_progress=False)
+    assert (result.upserted_count, result.failed_item_count) == (1000, 0)
+    assert len(pinecone_emulator.vectors(TEST_INDEX)) == 1000
+    assert pinecone_index.describe_index_stats().total_vector_count == 1000
+
+
+def test_a_batched_upsert_reports_a_rejected_batch_instead_of_raising(
+    pinecone_emulator: PineconeEmulator, pinecone_index: Index
+) -> None:
+    # With batch_size set the SDK does not raise: a sink must read failed_items (here: one 413 batch).
+    blob = "x" * 30_000
+    vectors = [(f"big{n}", unit(n % 8), {"text": blob}) for n in range(80)] + [("small", unit(0))]
+    result = pinecone_index.upsert(vectors=vectors, batch_size=80, show_progress=False)
+    assert (result.upserted_count, result.failed_item_count, result.has_errors) == (1, 80, True)
+    assert "413" in result.errors[0].error_message
+    assert sorted(pinecone_emulator.vectors(TEST_INDEX)) == ["small"]
