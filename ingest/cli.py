@@ -152,7 +152,7 @@ def _with_database(url: str | None, work: Callable[[psycopg.Connection[Any]], T]
         with connect(url) as conn:
             return work(conn)
     except psycopg.OperationalError as exc:
-        reason = _redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__, url)
+        reason = _redact(" ".join(str(exc).split()) or type(exc).__name__, url)
         raise _FailedError(f"cannot use the database at {_where(url)}: {reason}") from None
     except psycopg.errors.UndefinedTable as exc:
         raise _FailedError(
