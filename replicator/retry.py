@@ -85,10 +85,11 @@ class TokenBucket:
         while True:
             with self._lock:
                 self._refill()
-                if self._tokens >= tokens:
+                # A tolerance, because refilled float time rarely lands exactly on the token it waited for.
+                if self._tokens >= tokens - 1e-9:
                     self._tokens -= tokens
                     return waited
-                wait = (tokens - self._tokens) / self.rate
+                wait = max((tokens - self._tokens) / self.rate, 1e-6)
             # Sleep outside the lock so other threads can refill/inspect; re-check afterwards since they may win.
             self._sleep(wait)
             waited += wait

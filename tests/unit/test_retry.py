@@ -1,0 +1,184 @@
+"""The retry policy, the token bucket and RetryingSink, driven by fake clocks and sleeps (no real waiting)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Sequence
+
+import pytest
+
+from replicator.documents import Document, DocumentKey
+from replicator.metrics import Metrics
+from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket
+from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_backoff_grows_exponentially_up_to_the_cap_with_full_jitter() -> None:
+    policy = BackoffPolicy(base_s=0.5, cap_s=10.0, rng=random.Random(7))
+    assert [policy.ceiling(n) for n in (1, 2, 3, 4, 5, 6, 100)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    delays = [policy.delay(4) for _ in range(200)]
+    assert all(0.0 <= d <= 4.0 for d in delays)
+    assert max(delays) - min(delays) > 2.0  # jitter spreads the herd
+
+
+def test_backoff_never_retries_sooner_than_retry_after_but_caps_a_bogus_hint() -> None:
+    policy = BackoffPolicy(base_s=0.1, cap_s=1.0, max_retry_after_s=30.0, rng=random.Random(1))
+    assert policy.delay(1, retry_after=5.0) >= 5.0
+    assert policy.delay(1, retry_after=86400.0) == 30.0
+
+
+def test_the_token_bucket_allows_a_burst_then_paces_to_the_rate() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(rate=3.0, burst=3.0, clock=t.clock, sleep=t.sleep)
+    for _ in range(3):
+        assert bucket.acquire() == 0.0
+    waited = sum(bucket.acquire() for _ in range(6))
+    assert waited == pytest.approx(2.0)  # six more tokens at three per second
+    assert t.now == pytest.approx(2.0)
+
+
+def test_charging_the_bucket_leaves_a_debt_that_later_calls_pay() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(rate=2.0, burst=2.0, clock=t.clock, sleep=t.sleep)
+    bucket.acquire(2)
+    bucket.charge(4)  # the last call cost four more requests than paid for
+    assert bucket.acquire() == pytest.approx(2.5)
+
+
+def test_the_token_bucket_is_safe_across_threads() -> None:
+    lock = threading.Lock()
+    t = FakeTime()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            t.sleep(seconds)
+
+    bucket = TokenBucket(rate=100.0, burst=1.0, clock=t.clock, sleep=sleep)
+    threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(50)]) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # 200 tokens at 100/s with a burst of one: at least ~1.99 s of (fake) time must have passed.
+    assert t.now >= 1.98
+
+
+def _doc() -> Document:
+    return Document(key=DocumentKey("dataset", uuid.uuid4()), name="d")
+
+
+class ScriptedSink(Sink):
+    """Per call, a mode per document key (default ok); or raise a SinkError for the whole call."""
+
+    def __init__(self, script: list[dict[DocumentKey, str] | SinkError]) -> None:
+        self.name = "scripted"
+        self.script = script
+        self.calls: list[list[DocumentKey]] = []
+
+    def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
+        keys = [i.document.key for i in items]
+        self.calls.append(keys)
+        step = self.script.pop(0) if self.script else {}
+        if isinstance(step, SinkError):
+            raise step
+        out = []
+        for key in keys:
+            mode = step.get(key, "ok")
+            if mode == "ok":
+                out.append(Outcome(key, OutcomeKind.APPLIED, state=RemoteState("r", "h", 1), calls=3))
+            else:
+                error = SinkError(
+                    mode, retryable=mode.startswith("retry"), retry_after=2.0 if "after" in mode else None
+                )
+                out.append(Outcome(key, OutcomeKind.FAILED, error=error, calls=1))
+        return out
+
+    def delete(self, items: Sequence[DeleteItem]) -> list[Outcome]:
+        return [Outcome(i.key, OutcomeKind.DELETED) for i in items]
+
+
+def _retrying(inner: Sink, t: FakeTime, attempts: int = 3, metrics: Metrics | None = None) -> RetryingSink:
+    return RetryingSink(
+        inner,
+        policy=BackoffPolicy(base_s=0.1, cap_s=1.0, rng=random.Random(3)),
+        settings=RetrySettings(attempts=attempts, max_inline_wait_s=10.0),
+        metrics=metrics,
+        sleep=t.sleep,
+    )
+
+
+def test_retrying_sink_retries_only_the_items_that_failed_retryably() -> None:
+    a, b, c = _doc(), _doc(), _doc()
+    inner = ScriptedSink([{b.key: "retry", c.key: "permanent"}])
+    t = FakeTime()
+    metrics = Metrics()
+    outcomes = _retrying(inner, t, metrics=metrics).upsert([UpsertItem(d, None) for d in (a, b, c)])
+    assert [o.kind for o in outcomes] == [OutcomeKind.APPLIED, OutcomeKind.APPLIED, OutcomeKind.FAILED]
+    assert inner.calls == [[a.key, b.key, c.key], [b.key]]
+    assert len(t.sleeps) == 1
+    assert metrics.registry.get_sample_value("replicator_sink_retries_total", {"sink": "scripted"}) == 1
+
+
+def test_retrying_sink_honours_retry_after_and_gives_up_after_its_attempts() -> None:
+    a = _doc()
+    inner = ScriptedSink([{a.key: "retry after"}] * 5)
+    t = FakeTime()
+    (outcome,) = _retrying(inner, t, attempts=3).upsert([UpsertItem(a, None)])
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error is not None
+    assert outcome.error.retryable
+    assert len(inner.calls) == 3
+    assert t.sleeps == [pytest.approx(2.0, abs=1.0)] * 2
+    assert all(s >= 2.0 for s in t.sleeps)
+
+
+def test_a_retry_after_longer_than_the_inline_limit_goes_back_to_the_worker() -> None:
+    a = _doc()
+
+    class LongHint(ScriptedSink):
+        def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
+            self.calls.append([i.document.key for i in items])
+            error = SinkError("429", retryable=True, retry_after=120.0)
+            return [Outcome(i.document.key, OutcomeKind.FAILED, error=error) for i in items]
+
+    inner = LongHint([])
+    t = FakeTime()
+    (outcome,) = _retrying(inner, t).upsert([UpsertItem(a, None)])
+    assert outcome.kind is OutcomeKind.FAILED
+    assert (len(inner.calls), t.sleeps) == (1, [])
+
+
+def test_a_whole_batch_error_fails_or_retries_every_item() -> None:
+    a, b = _doc(), _doc()
+    t = FakeTime()
+    inner = ScriptedSink([SinkError("connection reset", retryable=True)])
+    outcomes = _retrying(inner, t).upsert([UpsertItem(a, None), UpsertItem(b, None)])
+    assert [o.kind for o in outcomes] == [OutcomeKind.APPLIED, OutcomeKind.APPLIED]
+    inner = ScriptedSink([SinkError("bad request", retryable=False)])
+    outcomes = _retrying(inner, t).upsert([UpsertItem(a, None)])
+    assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
+    assert len(inner.calls) == 1
+
+
+def test_retrying_sink_paces_calls_through_the_bucket_and_charges_extra_calls() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(rate=1.0, burst=1.0, clock=t.clock, sleep=t.sleep)
+    sink = RetryingSink(ScriptedSink([]), policy=BackoffPolicy(), bucket=bucket, sleep=t.sleep)
+    sink.upsert([UpsertItem(_doc(), None)])  # costs 3 calls: 1 paid up front, 2 charged after
+    sink.upsert([UpsertItem(_doc(), None)])
+    assert t.now == pytest.approx(3.0)
