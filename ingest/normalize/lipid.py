@@ -66,6 +66,11 @@ _UNDERSCORE_FORM = re.compile(r"^(?P<cls>[A-Za-z]+(?:_[A-Za-z]+)*)_(?P<c>\d{1,2}
 _CLASS_AND_CHAINS = re.compile(r"^(?P<cls>[A-Za-z][A-Za-z_-]*?)\s*(?P<rest>\(.*\)|\s.+)$")
 _SINGLE_CHAIN = re.compile(r"^C?(?P<c>\d{1,2}):(?P<db>\d{1,2})(?:;O2?)?$")
 _PREFIXED_CHAIN = re.compile(r"^C(?P<chain>\d{1,2}:\d{1,2}(?:;O\d?)?)$")
+# Sphingoid bases in the older d/t/m notation → shorthand 2020 (d18:1 → 18:1;O2), which pygoslin's fastest grammar
+# reads, and which gives d18:0 the same level of detail as d18:1 (pygoslin otherwise writes d18:0 as 18:0;(OH)2 or
+# 18:0;1OH,3OH depending on the grammar that read it).
+_SPHINGOID_PREFIX = re.compile(r"^(?P<prefix>[dtm])(?P<c>\d{1,2}):(?P<db>\d{1,2})(?=/|$)")
+_HYDROXYLS = {"m": "O", "d": "O2", "t": "O3"}
 _SPHINGOID_THEN_UNDERSCORE = re.compile(r"^(?P<base>[dtm]\d{1,2}:\d{1,2}|\d{1,2}:\d{1,2};O\d?)_(?P<acyl>.+)$")
 
 # Vendor and spelled-out class names (lower-cased, without "_" and "-") → the shorthand class.
@@ -125,6 +130,12 @@ _FAST_NAME = re.compile(
     r"^(?P<cls>[A-Z]{2,3})(?:\((?P<pchains>[^()]*)\)|\s(?P<schains>[^()\s]*))$",
 )
 _FAST_CHAIN = re.compile(r"^([1-9]\d?):(\d{1,2})$")
+# Ceramide-based sphingolipids in shorthand 2020: "Cer 18:1;O2/16:0" or a sum composition "Cer 34:1;O2".
+# (GlcCer and GalCer are left to pygoslin, which folds them into HexCer at this level.)
+_FAST_SPHINGO = re.compile(
+    r"^(?P<cls>Cer|SM|HexCer|LacCer) (?P<c>[1-9]\d?):(?P<db>\d{1,2});(?P<ox>O[23]?)"
+    r"(?:/(?P<ac>[1-9]\d?):(?P<adb>\d{1,2}))?$"
+)
 
 
 def clean_lipid_name(raw: str) -> str:
@@ -157,6 +168,7 @@ def clean_lipid_name(raw: str) -> str:
         underscored = _SPHINGOID_THEN_UNDERSCORE.match(chains)
         if underscored:
             chains = f"{underscored['base']}/{underscored['acyl']}"
+        chains = _SPHINGOID_PREFIX.sub(lambda m: f"{m['c']}:{m['db']};{_HYDROXYLS[m['prefix']]}", chains)
     prefixed = _PREFIXED_CHAIN.match(chains)
     if prefixed:
         chains = prefixed["chain"]
@@ -165,6 +177,11 @@ def clean_lipid_name(raw: str) -> str:
 
 def _fast_parse(name: str) -> tuple[str, str, str] | None:
     """(name, species, class) for plain names of common classes, exactly as pygoslin prints them; else None."""
+    sphingo = _FAST_SPHINGO.match(name)
+    if sphingo:
+        carbons = int(sphingo["c"]) + int(sphingo["ac"] or 0)
+        double_bonds = int(sphingo["db"]) + int(sphingo["adb"] or 0)
+        return name, f"{sphingo['cls']} {carbons}:{double_bonds};{sphingo['ox']}", sphingo["cls"]
     match = _FAST_NAME.match(name)
     if not match:
         return None
@@ -185,6 +202,8 @@ def _fast_parse(name: str) -> tuple[str, str, str] | None:
         if not chain:
             return None
         chains.append((int(chain[1]), int(chain[2])))
+    if lipid_class == "DG" and separators == {"/"}:
+        return None  # pygoslin writes sn-positioned DG with its empty sn-3 ("DG 16:0/18:1/0:0")
     if separators == {"_"}:
         chains.sort()  # molecular species: positions unknown; pygoslin sorts by carbons, then double bonds
     separator = separators.pop() if separators else "/"
@@ -232,10 +251,30 @@ def _parse_lipid(stripped: str) -> tuple[str, str, str] | None:
     cleaned = clean_lipid_name(stripped)
     if not cleaned:
         return None
-    parsed = _fast_parse(cleaned) or _goslin_parse(cleaned)
+    parsed = _fast_parse(cleaned)
+    if parsed is not None:
+        return parsed
+    parsed = _goslin_parse(cleaned)
     if parsed is None and cleaned != stripped:
         parsed = _goslin_parse(stripped)
-    return parsed
+    return _fixed_point(parsed)
+
+
+def _fixed_point(parsed: tuple[str, str, str] | None) -> tuple[str, str, str] | None:
+    """Reparse pygoslin's output until it reads back to itself; None if it does not settle.
+
+    pygoslin's output does not always read back to itself (``Cer O-34:1`` → ``Cer 34:1`` → ``Cer 34:1;O2``), and for
+    a few odd names it never settles (``SM O-34:1`` gains two oxygens per round). A key must be a fixed point, or
+    normalizing a stored name again would move the feature; a name without one is treated as unreadable.
+    """
+    for _ in range(3):
+        if parsed is None:
+            return None
+        again = _fast_parse(parsed[0]) or _goslin_parse(parsed[0])
+        if again == parsed:
+            return parsed
+        parsed = again
+    return None
 
 
 def normalize_lipid(raw: str) -> NormalizedFeature:

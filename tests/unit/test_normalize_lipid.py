@@ -1,0 +1,185 @@
+"""Lipid names → LIPID MAPS shorthand via pygoslin, vendor spellings cleaned, unreadable names kept as written."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.normalize import normalize
+from ingest.normalize.lipid import _fast_parse, _goslin_parse, clean_lipid_name
+
+
+def test_a_sn_position_name_keeps_its_chains_and_gets_its_species_and_class() -> None:
+    feature = normalize("PC(16:0/18:1)", "lipid")
+    assert feature.normalized_name == "PC 16:0/18:1"
+    assert feature.display_name == "PC 16:0/18:1"
+    assert feature.species_name == "PC 34:1"
+    assert feature.lipid_class == "PC"
+    assert feature.parsed
+    assert feature.feature_type == "lipid"
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "lipid_class"),
+    [("PC 34:1", "PC 34:1", "PC"), ("PC(34:1)", "PC 34:1", "PC"), ("TG 52:2", "TG 52:2", "TG")],
+)
+def test_species_level_names_stay_species_level_and_are_never_given_a_sphingoid_base(
+    raw: str, name: str, lipid_class: str
+) -> None:
+    # The earlier system turned "PC 34:1" into "Pc(d18:1/34:1)" and "TG 52:2" into "Tg(d18:1/52:2)".
+    feature = normalize(raw, "lipid")
+    assert feature.normalized_name == name
+    assert feature.species_name == name
+    assert feature.lipid_class == lipid_class
+    assert "18:1;O2" not in feature.normalized_name
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "species"),
+    [
+        ("CER 16:0", "Cer 18:1;O2/16:0", "Cer 34:1;O2"),
+        ("Ceramide C24:1", "Cer 18:1;O2/24:1", "Cer 42:2;O2"),
+        ("hex_cer_24_0", "HexCer 18:1;O2/24:0", "HexCer 42:1;O2"),
+        ("SM(d18:1_24:1)", "SM 18:1;O2/24:1", "SM 42:2;O2"),
+        ("SM 24:1;O2", "SM 18:1;O2/24:1", "SM 42:2;O2"),
+        ("CER(d18:1/16:0)+H", "Cer 18:1;O2/16:0", "Cer 34:1;O2"),
+        ("Cer(d18:1/16:0)", "Cer 18:1;O2/16:0", "Cer 34:1;O2"),
+        ("DCER(16:0)", "Cer 18:0;O2/16:0", "Cer 34:0;O2"),
+        ("HCER(24:0)", "HexCer 18:1;O2/24:0", "HexCer 42:1;O2"),
+        ("TAG 52:2", "TG 52:2", "TG 52:2"),
+    ],
+)
+def test_vendor_spellings_are_cleaned_into_shorthand(raw: str, name: str, species: str) -> None:
+    feature = normalize(raw, "lipid")
+    assert (feature.normalized_name, feature.species_name, feature.parsed) == (name, species, True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["PC 34:1 [M+H]+", "PC(34:1)[M+H]1+", "PC 34:1+H", "PC 34:1 (pos)", "PC 34:1 (neg)", "PC 34:1+", "PC 34:1 1+"],
+)
+def test_adducts_polarity_tags_and_charges_are_removed(raw: str) -> None:
+    assert normalize(raw, "lipid").normalized_name == "PC 34:1"
+
+
+def test_a_ceramide_sum_composition_is_not_read_as_an_acyl_chain() -> None:
+    # Only a single chain of at most 26 carbons can be an N-acyl chain; 34 carbons is base + acyl together.
+    assert normalize("Cer 34:1", "lipid").normalized_name == "Cer 34:1;O2"
+    assert normalize("Cer 42:2;O2", "lipid").normalized_name == "Cer 42:2;O2"
+
+
+def test_the_bare_chain_rule_touches_sphingolipids_only() -> None:
+    assert normalize("PC 16:0", "lipid").normalized_name == "PC 16:0"
+    assert clean_lipid_name("LPC 16:0") == "LPC 16:0"
+
+
+def test_molecular_species_with_chains_in_any_order_are_one_feature() -> None:
+    assert normalize("PC 18:1_16:0", "lipid").normalized_name == "PC 16:0_18:1"
+    assert normalize("PC(16:0_18:1)", "lipid").normalized_name == "PC 16:0_18:1"
+    # sn-positions are information: they are not reordered.
+    assert normalize("PC 18:1/16:0", "lipid").normalized_name == "PC 18:1/16:0"
+
+
+def test_a_double_bond_position_is_kept_when_given() -> None:
+    feature = normalize("PC(16:0/18:1(9Z))", "lipid")
+    assert feature.normalized_name == "PC 16:0/18:1(9Z)"
+    assert feature.species_name == "PC 34:1"
+
+
+@pytest.mark.parametrize("raw", ["  Unknown lipid X-17 ", "glucose", "Cer(d18:1_16:0 broken", "PC 34:1 / ??"])
+def test_an_unreadable_name_is_kept_as_written_only_trimmed(raw: str) -> None:
+    feature = normalize(raw, "lipid")
+    assert not feature.parsed
+    assert feature.normalized_name == raw.strip()
+    assert feature.display_name == raw.strip()
+    assert feature.species_name is None
+    assert feature.lipid_class is None
+
+
+_FAST_PATH_NAMES = [
+    template.format(cls=cls, a=a, b=b, c=c)
+    for cls in ("PC", "PE", "PS", "PG", "PI", "PA")
+    for template in ("{cls} {a}/{b}", "{cls}({a}/{b})", "{cls} {a}_{b}", "{cls}({b}_{a})", "{cls} {c}")
+    for a, b, c in (
+        ("16:0", "18:1", "34:1"),
+        ("18:2", "18:2", "36:4"),
+        ("20:4", "14:0", "44:10"),
+        ("22:6", "9:0", "8:0"),
+    )
+] + [
+    *(f"{cls} {chain}" for cls in ("LPC", "LPE", "LPS", "LPG", "LPI", "LPA") for chain in ("16:0", "18:1", "22:6")),
+    *(f"{cls}({chain})" for cls in ("LPC", "LPE") for chain in ("16:0", "20:4")),
+    "DG 16:0_18:1",
+    "DG(18:1_16:0)",
+    "DG 34:1",
+    "TG 16:0/18:1/18:2",
+    "TG(18:1_16:0_18:2)",
+    "TG 52:2",
+    "TG(54:6)",
+    "TG 18:2_18:2_16:0",
+    *(
+        f"{cls} {base}/{acyl}"
+        for cls in ("Cer", "SM", "HexCer", "LacCer")
+        for base in ("18:1;O2", "18:0;O2", "18:0;O3", "17:1;O", "20:2;O2")
+        for acyl in ("16:0", "24:1", "2:0")
+    ),
+    *(
+        f"{cls} {species}"
+        for cls in ("Cer", "SM", "HexCer", "LacCer")
+        for species in ("34:1;O2", "42:2;O2", "42:0;O3", "36:1;O")
+    ),
+]
+
+
+@pytest.mark.parametrize("name", _FAST_PATH_NAMES)
+def test_the_fast_path_gives_exactly_what_pygoslin_gives(name: str) -> None:
+    fast = _fast_parse(name)
+    assert fast is not None, "the name should take the fast path"
+    assert fast == _goslin_parse(name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cls=st.sampled_from(["PC", "PE", "PS", "PG", "PI", "PA", "DG", "TG", "LPC", "LPE", "LPA"]),
+    chains=st.lists(st.tuples(st.integers(1, 36), st.integers(0, 12)), min_size=1, max_size=3),
+    separator=st.sampled_from(["/", "_"]),
+    parenthesised=st.booleans(),
+)
+def test_whenever_the_fast_path_answers_pygoslin_agrees(
+    cls: str, chains: list[tuple[int, int]], separator: str, parenthesised: bool
+) -> None:
+    text = separator.join(f"{c}:{db}" for c, db in chains)
+    name = f"{cls}({text})" if parenthesised else f"{cls} {text}"
+    fast = _fast_parse(name)
+    if fast is not None:
+        assert fast == _goslin_parse(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_normalizing_arbitrary_text_never_raises_and_unparsed_names_are_only_trimmed(raw: str) -> None:
+    feature = normalize(raw, "lipid")
+    if not feature.parsed:
+        assert feature.normalized_name == raw.strip()
+
+
+_LIPID_LIKE = st.builds(
+    "{}{}{}{}".format,
+    st.sampled_from(["PC", "PE", "Cer", "CER", "SM", "HexCer", "hex_cer", "TG", "DG", "LPC", "Ceramide", "PI", "FA"]),
+    st.sampled_from([" ", "(", "_", " C"]),
+    st.sampled_from(
+        ["16:0", "34:1", "d18:1/16:0", "d18:1_24:1", "16:0/18:1", "18:1_16:0", "24:1;O2", "24_0", "O-34:1"]
+    ),
+    st.sampled_from(["", ")", " [M+H]+", "+H", " (pos)", "-", ")+H"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LIPID_LIKE)
+def test_normalizing_a_display_name_again_gives_the_same_key(raw: str) -> None:
+    feature = normalize(raw, "lipid")
+    if feature.parsed:
+        again = normalize(feature.display_name, "lipid")
+        assert again.normalized_name == feature.normalized_name
+        assert again.species_name == feature.species_name
