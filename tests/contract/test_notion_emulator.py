@@ -536,6 +536,29 @@ def test_relation_values_must_be_at_most_100_existing_pages_of_the_related_data_
     assert "uuid" in str(not_a_uuid)
 
 
+def test_a_refused_page_write_adds_no_select_option(notion_sdk: NotionSdk, notion_emulator: NotionEmulator) -> None:
+    ds_id = make_database(notion_sdk, notion_emulator)
+    notion_sdk.data_sources.update(
+        ds_id, properties={"Derived From": {"relation": {"data_source_id": ds_id, "single_property": {}}}}
+    )
+    page = make_page(notion_sdk, ds_id, "ST001", "dataset:1")
+    missing_page = "00000000-0000-4000-8000-000000000001"
+
+    error = api_error(
+        notion_sdk.pages.update,
+        page["id"],
+        properties={
+            "Omics Type": {"select": {"name": "Glycomics"}},
+            "Derived From": {"relation": [{"id": missing_page}]},
+        },
+    )
+
+    options = notion_sdk.data_sources.retrieve(ds_id)["properties"]["Omics Type"]["select"]["options"]
+    assert error.code == "validation_error"
+    assert "Glycomics" not in [o["name"] for o in options]
+    assert notion_emulator.state()["pages"][page["id"]]["properties"]["Omics Type"] is None
+
+
 @pytest.mark.parametrize(
     ("children", "fragment"),
     [

@@ -793,7 +793,6 @@ class NotionEmulator(Emulator):
             updates = self._parse_plain_page_properties(props)
         else:
             raise body_invalid("body.parent", "one of `data_source_id`, `database_id`, `page_id`", parent)
-        self._check_relations_after_parse(updates, ds)
         self.pages[page.id] = page
         self.children[page.id] = []
         if page.parent["type"] == "page_id":
@@ -823,7 +822,6 @@ class NotionEmulator(Emulator):
                 updates = self._parse_properties(ds, props, "body.properties")
             else:
                 updates = self._parse_plain_page_properties(props)
-            self._check_relations_after_parse(updates, ds)
         if trash is not None:
             page.in_trash = trash
         self._write_values(page, ds, updates)
@@ -895,7 +893,8 @@ class NotionEmulator(Emulator):
             if not isinstance(value, dict) or prop.type not in value:
                 raise validation_error(f"{prop.name} is expected to be {prop.type}.")
             updates[prop.id] = self._parse_value(prop, value[prop.type], f"{path}.{key}.{prop.type}", new_options)
-        # Select names that did not exist become options of the schema, as Notion does.
+        self._check_relation_targets(ds, updates)
+        # Only once the whole request is valid do new select names become options of the schema, as in Notion.
         for prop, option in new_options:
             if not any(o["name"] == option["name"] for o in prop.config["options"]):
                 prop.config["options"].append(option)
@@ -958,7 +957,9 @@ class NotionEmulator(Emulator):
                 raise too_long(path, ARRAY_MAX, len(value))
             ids = []
             for i, item in enumerate(value):
-                if not isinstance(item, dict) or "id" not in item:
+                if not isinstance(item, dict):
+                    raise body_invalid(f"{path}[{i}]", "an object", item)
+                if "id" not in item:
                     raise body_missing(f"{path}[{i}].id")
                 ref = _norm_id(item["id"], f"{path}[{i}].id")
                 if ref not in ids:
@@ -987,9 +988,7 @@ class NotionEmulator(Emulator):
             new_options.append((prop, match))
         return str(match["id"])
 
-    def _check_relations_after_parse(self, updates: dict[str, Any], ds: DataSource | None) -> None:
-        if ds is None:
-            return
+    def _check_relation_targets(self, ds: DataSource, updates: dict[str, Any]) -> None:
         for prop_id, value in updates.items():
             prop = ds.properties[prop_id]
             if prop.type != "relation":
