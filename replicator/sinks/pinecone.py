@@ -11,11 +11,13 @@ deletes every id under its prefix, found by listing, so a lost ``sink_state`` ne
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
@@ -34,6 +36,7 @@ from pinecone import (
 
 from replicator.documents import ENTITIES, Document, DocumentKey
 from replicator.embedding import EmbeddingProvider
+from replicator.retry import BackoffPolicy
 from replicator.sinks.base import (
     DeleteItem,
     Outcome,
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
     from pinecone import Index
 
     from replicator.config import Settings
+
+T = TypeVar("T")
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -316,6 +321,15 @@ def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[
 # ---- the sink ----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VectorMatch:
+    """One query match: the vector id, its score under the index metric, its metadata."""
+
+    id: str
+    score: float
+    metadata: dict[str, Any]
+
+
 @dataclass
 class _Prepared:
     item: UpsertItem
@@ -339,6 +353,9 @@ class PineconeSink(Sink):
         chunking: ChunkPolicy = ChunkPolicy(),
         max_vectors_per_upsert: int = MAX_VECTORS_PER_UPSERT,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        read_policy: BackoffPolicy | None = None,
+        read_attempts: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._index = index
         self._provider = provider
@@ -348,6 +365,11 @@ class PineconeSink(Sink):
         self._chunking = chunking
         self._max_vectors = max_vectors_per_upsert
         self._max_bytes = max_request_bytes - _REQUEST_MARGIN
+        # inventory() makes many read calls in a row; each is retried under the replicator's one backoff policy
+        # (writes are retried by RetryingSink around upsert/delete, reads have no such wrapper).
+        self._read_policy = read_policy or BackoffPolicy()
+        self._read_attempts = read_attempts
+        self._sleep = sleep
 
     @property
     def provider(self) -> EmbeddingProvider:
@@ -533,16 +555,24 @@ class PineconeSink(Sink):
             outcomes.append(Outcome(item.key, OutcomeKind.DELETED, calls=calls))
         return outcomes
 
+    # ---- retrieval -----------------------------------------------------------------------------------------------
+    def query(self, vector: Sequence[float], *, top_k: int, filter: dict[str, Any] | None = None) -> list[VectorMatch]:
+        """Nearest chunks to ``vector`` in this sink's namespace, best first, with their metadata."""
+        try:
+            response = self._index.query(
+                vector=list(vector), top_k=top_k, include_metadata=True, filter=filter, namespace=self._namespace
+            )
+        except _SDK_ERRORS as error:
+            raise map_pinecone_error(error, "query") from error
+        return [VectorMatch(m.id, float(m.score), dict(m.metadata or {})) for m in response.matches]
+
     # ---- verify --------------------------------------------------------------------------------------------------
     def inventory(self) -> Iterator[RemoteDocument]:
         """One ``RemoteDocument`` per document and content hash found in its chunks' metadata: a document whose
         chunks disagree (a half-applied shrink, leftovers of an older version) appears once per hash, and one with
         missing chunks has ``content_hash=None`` so it never looks in sync."""
         for entity in ENTITIES:
-            try:
-                ids = self._list_ids(f"{entity}:")
-            except _SDK_ERRORS as error:
-                raise map_pinecone_error(error, f"list {entity} vectors") from error
+            ids = self._read(functools.partial(self._list_ids, f"{entity}:"), f"list {entity} vectors")
             by_doc: dict[DocumentKey, list[str]] = defaultdict(list)
             for vid in ids:
                 key = key_of_vector_id(vid)
@@ -555,13 +585,25 @@ class PineconeSink(Sink):
                 for key in group:
                     yield from _remote_documents(key, {vid: metadata.get(vid, {}) for vid in by_doc[key]})
 
+    def _read(self, call: Callable[[], T], doing: str) -> T:
+        """A read call, retried on retryable failures with the replicator's backoff policy."""
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except _SDK_ERRORS as error:
+                mapped = map_pinecone_error(error, doing)
+                if not mapped.retryable or attempt >= self._read_attempts:
+                    raise mapped from error
+                self._sleep(self._read_policy.delay(attempt, mapped.retry_after))
+                attempt += 1
+
     def _fetch_metadata(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), FETCH_BATCH):
-            try:
-                response = self._index.fetch(ids=ids[start : start + FETCH_BATCH], namespace=self._namespace)
-            except _SDK_ERRORS as error:
-                raise map_pinecone_error(error, "fetch vectors") from error
+            batch = ids[start : start + FETCH_BATCH]
+            fetch = functools.partial(self._index.fetch, ids=batch, namespace=self._namespace)
+            response = self._read(fetch, f"fetch {len(batch)} vectors")
             for vid, vector in response.vectors.items():
                 out[vid] = dict(vector.metadata or {})
         return out
@@ -604,4 +646,5 @@ def build_pinecone_sink(settings: Settings, provider: EmbeddingProvider | None =
         namespace=settings.pinecone_namespace,
         index_name=settings.pinecone_index,
         control=pc,
+        read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
     )

@@ -1,0 +1,274 @@
+"""CLI commands for Pinecone and for checking the sinks: ``replicator pinecone init``, ``replicator query`` and
+``replicator verify``. Thin: parse options, build settings and clients, call ``replicator.sinks.pinecone``,
+``replicator.query`` and ``replicator.verify``, print (Rich for people, ``--json`` for machines).
+
+Exit codes (STYLE.md §4, the same scale as ``health``): 0 ok / in sync; 1 failed, or drift found by ``verify``;
+2 bad input or configuration; 3 a sink could not be reached (unhealthy).
+
+Registered in ``replicator/cli.py`` with ``register(app, pinecone_app)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, NoReturn
+
+import psycopg
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from replicator.config import Settings
+from replicator.sinks.base import SinkConfigError, SinkError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
+
+
+def register(app: typer.Typer, pinecone_app: typer.Typer) -> None:
+    """Add ``query`` and ``verify`` to the ``replicator`` app and ``init`` to its ``pinecone`` group."""
+    pinecone_app.command("init")(init_command)
+    app.command("query")(query_command)
+    app.command("verify")(verify_command)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        _fail(f"configuration: {problems}", EXIT_USAGE)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _print_json(payload: Any) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+# ---- pinecone init -----------------------------------------------------------------------------------------------
+
+
+def init_command(
+    cloud: Annotated[str, typer.Option(help="Serverless cloud of a new index.")] = "aws",
+    region: Annotated[str, typer.Option(help="Serverless region of a new index.")] = "us-east-1",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create the serverless index (the embedding provider's dimension, cosine) when it is missing."""
+    from replicator.embedding import build_provider
+    from replicator.sinks.pinecone import connect, ensure_index
+
+    settings = _settings()
+    api_key = settings.pinecone_api_key
+    if api_key is None:
+        _fail("PINECONE_API_KEY is not set", EXIT_USAGE)
+    try:
+        provider = build_provider(settings)
+        dimension = provider.dimension
+        provider.close()
+        pc = connect(api_key.get_secret_value(), settings.pinecone_controller_host)
+        try:
+            result = ensure_index(pc, settings.pinecone_index, dimension, cloud=cloud, region=region)
+        finally:
+            pc.close()
+    except SinkConfigError as error:
+        _fail(str(error), EXIT_USAGE)
+    except SinkError as error:
+        _fail(str(error), EXIT_FAILED)
+    if as_json:
+        _print_json(
+            {
+                "index": result.index,
+                "created": result.created,
+                "dimension": result.dimension,
+                "metric": "cosine",
+                "host": result.host,
+            }
+        )
+        return
+    if result.created:
+        typer.echo(f"created index {result.index!r}: dimension {result.dimension}, cosine, {cloud}/{region}")
+    else:
+        typer.echo(f"index {result.index!r} already exists with dimension {result.dimension}; nothing to do")
+    if result.host:
+        typer.echo(f"host: {result.host} (optionally set PINECONE_INDEX_HOST to skip the lookup)")
+
+
+# ---- query -------------------------------------------------------------------------------------------------------
+
+
+def query_command(
+    question: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="How many documents to return.")] = 5,
+    entity: Annotated[
+        str | None, typer.Option(help="Only this entity: dataset, signature, program, experiment.")
+    ] = None,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="Metadata filter KEY=VALUE (repeatable), e.g. omics_type=lipidomics."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Semantic search in Pinecone, each hit hydrated from Postgres (Postgres data first, the matching chunk
+    second)."""
+    from replicator.query import QueryInputError, hit_json, search
+    from replicator.sinks.pinecone import build_pinecone_sink
+
+    settings = _settings()
+    try:
+        sink = build_pinecone_sink(settings)
+    except SinkConfigError as error:
+        _fail(str(error), EXIT_USAGE)
+    except SinkError as error:
+        _fail(str(error), EXIT_UNHEALTHY)
+    try:
+        with psycopg.connect(settings.dsn, autocommit=True) as conn:
+            hits = search(conn, sink, question, top_k=top_k, entity=entity, filters=filter_ or ())
+    except QueryInputError as error:
+        _fail(str(error), EXIT_USAGE)
+    except SinkError as error:
+        _fail(str(error), EXIT_UNHEALTHY if error.retryable else EXIT_FAILED)
+    except psycopg.OperationalError as error:
+        _fail(f"cannot reach Postgres: {error}", EXIT_UNHEALTHY)
+    finally:
+        sink.close()
+    if as_json:
+        _print_json({"question": question, "hits": [hit_json(h) for h in hits]})
+        return
+    _print_hits(question, [hit_json(h) for h in hits])
+
+
+def _print_hits(question: str, hits: list[dict[str, Any]]) -> None:
+    console = Console()
+    if not hits:
+        console.print(f"No match for {question!r}.")
+        return
+    table = Table(title=f"{question}", show_lines=True)
+    for column in (
+        "#",
+        "score",
+        "document (Postgres)",
+        "omics type",
+        "programs",
+        "top features",
+        "signature matches",
+        "matching chunk",
+    ):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(hits, start=1):
+        if hit["stale"]:
+            stale = "[red]stale: row deleted[/red]"
+            name = f"[yellow]{escape(hit['name'])}[/yellow]\n{hit['entity']} {hit['postgres_id']}\n{stale}"
+            table.add_row(str(rank), f"{hit['score']:.3f}", name, "", "", "", "", _snippet(hit["chunk_text"]))
+            continue
+        features = "\n".join(
+            escape(f"{f['name']} ({f['log2_fold_change']:+.2f})" if f["log2_fold_change"] is not None else f["name"])
+            for f in hit["top_features"][:3]
+        )
+        matches = "\n".join(escape(f"{m['name']} ({m['score']:.2f})") for m in hit["signature_matches"][:3])
+        table.add_row(
+            str(rank),
+            f"{hit['score']:.3f}",
+            f"[bold]{escape(hit['name'])}[/bold]\n{hit['entity']} {hit['postgres_id']}",
+            hit.get("omics_type") or "",
+            escape(", ".join(hit["programs"])),
+            features,
+            matches,
+            f"#{hit['chunk']}: {_snippet(hit['chunk_text'])}",
+        )
+    console.print(table)
+
+
+def _snippet(text: str, limit: int = 240) -> str:
+    flat = " ".join(text.split())
+    return escape(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+# ---- verify ------------------------------------------------------------------------------------------------------
+
+
+def verify_command(
+    sink_name: Annotated[
+        str | None, typer.Option("--sink", help="Only this sink (default: every enabled one).")
+    ] = None,
+    repair_: Annotated[bool, typer.Option("--repair", help="Enqueue what drifted for the worker to fix.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Compare Postgres with each sink: missing, orphaned, stale and duplicated documents. Exit 0 only when
+    everything is in sync (1: drift found, 2: bad configuration, 3: a sink could not be reached)."""
+    from replicator.retry import RetryingSink
+    from replicator.sinks.factory import build_sink
+    from replicator.verify import expected_hashes, repair, verify_sink
+
+    settings = _settings()
+    names = (sink_name,) if sink_name else settings.enabled_sinks
+    if not names:
+        _fail("no sink to verify: set REPLICATOR_SINKS or pass --sink", EXIT_USAGE)
+    reports = []
+    repairs = []
+    try:
+        with psycopg.connect(settings.dsn, autocommit=True) as conn:
+            expected = expected_hashes(conn)
+            for name in names:
+                sink = build_sink(name, settings)
+                inner = sink.inner if isinstance(sink, RetryingSink) else sink
+                try:
+                    report = verify_sink(conn, inner, expected)
+                finally:
+                    sink.close()
+                reports.append(report)
+                if repair_ and not report.in_sync:
+                    repairs.append(repair(conn, report))
+    except SinkConfigError as error:
+        _fail(str(error), EXIT_USAGE)
+    except NotImplementedError as error:
+        _fail(str(error), EXIT_USAGE)
+    except SinkError as error:
+        _fail(str(error), EXIT_UNHEALTHY)
+    except psycopg.OperationalError as error:
+        _fail(f"cannot reach Postgres: {error}", EXIT_UNHEALTHY)
+    in_sync = all(r.in_sync for r in reports)
+    if as_json:
+        _print_json(
+            {
+                "in_sync": in_sync,
+                "sinks": [r.as_json() for r in reports],
+                "repair": [vars(r) for r in repairs],
+            }
+        )
+    else:
+        _print_reports(reports, repairs)
+    raise typer.Exit(EXIT_OK if in_sync else EXIT_FAILED)
+
+
+def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
+    console = Console()
+    table = Table(title="replicator verify")
+    for column in ("sink", "documents", "remote", "missing", "orphaned", "stale", "duplicated", "state"):
+        table.add_column(column)
+    for r in reports:
+        state = "[green]in sync[/green]" if r.in_sync else "[red]drift[/red]"
+        table.add_row(
+            r.sink,
+            str(r.documents),
+            str(r.remote),
+            str(len(r.missing)),
+            str(len(r.orphaned)),
+            str(len(r.stale)),
+            str(len(r.duplicated)),
+            state,
+        )
+    console.print(table)
+    for r in reports:
+        for kind in ("missing", "orphaned", "stale", "duplicated"):
+            for key in getattr(r, kind)[:20]:
+                console.print(f"  {r.sink}: {kind} {key}", highlight=False)
+    for result in repairs:
+        console.print(
+            f"repair {result.sink}: enqueued {result.enqueued} document(s) for the worker "
+            f"({result.invalidated} to rewrite, {result.forgotten} duplicated); run verify again once it has drained"
+        )
