@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +386,19 @@ def test_a_two_way_relation_keeps_the_synced_property_in_step(
 
     assert linked == [dataset["id"]]
     assert unlinked == []
+
+
+def test_concurrent_writers_each_get_their_page(notion_sdk: NotionSdk, notion_emulator: NotionEmulator) -> None:
+    ds_id = make_database(notion_sdk, notion_emulator)
+    db_id = notion_emulator.state()["data_sources"][ds_id]["parent"]["database_id"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        created = list(pool.map(lambda i: make_page(notion_sdk, ds_id, f"d{i}", f"dataset:{i}")["id"], range(40)))
+
+    pages = notion_emulator.pages_of(db_id)
+    assert len(set(created)) == 40
+    assert sorted(p["properties"]["Postgres ID"] for p in pages) == sorted(f"dataset:{i}" for i in range(40))
+    assert set(notion_emulator.state()["data_sources"][ds_id]["page_ids"]) == set(created)
 
 
 # ---- blocks -----------------------------------------------------------------------------------------------------

@@ -378,10 +378,30 @@ class NotionEmulator(Emulator):
                     }
                     for db in self.databases.values()
                 },
-                "data_sources": {ds.id: self._render_data_source(ds) for ds in self.data_sources.values()},
+                "data_sources": {
+                    ds.id: {
+                        **self._render_data_source(ds),
+                        "page_ids": [p for p, entry in pages.items() if entry["data_source_id"] == ds.id],
+                    }
+                    for ds in self.data_sources.values()
+                },
                 "pages": pages,
                 "trashed_block_ids": [b.id for b in self.blocks.values() if b.in_trash],
             }
+
+    def pages_of(self, container_id: str, include_trashed: bool = False) -> list[JSON]:
+        """The state entries of the pages in a database or data source (by either id), in creation order."""
+        with self.lock:
+            state = self.state()
+            db = state["databases"].get(container_id)
+            sources = set(db["data_source_ids"]) if db else {container_id}
+            if not db and container_id not in state["data_sources"]:
+                raise KeyError(f"no database or data source {container_id}")
+            return [
+                entry
+                for entry in state["pages"].values()
+                if entry["data_source_id"] in sources and (include_trashed or not entry["in_trash"])
+            ]
 
     def _block_tree(self, parent_id: str) -> list[JSON]:
         tree = []
