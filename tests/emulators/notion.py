@@ -867,7 +867,7 @@ class NotionEmulator(Emulator):
                 "object": "property_item",
                 "id": prop.id,
                 "type": prop.type,
-                prop.type: self._render_value(prop, value, truncate=False),
+                prop.type: self._render_value(prop, value),
             }
         items = list(value)
         start, size = _cursor_window(request, [str(i) for i in range(len(items))])
@@ -1207,7 +1207,7 @@ class NotionEmulator(Emulator):
     # ---- blocks ------------------------------------------------------------------------------------------------
     def _retrieve_block(self, request: Request) -> JSON:
         block_id = _norm_id(request.params["block_id"], "path.block_id")
-        return self._render_child(block_id, missing_ok=False)
+        return self._render_child(block_id)
 
     def _delete_block(self, request: Request) -> JSON:
         block_id = _norm_id(request.params["block_id"], "path.block_id")
@@ -1217,10 +1217,10 @@ class NotionEmulator(Emulator):
                 raise archived_error()
             page.in_trash = True
             page.edited = self._clock()
-            return self._render_child(block_id, missing_ok=False)
+            return self._render_child(block_id)
         if block_id in self.databases:
             self.databases[block_id].in_trash = True
-            return self._render_child(block_id, missing_ok=False)
+            return self._render_child(block_id)
         block = self.blocks.get(block_id)
         if block is None:
             raise not_found("block", block_id)
@@ -1240,7 +1240,7 @@ class NotionEmulator(Emulator):
         more = start + size < len(ids)
         return {
             "object": "list",
-            "results": [self._render_child(c, missing_ok=False) for c in window],
+            "results": [self._render_child(c) for c in window],
             "next_cursor": ids[start + size] if more else None,
             "has_more": more,
             "type": "block",
@@ -1523,11 +1523,11 @@ class NotionEmulator(Emulator):
                 rendered["relation"] = [{"id": r} for r in shown]
                 rendered["has_more"] = len(shown) < len(refs)
             else:
-                rendered[prop.type] = self._render_value(prop, value, truncate, page)
+                rendered[prop.type] = self._render_value(prop, value, page)
             out[prop.name] = rendered
         return out
 
-    def _render_value(self, prop: PropertySchema, value: Any, truncate: bool, page: Page | None = None) -> Any:
+    def _render_value(self, prop: PropertySchema, value: Any, page: Page | None = None) -> Any:
         kind = prop.type
         if kind == "select":
             return _option_ref(prop, value)
@@ -1545,7 +1545,7 @@ class NotionEmulator(Emulator):
             return BOT_USER
         return value
 
-    def _render_child(self, child_id: str, missing_ok: bool) -> JSON:
+    def _render_child(self, child_id: str) -> JSON:
         if child_id in self.blocks:
             return self._render_block(self.blocks[child_id])
         common = {"object": "block", "id": child_id, "created_by": BOT_USER, "last_edited_by": BOT_USER}
