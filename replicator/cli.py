@@ -1,15 +1,447 @@
-"""The ``replicator`` command line (Typer)."""
+"""The ``replicator`` command line (Typer + Rich). Thin: each command parses options, builds ``Settings`` from the
+environment (the only place that reads it), and calls library functions that the tests call directly.
+
+Exit codes (STYLE.md §4): 0 ok, 1 failed (e.g. Postgres unreachable), 2 bad configuration or usage,
+3 unhealthy (``health``; ``run`` when the slot is lost).
+
+Adding commands for a sink: register them on ``notion_app`` / ``pinecone_app`` below, importing the sink's
+modules inside the command body so ``replicator status`` never loads an SDK::
+
+    @notion_app.command("init")
+    def notion_init(parent_page: str = typer.Option(..., "--parent-page")) -> None:
+        from replicator.sinks.notion import init_databases
+        settings = load_settings()
+        ...
+
+Top-level commands (``query``, ``verify``) go on ``app`` the same way; use ``load_settings()`` and
+``connect(settings)`` for the uniform handling of bad configuration and an unreachable database.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
 import typer
+from pydantic import ValidationError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from replicator.config import Settings, mask_url
+from replicator.documents import ENTITIES
+from replicator.status import Health, Status, collect_status, configured_secrets, evaluate_health, redact
 
 app = typer.Typer(help="Replicate Postgres changes to Notion and Pinecone.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: outbox rows a sink rejected for good or after its retries.")
+slot_app = typer.Typer(help="The wal2json replication slot.")
+notion_app = typer.Typer(help="Notion sink commands.")
+pinecone_app = typer.Typer(help="Pinecone sink commands.")
+app.add_typer(dlq_app, name="dlq", no_args_is_help=True)
+app.add_typer(slot_app, name="slot", no_args_is_help=True)
+app.add_typer(notion_app, name="notion")
+app.add_typer(pinecone_app, name="pinecone")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNHEALTHY = 3
 
 
-@app.callback()
-def _root() -> None:
-    """Replicate Postgres changes to Notion and Pinecone."""
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+# ---- configuration and connections -------------------------------------------------------------------------------
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per wrong variable, named as the environment spells it."""
+    aliases = {name: info.alias or name.upper() for name, info in Settings.model_fields.items()}
+    lines = []
+    for item in error.errors():
+        loc = str(item["loc"][0]) if item["loc"] else "?"
+        variable = aliases.get(loc, loc)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required but not set"
+        lines.append(f"  {variable}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a wrong or missing variable exits 2 naming it."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        _err().print(describe_validation_error(error), markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@contextlib.contextmanager
+def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection; an unreachable database exits 1 with a message that shows no password."""
+    try:
+        with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=10) as conn:
+            yield conn
+    except psycopg.OperationalError as error:
+        message = redact(str(error).strip(), configured_secrets(settings))
+        _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {message}", markup=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _check_sink(settings: Settings, sink: str | None) -> None:
+    if sink is not None and sink not in settings.configured_sinks:
+        configured = ", ".join(settings.configured_sinks) or "none"
+        _err().print(f"sink {sink!r} is not in REPLICATOR_SINKS (configured: {configured})", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _check_entity(entity: str | None) -> None:
+    if entity is not None and entity not in ENTITIES:
+        _err().print(f"unknown entity {entity!r}; expected one of {', '.join(ENTITIES)}", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+
+
+# ---- run ---------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def run() -> None:
+    """Stream changes into the outbox and apply them to the enabled sinks until SIGTERM/SIGINT."""
+    settings = load_settings()
+    from replicator.daemon import run as run_daemon
+
+    raise typer.Exit(run_daemon(settings))
+
+
+# ---- status and health -------------------------------------------------------------------------------------------
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _status_view(status: Status, health: Health) -> Group:
+    slot = status.slot
+    slot_table = Table(title=f"slot {slot.name}", show_header=False, title_justify="left")
+    slot_table.add_column("field", style="bold")
+    slot_table.add_column("value")
+    state = "LOST" if slot.lost else ("active" if slot.active else ("inactive" if slot.exists else "missing"))
+    rows = [
+        ("state", state),
+        ("active pid", str(slot.active_pid or "-")),
+        ("leader", slot.leader or "-"),
+        ("confirmed LSN", slot.confirmed_flush_lsn or "-"),
+        ("lag bytes", f"{slot.lag_bytes:,}" if slot.lag_bytes is not None else "-"),
+        ("lag seconds", _age(slot.lag_seconds)),
+        ("wal_status", slot.wal_status or "-"),
+        ("safe_wal_size", f"{slot.safe_wal_size:,}" if slot.safe_wal_size is not None else "-"),
+    ]
+    for name, value in rows:
+        slot_table.add_row(name, value)
+    sinks = Table(title="sinks", title_justify="left")
+    for column in ("sink", "enabled", "pending", "oldest", "dead", "last success", "last error"):
+        sinks.add_column(column)
+    for sink in status.sinks:
+        enabled = "yes" if sink.enabled else ("configured, off" if sink.configured else "no")
+        if sink.needs_resync:
+            enabled += " (needs resync)"
+        error = f"{sink.last_error_at:%Y-%m-%d %H:%M:%S} {sink.last_error}" if sink.last_error_at else "-"
+        success = f"{sink.last_success_at:%Y-%m-%d %H:%M:%S}" if sink.last_success_at else "-"
+        sinks.add_row(
+            sink.name,
+            enabled,
+            str(sink.pending),
+            _age(sink.oldest_pending_age_s),
+            str(sink.dead_letters),
+            success,
+            error,
+        )
+    verdict = "[green]healthy[/green]" if health.ok else "[red]unhealthy[/red]: " + "; ".join(health.reasons)
+    if health.warnings:
+        verdict += "\n[yellow]warning[/yellow]: " + "; ".join(health.warnings)
+    return Group(slot_table, sinks, verdict)
+
+
+def _status_dict(status: Status, health: Health) -> dict[str, Any]:
+    return {**status.to_dict(), "health": health.to_dict()}
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one document; one line per refresh with --watch)."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until interrupted."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."),
+) -> None:
+    """The slot (active, confirmed LSN, lag, WAL retention) and each sink (pending, dead letters, errors)."""
+    settings = load_settings()
+    with connect(settings) as conn:
+
+        def collect() -> tuple[Status, Health]:
+            current = collect_status(conn, settings)
+            return current, evaluate_health(current, settings)
+
+        if not watch:
+            current, health = collect()
+            if as_json:
+                _echo_json(_status_dict(current, health))
+            else:
+                _out().print(_status_view(current, health))
+            return
+        try:
+            if as_json:
+                while True:
+                    current, health = collect()
+                    typer.echo(orjson.dumps(_status_dict(current, health), default=str).decode())
+                    time.sleep(interval)
+            with Live(_status_view(*collect()), console=_out(), auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(_status_view(*collect()), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Exit 0 when healthy, 3 when not, saying why (lost or missing slot, lag, dead letters)."""
+    settings = load_settings()
+    with connect(settings) as conn:
+        verdict = evaluate_health(collect_status(conn, settings), settings)
+    if as_json:
+        _echo_json(verdict.to_dict())
+    else:
+        console = _out()
+        console.print("healthy" if verdict.ok else "unhealthy", markup=False)
+        for reason in verdict.reasons:
+            console.print(f"  - {reason}", markup=False)
+        for warning in verdict.warnings:
+            console.print(f"  warning: {warning}", markup=False)
+    raise typer.Exit(0 if verdict.ok else EXIT_UNHEALTHY)
+
+
+# ---- resync ------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def resync(
+    sink: str | None = typer.Option(None, "--sink", help="Only this sink (default: every enabled sink)."),
+    entity: str | None = typer.Option(None, "--entity", help=f"Only this entity ({', '.join(ENTITIES)})."),
+) -> None:
+    """Enqueue every existing document again. Unchanged documents cost no API call (content hash); a full
+    resync of a sink clears its "needs resync" flag."""
+    settings = load_settings()
+    _check_sink(settings, sink)
+    _check_entity(entity)
+    sinks = [sink] if sink else list(settings.enabled_sinks)
+    if not sinks:
+        _err().print("no sink is enabled (REPLICATOR_SINKS is empty)", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    from replicator.outbox import backfill
+
+    with connect(settings) as conn:
+        count = backfill(conn, sinks, [entity] if entity else None)
+    _out().print(f"enqueued {count} document(s) for {', '.join(sinks)}", markup=False)
+
+
+# ---- dead letters ------------------------------------------------------------------------------------------------
+
+_DLQ_FILTER = "(%(sink)s::text IS NULL OR sink = %(sink)s) AND (%(entity)s::text IS NULL OR entity = %(entity)s)"
+
+_DLQ_LIST = f"""
+SELECT sink, entity, entity_id, version, attempts, permanent, error, first_enqueued_at, failed_at
+FROM replicator.dead_letter WHERE {_DLQ_FILTER}
+ORDER BY failed_at, sink, entity, entity_id
+LIMIT %(limit)s
+"""
+
+# DLQ_RETRY: move dead letters back into the outbox in one statement (never in both tables, never in neither). A
+# fresh row starts at version 1 with no attempts; if the key is pending again already, that row is just made due.
+_DLQ_RETRY = f"""
+WITH moved AS (
+    DELETE FROM replicator.dead_letter WHERE {_DLQ_FILTER}
+    RETURNING sink, entity, entity_id, lsn
+)
+INSERT INTO replicator.outbox AS o (sink, entity, entity_id, lsn)
+SELECT sink, entity, entity_id, lsn FROM moved
+ON CONFLICT (sink, entity, entity_id) DO UPDATE SET next_attempt_at = now(), attempts = 0
+RETURNING o.sink
+"""
+
+_DLQ_COUNT = f"SELECT count(*) FROM replicator.dead_letter WHERE {_DLQ_FILTER}"
+_DLQ_PURGE = f"DELETE FROM replicator.dead_letter WHERE {_DLQ_FILTER}"
+
+_SinkOption = typer.Option(None, "--sink", help="Only this sink.")
+_EntityOption = typer.Option(None, "--entity", help="Only this entity.")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    sink: str | None = _SinkOption,
+    entity: str | None = _EntityOption,
+    limit: int = typer.Option(200, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show dead letters, oldest first, with their (redacted) errors."""
+    settings = load_settings()
+    _check_entity(entity)
+    secrets = configured_secrets(settings)
+    with connect(settings) as conn:
+        rows = conn.execute(_DLQ_LIST, {"sink": sink, "entity": entity, "limit": limit}).fetchall()
+    items = [
+        {
+            "sink": r[0],
+            "entity": r[1],
+            "id": str(r[2]),
+            "version": r[3],
+            "attempts": r[4],
+            "permanent": r[5],
+            "error": redact(r[6], secrets),
+            "first_enqueued_at": r[7].isoformat(),
+            "failed_at": r[8].isoformat(),
+        }
+        for r in rows
+    ]
+    if as_json:
+        _echo_json(items)
+        return
+    table = Table(title=f"dead letters ({len(items)})", title_justify="left")
+    for column in ("sink", "entity", "id", "attempts", "kind", "failed at", "error"):
+        table.add_column(column)
+    for item in items:
+        kind = "permanent" if item["permanent"] else "retries spent"
+        error = str(item["error"])
+        table.add_row(
+            str(item["sink"]),
+            str(item["entity"]),
+            str(item["id"]),
+            str(item["attempts"]),
+            kind,
+            str(item["failed_at"])[:19],
+            error if len(error) <= 160 else error[:157] + "...",
+        )
+    _out().print(table)
+
+
+@dlq_app.command("retry")
+def dlq_retry(sink: str | None = _SinkOption, entity: str | None = _EntityOption) -> None:
+    """Move dead letters back into the outbox; the workers try them again at once."""
+    settings = load_settings()
+    _check_entity(entity)
+    from replicator.outbox import notify
+
+    with connect(settings) as conn, conn.transaction():
+        sinks = [row[0] for row in conn.execute(_DLQ_RETRY, {"sink": sink, "entity": entity})]
+        notify(conn, sinks)
+    _out().print(f"moved {len(sinks)} dead letter(s) back to the outbox", markup=False)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    sink: str | None = _SinkOption,
+    entity: str | None = _EntityOption,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete dead letters for good (their documents stay out of sync until they change or are resynced)."""
+    settings = load_settings()
+    _check_entity(entity)
+    params = {"sink": sink, "entity": entity}
+    with connect(settings) as conn:
+        row = conn.execute(_DLQ_COUNT, params).fetchone()
+        count = int(row[0]) if row else 0
+        if count == 0:
+            _out().print("no dead letters to purge", markup=False)
+            return
+        if not yes and not typer.confirm(f"Delete {count} dead letter(s)?"):
+            raise typer.Exit(EXIT_FAILED)
+        deleted = conn.execute(_DLQ_PURGE, params).rowcount
+    _out().print(f"purged {deleted} dead letter(s)", markup=False)
+
+
+# ---- slot --------------------------------------------------------------------------------------------------------
+
+
+@slot_app.command("drop")
+def slot_drop(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Drop the replication slot and the replicator's checkpoint for it. The next ``replicator run`` recreates the
+    slot and re-enqueues every document; sink_state is kept, so existing pages and vectors are updated in place,
+    not duplicated, and unchanged ones cost no API call."""
+    settings = load_settings()
+    from replicator.source import drop_slot
+
+    with connect(settings) as conn:
+        current = collect_status(conn, settings).slot
+        if not current.exists and not current.checkpoint_exists:
+            _out().print(f"slot {current.name} does not exist; nothing to drop", markup=False)
+            return
+        if not yes:
+            in_use = f" It is in use by pid {current.active_pid}, whose stream will end." if current.active else ""
+            prompt = (
+                f"Drop slot {current.name}?{in_use} Changes not yet read from it are lost; the next `replicator run` "
+                "recreates it and resyncs every sink."
+            )
+            if not typer.confirm(prompt):
+                raise typer.Exit(EXIT_FAILED)
+        existed = drop_slot(conn, settings.replicator_slot)
+    what = "dropped" if existed else "was already gone;"
+    _out().print(f"slot {settings.replicator_slot} {what} checkpoint cleared", markup=False)
+
+
+# ---- config ------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def config(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print the configuration, secrets and passwords masked."""
+    settings = load_settings()
+    masked = settings.masked()
+    if as_json:
+        _echo_json(masked)
+        return
+    table = Table(title="configuration", title_justify="left")
+    table.add_column("variable", style="bold")
+    table.add_column("value")
+    for name, value in masked.items():
+        table.add_row(name, "" if value is None else str(value))
+    _out().print(table)
+
+
+# ---- sink sub-commands -------------------------------------------------------------------------------------------
+
+
+def _empty_group(name: str) -> Any:
+    def callback(ctx: typer.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            group = notion_app if name == "notion" else pinecone_app
+            if not group.registered_commands:
+                _err().print(f"no {name} commands are available in this build yet", markup=False)
+            else:
+                _out().print(ctx.get_help(), markup=False)
+            raise typer.Exit(EXIT_USAGE)
+
+    return callback
+
+
+notion_app.callback(invoke_without_command=True)(_empty_group("notion"))
+pinecone_app.callback(invoke_without_command=True)(_empty_group("pinecone"))
 
 
 def main() -> None:
