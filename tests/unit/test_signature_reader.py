@@ -175,3 +175,20 @@ def test_an_empty_feature_name_is_refused(tmp_path: Path) -> None:
 
 def test_a_row_with_more_fields_than_the_header_is_refused(tmp_path: Path) -> None:
     assert _error(_write(tmp_path, "feature\tdirection\nTP53\tup\textra\n")).line == 2
+
+
+def test_an_ingest_error_prints_file_line_column_and_message_leaving_out_unknown_parts() -> None:
+    assert str(IngestError("not a number: 'abc'", path="data.csv", line=12, column="log2FC")) == (
+        "data.csv:12:log2FC: not a number: 'abc'"
+    )
+    assert str(IngestError("empty file", path=Path("x.tsv"))) == "x.tsv: empty file"
+    assert str(IngestError("bad", line=3)) == "3: bad"
+    assert str(IngestError("unknown omics type")) == "unknown omics type"
+
+
+def test_an_ingest_error_keeps_its_location_through_pickling() -> None:
+    import pickle
+
+    error = pickle.loads(pickle.dumps(IngestError("bad weight", path="s.tsv", line=4, column="weight")))
+    assert (error.message, error.path, error.line, error.column) == ("bad weight", "s.tsv", 4, "weight")
+    assert str(error) == "s.tsv:4:weight: bad weight"
