@@ -185,9 +185,11 @@ def _fast_parse(name: str) -> tuple[str, str, str] | None:
     match = _FAST_NAME.match(name)
     if not match:
         return None
+    text = match["pchains"] if match["pchains"] is not None else match["schains"]
+    if text and text[:2] in {"O-", "P-"}:
+        return _fast_ether(match["cls"], text)
     lipid_class = match["cls"]
     expected = _FAST_CHAIN_COUNT.get(lipid_class)
-    text = match["pchains"] if match["pchains"] is not None else match["schains"]
     if expected is None or not text:
         return None
     separators = {ch for ch in text if ch in "/_"}
@@ -211,6 +213,34 @@ def _fast_parse(name: str) -> tuple[str, str, str] | None:
     double_bonds = sum(db for _, db in chains)
     species = f"{lipid_class} {carbons}:{double_bonds}"
     full = f"{lipid_class} " + separator.join(f"{c}:{db}" for c, db in chains)
+    return full, species, lipid_class
+
+
+def _fast_ether(lipid_class: str, text: str) -> tuple[str, str, str] | None:
+    """Ether glycerophospholipids (``PC O-16:0/18:1``, ``PE P-18:0_20:4``, ``PE P-38:4``) as pygoslin prints them.
+
+    The ether chain sits at sn-1, so pygoslin writes ``_`` as ``/``; a plasmalogen (``P-``) has one more double bond
+    than its alkyl chain says, and its species is written ``O-`` with that bond counted.
+    """
+    expected = _FAST_CHAIN_COUNT.get(lipid_class)
+    if expected is None or lipid_class in {"DG", "TG"}:
+        return None
+    ether, chains_text = text[0], text[2:]
+    pieces = re.split(r"[/_]", chains_text)
+    if len(pieces) not in {1, expected}:
+        return None
+    chains: list[tuple[int, int]] = []
+    for piece in pieces:
+        chain = _FAST_CHAIN.match(piece)
+        if not chain:
+            return None
+        chains.append((int(chain[1]), int(chain[2])))
+    carbons = sum(c for c, _ in chains)
+    double_bonds = sum(db for _, db in chains) + (1 if ether == "P" else 0)
+    species = f"{lipid_class} O-{carbons}:{double_bonds}"
+    if len(pieces) == 1 and expected > 1:
+        return species, species, lipid_class  # a sum composition is written in its O- form
+    full = f"{lipid_class} {ether}-" + "/".join(f"{c}:{db}" for c, db in chains)
     return full, species, lipid_class
 
 

@@ -118,6 +118,8 @@ _FAST_PATH_NAMES = [
     "TG 52:2",
     "TG(54:6)",
     "TG 18:2_18:2_16:0",
+    *(f"{cls} {e}-{chains}" for cls in ("PC", "PE") for e in "OP" for chains in ("16:0/18:1", "18:1_16:0", "38:4")),
+    *(f"{cls} {e}-16:0" for cls in ("LPC", "LPE") for e in "OP"),
     *(
         f"{cls} {base}/{acyl}"
         for cls in ("Cer", "SM", "HexCer", "LacCer")
@@ -145,11 +147,12 @@ def test_the_fast_path_gives_exactly_what_pygoslin_gives(name: str) -> None:
     chains=st.lists(st.tuples(st.integers(1, 36), st.integers(0, 12)), min_size=1, max_size=3),
     separator=st.sampled_from(["/", "_"]),
     parenthesised=st.booleans(),
+    ether=st.sampled_from(["", "", "O-", "P-"]),
 )
 def test_whenever_the_fast_path_answers_pygoslin_agrees(
-    cls: str, chains: list[tuple[int, int]], separator: str, parenthesised: bool
+    cls: str, chains: list[tuple[int, int]], separator: str, parenthesised: bool, ether: str
 ) -> None:
-    text = separator.join(f"{c}:{db}" for c, db in chains)
+    text = ether + separator.join(f"{c}:{db}" for c, db in chains)
     name = f"{cls}({text})" if parenthesised else f"{cls} {text}"
     fast = _fast_parse(name)
     if fast is not None:
