@@ -443,6 +443,11 @@ def _empty_group(name: str) -> Any:
 notion_app.callback(invoke_without_command=True)(_empty_group("notion"))
 pinecone_app.callback(invoke_without_command=True)(_empty_group("pinecone"))
 
+# `pinecone init`, `query` and `verify` live in replicator/cli_pinecone.py.
+from replicator.cli_pinecone import register as _register_pinecone_commands  # noqa: E402
+
+_register_pinecone_commands(app, pinecone_app)
+
 
 def main() -> None:
     app()
