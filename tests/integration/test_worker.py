@@ -439,3 +439,23 @@ def test_load_recording_replays_deletes_and_ignores_a_torn_tail(tmp_path: Path) 
     assert state.documents[a.key].content_hash == a.content_hash()
     assert state.applications == {a.key: 2, b.key: 1}
     assert state.deletions == {b.key: 1}
+
+
+def test_a_crashed_workers_lease_expires_and_its_late_result_is_ignored(conn: Conn, db_url: str) -> None:
+    key = _dataset(conn)
+    _enqueue(conn, key)
+    crashed = _worker(db_url, RecordingSink(), worker_id="crashed")
+    (row,) = crashed._claim(crashed._work_conn())  # claimed, then the process "dies" before applying
+    survivor_sink = RecordingSink()
+    survivor = _worker(db_url, survivor_sink, worker_id="survivor")
+    assert survivor.run_once() == 0  # the lease still holds
+    conn.execute("UPDATE replicator.outbox SET claimed_until = now() - interval '1 second'")
+    _enqueue(conn, key)  # a newer change, so the row must outlive the crashed worker's late completion
+    survivor.sink = FlakySink(["deferred"])
+    assert survivor.run_once() == 1
+    # The crashed worker comes back and tries to complete its stale claim: not its row any more.
+    crashed._record(crashed._work_conn(), [row], {key: None}, {key: Outcome(key, OutcomeKind.DELETED)}, [])
+    crashed.close()
+    survivor.close()
+    ((_, version, _, claimed_by, _, _),) = _outbox(conn)
+    assert (version, claimed_by) == (2, None)
