@@ -285,6 +285,8 @@ def _parse_lipid(stripped: str) -> tuple[str, str, str] | None:
     if parsed is not None:
         return parsed
     parsed = _goslin_parse(cleaned)
+    if parsed is not None and parsed[0] == cleaned:
+        return parsed  # the name read back to itself: already a fixed point
     if parsed is None and cleaned != stripped:
         parsed = _goslin_parse(stripped)
     return _fixed_point(parsed)
