@@ -196,6 +196,17 @@ def test_migrate_job_runs_alembic_as_non_root() -> None:
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
 
+def test_kubernetes_manifests_match_the_api_schemas_strictly() -> None:
+    """Every field exists in the Kubernetes API (strict: no unknown fields), when ``kubernetes-validate`` is
+    installed (it bundles the API's JSON schemas; nothing is fetched)."""
+    validator = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    version = validator.latest_version()
+    for doc in _k8s_documents():
+        if doc["kind"] == "Kustomization":
+            continue
+        validator.validate(doc, version, strict=True)
+
+
 # ---- compose -------------------------------------------------------------------------------------------------
 
 
