@@ -448,6 +448,11 @@ from replicator.cli_pinecone import register as _register_pinecone_commands  # n
 
 _register_pinecone_commands(app, pinecone_app)
 
+# `notion init` and `notion check` live in replicator/cli_notion.py.
+from replicator.cli_notion import register as _register_notion_commands  # noqa: E402
+
+_register_notion_commands(notion_app)
+
 
 def main() -> None:
     app()

@@ -1,0 +1,78 @@
+"""``replicator notion …``: set up the Notion side. ``init --parent-page ID`` creates the four databases with
+every property the sink writes and prints their ids as ``NAME=value`` lines (nothing else on stdout), so a shell
+can ``eval "$(replicator notion init --parent-page …)"``. ``check`` runs the sink's start-up check.
+``replicator/cli.py`` registers these on its ``notion`` group through ``register``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from replicator.sinks.base import SinkConfigError, SinkError
+
+
+class _NotionAccess(BaseSettings):
+    """The two settings ``init`` needs (it needs no Postgres, so it does not build the full ``Settings``)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    notion_api_key: SecretStr = Field(alias="NOTION_API_KEY")
+    notion_base_url: str = Field("https://api.notion.com", alias="NOTION_BASE_URL")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def init(
+    parent_page: str = typer.Option(..., "--parent-page", help="Id of the Notion page to create the databases in."),
+) -> None:
+    """Create the Programs, Experiments, Signatures and Experimental Data Assets databases; print their ids."""
+    from replicator.sinks.notion import create_databases, notion_client
+
+    try:
+        access = _NotionAccess()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError:
+        raise _fail("NOTION_API_KEY is not set", 2) from None
+    client = notion_client(access.notion_api_key.get_secret_value(), access.notion_base_url)
+    try:
+        ids = create_databases(client, parent_page)
+    except (SinkError, SinkConfigError) as error:
+        raise _fail(str(error), 1) from None
+    finally:
+        client.close()
+    for name, value in ids.items():
+        print(f"{name}={value}")
+
+
+def check() -> None:
+    """Check that the configured databases hold every property the sink writes (exit 2 when not)."""
+    from replicator.config import Settings
+    from replicator.sinks.notion import build_notion_sink
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        raise _fail(f"bad configuration: {error}", 2) from None
+    try:
+        sink = build_notion_sink(settings, remote_ids=lambda keys: {})
+        try:
+            sink.check()
+        finally:
+            sink.close()
+    except SinkConfigError as error:
+        raise _fail(str(error), 2) from None
+    except SinkError as error:
+        raise _fail(str(error), 1) from None
+    print("notion databases: ok")
+
+
+def register(notion_app: typer.Typer) -> None:
+    """Add ``init`` and ``check`` to the ``replicator notion`` group."""
+    notion_app.command("init")(init)
+    notion_app.command("check")(check)

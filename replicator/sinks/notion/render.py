@@ -1,0 +1,324 @@
+"""Rendering a ``Document`` into what the Notion sink writes: the page properties (as the API wants them) and
+the ONE managed section of the page body (a toggle block holding summary, top features and signature matches).
+
+Pure functions, no I/O. Notion's request limits are met here: rich text is split into items of at most 2,000
+characters (counted in UTF-16 code units, as Notion counts them) and at most 100 items; arrays (multi-select,
+relations, children) hold at most 100 entries; select names lose commas (Notion rejects them) and stay ≤ 100
+characters. The properties and the body are hashed separately, so a change to one does not rewrite the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from replicator.documents import Document, DocumentKey, FeatureLine, SignatureMatch
+from replicator.sinks.notion.schema import CONTENT_HASH, DATABASES, POSTGRES_ID
+
+TEXT_ITEM_MAX = 2000  # characters per rich-text item
+ARRAY_MAX = 100  # rich-text items, multi-select values, relation ids, children per request
+OPTION_NAME_MAX = 100
+URL_MAX = 2000
+BODY_MATCHES_MAX = 25
+TRUNCATED = " […]"
+
+# The managed section is a toggle whose text starts with this marker; the sink finds it again by this text and
+# never touches any other block (people write on these pages too).
+MANAGED_MARKER = "Synced from Postgres"
+MANAGED_TITLE = f"{MANAGED_MARKER} (omics-cdc; edits inside this toggle are replaced)"
+
+JSON = dict[str, Any]
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_text(text: str, limit: int = TEXT_ITEM_MAX) -> list[str]:
+    """Pieces of at most ``limit`` UTF-16 code units, preferring to break after whitespace, never inside a
+    character."""
+    pieces: list[str] = []
+    rest = text
+    while rest:
+        if _utf16_len(rest) <= limit:
+            pieces.append(rest)
+            break
+        # Largest prefix within the limit (code points outside the BMP count twice).
+        end, units = 0, 0
+        for char in rest:
+            width = 2 if ord(char) > 0xFFFF else 1
+            if units + width > limit:
+                break
+            units += width
+            end += 1
+        space = max(rest.rfind(" ", 0, end), rest.rfind("\n", 0, end))
+        cut = space + 1 if space >= end // 2 else end
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    return pieces
+
+
+def rich_text(text: str | None) -> list[JSON]:
+    """A rich-text array for ``text``: ≤2,000-character items, at most 100 of them (longer text is cut with a
+    visible marker rather than refused)."""
+    if not text:
+        return []
+    pieces = split_text(text)
+    if len(pieces) > ARRAY_MAX:
+        pieces = pieces[:ARRAY_MAX]
+        last = pieces[-1]
+        pieces[-1] = last[: len(last) - len(TRUNCATED)] + TRUNCATED
+    return [{"type": "text", "text": {"content": piece}} for piece in pieces]
+
+
+def plain_text(items: Iterable[Any]) -> str:
+    """The plain text of a rich-text array from an API response."""
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            text = item.get("plain_text")
+            if text is None:
+                text = (item.get("text") or {}).get("content", "")
+            out.append(str(text))
+    return "".join(out)
+
+
+def option_name(value: object) -> str | None:
+    """A select / multi-select option name Notion accepts: no commas, collapsed spaces, ≤100 characters; None
+    when nothing is left."""
+    if value is None:
+        return None
+    text = re.sub(r"\s+", " ", str(value).replace(",", " ")).strip()
+    text = text[:OPTION_NAME_MAX].strip()
+    return text or None
+
+
+def _select(value: object) -> JSON:
+    name = option_name(value)
+    return {"select": {"name": name} if name else None}
+
+
+def _multi_select(values: object) -> JSON:
+    names: list[str] = []
+    for value in values if isinstance(values, list | tuple) else ([] if values is None else [values]):
+        name = option_name(value)
+        if name and name not in names:
+            names.append(name)
+    return {"multi_select": [{"name": n} for n in names[:ARRAY_MAX]]}
+
+
+def _text(value: object) -> JSON:
+    return {"rich_text": rich_text(None if value is None else str(value))}
+
+
+def _url(value: str | None) -> JSON:
+    return {"url": value if value and len(value) <= URL_MAX else None}
+
+
+def _number(value: float | None) -> JSON:
+    return {"number": value}
+
+
+def _source_url(doc: Document) -> str | None:
+    url = doc.fields.get("source_url")
+    if url:
+        return str(url)
+    external = doc.fields.get("external_ids") or {}
+    doi = external.get("doi") if isinstance(external, dict) else None
+    return f"https://doi.org/{doi}" if doi else None
+
+
+def _best_score(matches: tuple[SignatureMatch, ...]) -> float | None:
+    return max((m.score for m in matches), default=None)
+
+
+def _field_properties(doc: Document) -> JSON:
+    f = doc.fields
+    entity = doc.key.entity
+    if entity == "dataset":
+        return {
+            "Omics Type": _select(str(f.get("omics_type") or "").capitalize() or None),
+            "Data Origin": _select(f.get("data_origin")),
+            "Dataset Source Type": _select(f.get("dataset_source_type")),
+            "Summary": _text(f.get("summary") or f.get("description")),
+            "Methods": _text(f.get("methods")),
+            "Results": _text(f.get("results")),
+            "Conclusions": _text(f.get("conclusions")),
+            "Model Systems": _multi_select(f.get("model_systems")),
+            "Disease": _multi_select(f.get("disease")),
+            "Matrix": _multi_select(f.get("matrix")),
+            "Source URL / DOI": _url(_source_url(doc)),
+            "Signature Match Score": _number(_best_score(doc.signature_matches)),
+        }
+    if entity == "signature":
+        return {
+            "Short ID": _text(f.get("short_id")),
+            "Description": _text(f.get("description")),
+            "Modalities": _multi_select([str(m).capitalize() for m in f.get("modalities") or []]),
+            "Data Ownership": _select(f.get("data_ownership")),
+        }
+    if entity == "experiment":
+        return {
+            "Type": _select(f.get("type")),
+            "Description": _text(f.get("description")),
+            "Disease": _multi_select(f.get("disease")),
+            "Matrix": _multi_select(f.get("matrix")),
+            "Model Systems": _multi_select(f.get("model_systems")),
+            "Targets": _multi_select(f.get("targets")),
+            "Modality": _multi_select(f.get("modality")),
+            "Biomarker Role": _multi_select(f.get("biomarker_role")),
+            "Phenotype Axes": _multi_select(f.get("phenotype_axes")),
+            "Treatment Arms": _multi_select(f.get("treatment_arms")),
+            "Stage": _select(f.get("stage")),
+        }
+    return {"Description": _text(f.get("description")), "Disease": _multi_select(f.get("disease"))}
+
+
+def relation_targets(doc: Document) -> dict[str, tuple[DocumentKey, ...]]:
+    """The relations the sink writes for ``doc``, by property name → target keys (whole sets, at most 100 each;
+    signatures beyond 100 keep the best-scoring ones)."""
+    out: dict[str, tuple[DocumentKey, ...]] = {}
+    for relation in DATABASES[doc.key.entity].relations:
+        keys = tuple(doc.relations.get(relation.role, ()))
+        if len(keys) > ARRAY_MAX and relation.role == "signatures":
+            ranked = [m.other for m in doc.signature_matches if m.other in set(keys)]
+            keys = tuple(ranked + [k for k in keys if k not in set(ranked)])
+        out[relation.name] = keys[:ARRAY_MAX]
+    return out
+
+
+def missing_targets(doc: Document, pages: Mapping[DocumentKey, str]) -> list[DocumentKey]:
+    """Relation targets of ``doc`` that have no Notion page yet (the document must wait for them)."""
+    return sorted({k for keys in relation_targets(doc).values() for k in keys if k not in pages})
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _feature_line(line: FeatureLine) -> str:
+    if line.direction is not None or line.weight is not None:
+        weight = "" if line.weight is None else f", weight {line.weight:g}"
+        return f"{line.name} ({line.feature_type}) {line.direction or ''}{weight}".replace(" ,", ",")
+    lfc, p = _fmt(line.log2_fold_change, ".2f"), _fmt(line.p_value, ".3g")
+    return f"{line.name} ({line.feature_type}): log2FC {lfc}, p {p}"
+
+
+def _match_line(match: SignatureMatch) -> str:
+    return (
+        f"{match.other_name}: score {match.score:.3f}, {match.matched_components}/{match.total_components} "
+        f"components matched ({match.match_level})"
+    )
+
+
+def _paragraph(text: str) -> JSON:
+    return {"object": "block", "type": "paragraph", "paragraph": {"rich_text": rich_text(text)}}
+
+
+def _heading(text: str) -> JSON:
+    return {"object": "block", "type": "heading_3", "heading_3": {"rich_text": rich_text(text)}}
+
+
+def _bullet(text: str) -> JSON:
+    return {"object": "block", "type": "bulleted_list_item", "bulleted_list_item": {"rich_text": rich_text(text)}}
+
+
+def body_children(doc: Document) -> list[JSON]:
+    """The blocks inside the managed toggle (at most 100)."""
+    blocks: list[JSON] = []
+    f = doc.fields
+    summary = f.get("summary") or f.get("description")
+    if summary:
+        blocks.append(_paragraph(str(summary)))
+    if doc.key.entity == "dataset":
+        shown = len(doc.features)
+        blocks.append(_heading(f"Top features ({shown} of {doc.feature_count}, by |log2FC| then p)"))
+        blocks.extend(_bullet(_feature_line(line)) for line in doc.features)
+    elif doc.key.entity == "signature":
+        blocks.append(_heading(f"Components ({doc.feature_count})"))
+        blocks.extend(_bullet(_feature_line(line)) for line in doc.features)
+    if doc.key.entity in ("dataset", "signature"):
+        matches = doc.signature_matches
+        title = "Signature matches" if doc.key.entity == "dataset" else "Dataset matches"
+        blocks.append(_heading(f"{title} ({len(matches)})"))
+        blocks.extend(_bullet(_match_line(m)) for m in matches[:BODY_MATCHES_MAX])
+    else:
+        for role, names in sorted(doc.relation_names.items()):
+            if names:
+                blocks.append(_paragraph(f"{role.capitalize()}: {', '.join(names)}"))
+    if not blocks:
+        blocks.append(_paragraph("No summary in Postgres yet."))
+    if len(blocks) > ARRAY_MAX:
+        blocks = [*blocks[: ARRAY_MAX - 1], _paragraph("… (truncated)")]
+    return blocks
+
+
+def managed_section(doc: Document) -> JSON:
+    """The toggle block the sink owns on each page."""
+    return {
+        "object": "block",
+        "type": "toggle",
+        "toggle": {"rich_text": rich_text(MANAGED_TITLE), "children": body_children(doc)},
+    }
+
+
+def is_managed_block(block: Mapping[str, Any]) -> bool:
+    """A top-level block of a page that is (a copy of) the sink's managed section."""
+    if block.get("type") != "toggle" or block.get("in_trash") or block.get("archived"):
+        return False
+    return plain_text((block.get("toggle") or {}).get("rich_text", [])).startswith(MANAGED_MARKER)
+
+
+@dataclass(frozen=True)
+class ContentHash:
+    """What the ``Content Hash`` property holds: the document hash (what ``verify`` compares) and the hashes of
+    the written properties and body (what the sink compares to skip unchanged parts)."""
+
+    doc: str
+    props: str
+    body: str
+
+    def text(self) -> str:
+        return f"doc:{self.doc} props:{self.props} body:{self.body}"
+
+    @staticmethod
+    def parse(text: str | None) -> ContentHash | None:
+        if not text:
+            return None
+        parts = dict(part.split(":", 1) for part in text.split() if ":" in part)
+        if not {"doc", "props", "body"} <= parts.keys():
+            return None
+        return ContentHash(parts["doc"], parts["props"], parts["body"])
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    key: DocumentKey
+    title: str
+    properties: JSON  # every property the sink writes, Content Hash included
+    section: JSON  # the managed toggle block
+    hashes: ContentHash
+
+
+def render_page(doc: Document, pages: Mapping[DocumentKey, str]) -> RenderedPage:
+    """Properties and managed section of ``doc``; ``pages`` maps every relation target to its page id (check
+    ``missing_targets`` first)."""
+    spec = DATABASES[doc.key.entity]
+    properties: JSON = {spec.title_property: {"title": rich_text(doc.name)}}
+    properties.update(_field_properties(doc))
+    for name, keys in relation_targets(doc).items():
+        properties[name] = {"relation": [{"id": pages[k]} for k in keys]}
+    properties[POSTGRES_ID] = _text(str(doc.key.id))
+    section = managed_section(doc)
+    hashes = ContentHash(doc=doc.content_hash(), props=_digest(properties), body=_digest(section))
+    properties[CONTENT_HASH] = _text(hashes.text())
+    return RenderedPage(doc.key, doc.name, properties, section, hashes)
