@@ -79,7 +79,7 @@ bench-source: install  ## wal2json read rate: pg_recvlogical vs the replicator
 	@echo "bench-source: not built yet"
 
 bench-ingest: install  ## ingest rate vs psql \copy of the same rows
-	@echo "bench-ingest: not built yet"
+	$(PY) -m tests.bench.bench_ingest
 
 bench-sinks: install  ## Notion calls per changed document, Pinecone commit-to-visible latency
 	@echo "bench-sinks: not built yet"

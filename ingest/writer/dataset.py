@@ -53,6 +53,7 @@ FROM ingest_link l
 WHERE NOT EXISTS (
     SELECT 1 FROM dataset_feature d WHERE d.dataset_id = %(dataset_id)s AND d.feature_id = l.feature_id
 )
+ORDER BY l.feature_id  -- index-order inserts: the primary key and feature_id index fill page by page
 """
 
 _DELETE_REMOVED_LINKS = """

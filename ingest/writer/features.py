@@ -37,6 +37,7 @@ FROM ingest_feature s
 WHERE NOT EXISTS (
     SELECT 1 FROM feature f WHERE f.feature_type = s.feature_type AND f.normalized_name = s.normalized_name
 )
+ORDER BY s.feature_type, s.normalized_name
 ON CONFLICT (feature_type, normalized_name) DO NOTHING
 """
 

@@ -17,6 +17,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -93,6 +94,28 @@ def _candidates(signature: _Signature, index: dict[_Key, list[MeasuredFeature]])
         for feature in index.get(key, ()):
             chosen[(feature.feature_type, feature.normalized_name)] = feature
     return [chosen[k] for k in sorted(chosen)]
+
+
+# Dataset features that share a (feature type, lower-cased normalized or species name) key with some component.
+_FEATURES_MATCHING = """
+WITH k(feature_type, name) AS (SELECT * FROM unnest(%(types)s::text[], %(names)s::text[]))
+SELECT DISTINCT d.dataset_id, ds.name, f.feature_type, f.normalized_name, f.species_name,
+       d.log2_fold_change, d.p_value
+FROM feature f
+JOIN k ON k.feature_type = f.feature_type AND (lower(f.normalized_name) = k.name OR lower(f.species_name) = k.name)
+JOIN dataset_feature d ON d.feature_id = f.id
+JOIN dataset ds ON ds.id = d.dataset_id
+{where}
+"""
+
+
+def _features_matching(conn: Conn, keys: set[_Key], dataset_id: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
+    types, names = zip(*sorted(keys), strict=True)
+    where = "WHERE d.dataset_id = %(dataset_id)s" if dataset_id else ""
+    return conn.execute(
+        _FEATURES_MATCHING.format(where=where),
+        {"types": list(types), "names": list(names), "dataset_id": dataset_id},
+    ).fetchall()
 
 
 def _stored(conn: Conn, column: str, value: uuid.UUID) -> dict[tuple[uuid.UUID, uuid.UUID], _Stored]:
@@ -175,15 +198,15 @@ def score_dataset(
     name_row = conn.execute("SELECT name FROM dataset WHERE id = %s", (dataset_id,)).fetchone()
     assert name_row is not None
     dataset = (dataset_id, str(name_row[0]))
-    rows = conn.execute(
-        "SELECT f.feature_type, f.normalized_name, f.species_name, d.log2_fold_change, d.p_value "
-        "FROM dataset_feature d JOIN feature f ON f.id = d.feature_id WHERE d.dataset_id = %s",
-        (dataset_id,),
-    ).fetchall()
-    index = _index(MeasuredFeature(*row) for row in rows)
+    signatures = _load_signatures(conn)
+    keys: set[_Key] = set()
+    for signature in signatures:
+        keys |= signature.match_keys()
+    rows = _features_matching(conn, keys, dataset_id) if keys else []
+    index = _index(MeasuredFeature(*row[2:]) for row in rows)
     stored = _stored(conn, "dataset_id", dataset_id)
     outcomes: list[MatchOutcome] = []
-    for signature in _load_signatures(conn):
+    for signature in signatures:
         candidates = _candidates(signature, index)
         result = score_signature(signature.components, candidates, options) if candidates else None
         change = _apply(conn, tally, dataset_id, signature.id, result, (dataset_id, signature.id) in stored)
@@ -203,18 +226,7 @@ def score_signature_everywhere(
             _apply(conn, tally, dataset_id, signature_id, None, True)
         return ()
     signature = found[0]
-    types, names = zip(*sorted(signature.match_keys()), strict=True)
-    rows = conn.execute(
-        "WITH k(feature_type, name) AS (SELECT * FROM unnest(%s::text[], %s::text[])) "
-        "SELECT DISTINCT d.dataset_id, ds.name, f.feature_type, f.normalized_name, f.species_name, "
-        "       d.log2_fold_change, d.p_value "
-        "FROM feature f "
-        "JOIN k ON k.feature_type = f.feature_type "
-        "      AND (lower(f.normalized_name) = k.name OR lower(f.species_name) = k.name) "
-        "JOIN dataset_feature d ON d.feature_id = f.id "
-        "JOIN dataset ds ON ds.id = d.dataset_id",
-        (list(types), [n.lower() for n in names]),
-    ).fetchall()
+    rows = _features_matching(conn, signature.match_keys())
     per_dataset: dict[tuple[uuid.UUID, str], list[MeasuredFeature]] = defaultdict(list)
     for dataset_id, dataset_name, *feature in rows:
         per_dataset[(dataset_id, dataset_name)].append(MeasuredFeature(*feature))
