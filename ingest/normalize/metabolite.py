@@ -1,7 +1,8 @@
 """Metabolite names → one case-insensitive key, a human display name, and the identifiers found in the name.
 
 Cleaning removes what describes the measurement, not the compound: adducts (``[M+H]+``, ``[M-H]-``), polarity tags
-(``(pos)``, ``(neg)``) and trailing charges (``NAD+`` → ``NAD``); ``_`` becomes a space and whitespace is collapsed.
+(``(pos)``, ``(neg)``) and trailing charges (``NAD+`` → ``NAD``, ``Lactate 1-``; a bare trailing ``-`` is kept, it is an
+inverted prefix as in ``inositol myo-``); ``_`` becomes a space and whitespace is collapsed.
 Identifiers written in the name (HMDB, KEGG compound, ChEBI, PubChem CID, InChIKey) move to ``external_ids``; a name
 that is only an identifier is keyed by that identifier.
 
@@ -30,7 +31,7 @@ _ADDUCT_TAIL = re.compile(
         \[\s*\d*M\s*(?:[+-]\s*\d*[A-Za-z][A-Za-z0-9]*)*\s*\]\s*\d*[+-]*   # [M+H]+, [2M-H]-, [M+NH4]1+
       | \(\s*(?:pos|neg|positive|negative|[+-])\s*\)                       # (pos), (neg)
       | \s+(?:pos|neg|positive|negative)                                   # trailing word
-      | (?<=[^\s+-])[+-]                                                    # NAD+
+      | (?<=[^\s+-])\+                                                     # NAD+ (not "-": "inositol myo-")
       | \s+\d?[+-]                                                          # "glucose -", "x 2+"
     )\s*$""",
     re.VERBOSE | re.IGNORECASE,

@@ -49,6 +49,11 @@ def test_adducts_polarity_tags_and_charges_are_removed(raw: str) -> None:
     assert normalize(raw, "metabolite").normalized_name == "creatinine"
 
 
+def test_a_trailing_hyphen_is_an_inverted_prefix_not_a_charge() -> None:
+    # Metabolomics Workbench (BinBase) names write stereo prefixes last: "inositol myo-" is myo-inositol.
+    assert normalize("inositol myo-", "metabolite").display_name == "inositol myo-"
+
+
 def test_underscores_and_runs_of_spaces_become_single_spaces() -> None:
     assert normalize("N-acetyl__aspartyl   glutamate", "metabolite").display_name == "N-acetyl aspartyl glutamate"
 
