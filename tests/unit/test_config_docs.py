@@ -1,7 +1,8 @@
 """The operator documentation cannot drift from the code: every setting ``replicator.config.Settings`` reads (and
 ``POSTGRES_URL``, which ingest reads too), and every variable any module reads from the environment, has a row in
 the configuration table of docs/operations.md with the code's default; the table names no setting that does not
-exist; every Prometheus metric the replicator exports is named in the metrics section.
+exist; every Prometheus metric the replicator exports is named in the metrics section; every ``replicator``
+command and option the guide shows exists in the CLI.
 """
 
 from __future__ import annotations
@@ -113,3 +114,45 @@ def test_operations_guide_has_the_sections_operators_need() -> None:
         "Troubleshooting",
     ):
         assert _section(title).strip(), title
+
+
+def _cli_tree() -> dict[str, set[str]]:
+    """Command path ("dlq list") → its option names, from the Typer app."""
+    import typer.main
+
+    from replicator.cli import app
+
+    tree: dict[str, set[str]] = {}
+
+    def walk(command: Any, path: str) -> None:  # a click Command (Typer may vendor its own click)
+        tree[path] = {opt for param in command.params for opt in getattr(param, "opts", []) if opt.startswith("-")}
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}".strip())
+
+    walk(typer.main.get_command(app), "")
+    return tree
+
+
+def _documented_invocations() -> list[str]:
+    """Every ``replicator …`` invocation in the guide: inline code spans and lines of shell blocks."""
+    text = DOCS.read_text()
+    found = re.findall(r"`(replicator [^`]+)`", text)
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            found.extend(re.findall(r"(?:^|&& |exec \S+ )(replicator [a-z].*)", command))
+    return found
+
+
+def test_every_replicator_command_and_option_in_the_guide_exists() -> None:
+    tree = _cli_tree()
+    invocations = _documented_invocations()
+    assert len(invocations) > 10
+    for invocation in invocations:
+        words = invocation.split()[1:]
+        path = ""
+        while words and re.fullmatch(r"[a-z][a-z-]*", words[0]) and f"{path} {words[0]}".strip() in tree:
+            path = f"{path} {words.pop(0)}".strip()
+        assert path, f"`{invocation}`: no such replicator command"
+        for option in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", " ".join(words)):
+            assert option in tree[path], f"`{invocation}`: `replicator {path}` has no option {option}"
