@@ -190,7 +190,7 @@ def read_table(path: Path, omics_type: str, *, feature_column: str | None = None
         raise IngestError(
             f"malformed {_delimiter_name(delimiter)} table: {exc}", path=path, line=reader.line_num
         ) from None
-    records = [(n, r) for n, r in records if any(cell.strip() for cell in r)]
+    records = [(n, r) for n, r in records if "".join(r).strip()]
     if not records:
         raise IngestError("the file is empty", path=path)
     header_line, raw_headers = records[0]
