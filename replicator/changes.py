@@ -9,7 +9,7 @@ current rows anyway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -46,41 +46,58 @@ class Change:
     table: str | None = None
     # Primary-key column values of the row (identity for deletes); empty for B/C/T/M.
     key: Mapping[str, Any] = field(default_factory=dict)
-    # New column values for inserts and updates (unchanged TOAST columns omitted); empty otherwise.
-    columns: Mapping[str, Any] = field(default_factory=dict)
     # Logical decoding messages (pg_logical_emit_message): prefix and content.
     prefix: str | None = None
     content: str | None = None
+    # The record's column list as wal2json sent it; read through ``columns``. Kept raw because most changes
+    # only need their key, and building a dict of every column of every row costs more than reading it.
+    column_list: Sequence[Mapping[str, Any]] = field(default=(), repr=False, compare=False)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """New column values for inserts and updates (unchanged TOAST columns omitted); empty otherwise."""
+        return {c["name"]: c["value"] for c in self.column_list}
 
     @property
     def relation(self) -> str:
         return f"{self.schema}.{self.table}"
 
 
-def _values(items: Any) -> dict[str, Any]:
-    return {c["name"]: c["value"] for c in items} if items else {}
+_ACTIONS = {a.value: a for a in Action}
+
+
+def _key(pk: Any, source: Any) -> dict[str, Any]:
+    """Primary-key values from a column list (key columns come first in practice, so this stops early)."""
+    names = {p["name"] for p in pk}
+    key: dict[str, Any] = {}
+    for column in source:
+        if column["name"] in names:
+            key[column["name"]] = column["value"]
+            if len(key) == len(names):
+                break
+    return key
 
 
 def parse(payload: bytes | memoryview, lsn: int) -> Change:
     """Parse one wal2json v2 record received at ``lsn``."""
     try:
         rec = orjson.loads(payload)
-        action = Action(rec["action"])
-    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-        raise ChangeParseError(f"unreadable wal2json record at LSN {format_lsn(lsn)}: {exc}") from exc
+        action = _ACTIONS[rec["action"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ChangeParseError(f"unreadable wal2json record at LSN {format_lsn(lsn)}: {exc!r}") from exc
     xid = rec.get("xid")
     ts = rec.get("timestamp")
     if action in ROW_ACTIONS:
         try:
             schema, table = rec["schema"], rec["table"]
-            columns = _values(rec.get("columns"))
-            identity = _values(rec.get("identity"))
-            pk_names = [p["name"] for p in rec.get("pk") or ()]
+            columns = rec.get("columns") or ()
+            identity = rec.get("identity") or ()
+            pk = rec.get("pk")
+            source = identity if action is Action.DELETE or not columns else columns
+            key = _key(pk, source) if pk else {c["name"]: c["value"] for c in identity}
         except (KeyError, TypeError) as exc:
             raise ChangeParseError(f"wal2json {action.name} at LSN {format_lsn(lsn)} lacks {exc}") from exc
-        source = identity if action is Action.DELETE or not columns else columns
-        key = {n: source.get(n, identity.get(n)) for n in pk_names} if pk_names else identity
-        return Change(action, lsn, xid, ts, schema, table, key, columns)
+        return Change(action, lsn, xid, ts, schema, table, key, column_list=columns)
     if action is Action.TRUNCATE:
         return Change(action, lsn, xid, ts, rec.get("schema"), rec.get("table"))
     if action is Action.MESSAGE:

@@ -42,7 +42,7 @@ ENQUEUE_SQL = (
     """
     INSERT INTO replicator.outbox AS o (sink, entity, entity_id, lsn)
     SELECT k.sink, k.entity, k.entity_id, %(lsn)s
-    FROM unnest(%(sinks)s::text[], %(entities)s::text[], %(ids)s::uuid[]) AS k(sink, entity, entity_id)
+    FROM unnest(%(sinks)b::text[], %(entities)b::text[], %(ids)b::uuid[]) AS k(sink, entity, entity_id)
     """
     + _ON_CONFLICT
 )

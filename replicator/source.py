@@ -18,6 +18,8 @@ A broken connection is retried with backoff (tenacity); a missing or invalidated
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import select
 import struct
 import threading
@@ -292,14 +294,20 @@ class SourceLoop:
     def _stream(self, stop: threading.Event) -> None:
         opts = self.options
         stream = ReplicationStream(self.dsn, opts.slot)
-        with psycopg.connect(self.dsn, autocommit=True, application_name="replicator-source") as conn:
+        with (
+            psycopg.connect(self.dsn, autocommit=True, application_name="replicator-outbox") as outbox_conn,
+            psycopg.connect(self.dsn, autocommit=True, application_name="replicator-heartbeat") as beat_conn,
+        ):
             stream.start()
+            writer = _OutboxWriter(self, outbox_conn)
+            writer.start()
             try:
                 if self.on_streaming:
                     self.on_streaming(True)
                 log.info("source.streaming", slot=opts.slot, sinks=",".join(opts.sinks))
-                _Batcher(self, stream, conn).run(stop)
+                _Batcher(self, stream, beat_conn, writer).run(stop)
             finally:
+                writer.close(timeout=opts.shutdown_deadline_s)
                 stream.close()
 
 
@@ -310,19 +318,139 @@ def _interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
     return sleep
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Dirty documents handed from the reader to the outbox writer, with the commit LSN they make durable
+    (None for a piece of a transaction still open) and the heartbeat seen in them."""
+
+    dirty: DirtyDocuments
+    confirm: int | None
+    heartbeat_seen: str | None
+    lsn: int
+    per_table: dict[str, int]
+
+
+class _OutboxWriter(threading.Thread):
+    """Writes batches to the outbox in its own thread, in order, so the reader keeps reading the stream while a
+    batch commits (the server decodes on; a 2-core machine keeps both busy). At most ``_QUEUE_DEPTH`` batches
+    wait, which bounds memory and pushes back on the reader. ``committed_lsn`` is the highest commit LSN whose
+    outbox rows are durable: the only position the reader may confirm."""
+
+    _QUEUE_DEPTH = 2
+
+    def __init__(self, loop: SourceLoop, conn: psycopg.Connection[Any]) -> None:
+        super().__init__(name="replicator-outbox-writer", daemon=True)
+        self.loop = loop
+        self.conn = conn
+        self.holders = SqlFeatureHolders(conn)
+        self.queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=self._QUEUE_DEPTH)
+        self.committed_lsn = 0
+        self.error: BaseException | None = None
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Batches submitted and not yet committed."""
+        with self._lock:
+            return self._pending
+
+    def submit(self, batch: _Batch) -> None:
+        self.check()
+        with self._lock:
+            self._pending += 1
+        while True:
+            try:
+                self.queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                self.check()
+
+    def check(self) -> None:
+        """Re-raise, in the reader's thread, a failure of the writer (the loop then reconnects)."""
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            try:
+                self._write(batch)
+            except BaseException as exc:
+                self.error = exc
+                return
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def close(self, timeout: float) -> None:
+        """Finish the queued batches (up to ``timeout``) and stop."""
+        if self.is_alive():
+            with contextlib.suppress(queue.Full):
+                self.queue.put(None, timeout=timeout)
+            self.join(timeout)
+
+    def _write(self, job: _Batch) -> None:
+        opts = self.loop.options
+        batch = job.dirty.resolve(self.holders)
+        sinks = opts.sinks
+        lsn = job.confirm if job.confirm is not None else job.lsn
+        written = 0
+        if not batch.keys and not batch.whole_entities and job.heartbeat_seen is None:
+            # Only a commit to confirm, queued behind real batches to keep the order: nothing to write (writing a
+            # checkpoint here would put an empty transaction in the stream, which would come back as another one).
+            if job.confirm is not None and job.confirm > self.committed_lsn:
+                self.committed_lsn = job.confirm
+            return
+        with self.conn.transaction():
+            if batch.keys and sinks:
+                written += enqueue(self.conn, {s: batch.keys for s in sinks}, lsn)
+            if batch.whole_entities and sinks:
+                written += enqueue_entities(self.conn, sinks, sorted(batch.whole_entities), lsn)
+            if job.confirm is not None:
+                save_checkpoint(
+                    self.conn, opts.slot, job.confirm, heartbeat_seen=job.heartbeat_seen, leader=opts.leader
+                )
+        if job.confirm is not None and job.confirm > self.committed_lsn:
+            self.committed_lsn = job.confirm
+        m = self.loop.metrics
+        m.batches.inc()
+        for sink in sinks:
+            m.documents_enqueued.labels(sink).inc(len(batch.keys))
+        for table, n in job.per_table.items():
+            m.changes_read.labels(table).inc(n)
+        self.loop.batches += 1
+        log.debug(
+            "outbox.enqueued",
+            documents=len(batch.keys),
+            rows=written,
+            whole_entities=",".join(sorted(batch.whole_entities)),
+            lsn=format_lsn(lsn),
+            confirmed=job.confirm is not None,
+        )
+
+
 class _Batcher:
     """One streaming session's batching state (kept out of ``SourceLoop`` so a reconnect starts clean: the server
     resends everything after the confirmed LSN)."""
 
-    def __init__(self, loop: SourceLoop, stream: ReplicationStream, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self,
+        loop: SourceLoop,
+        stream: ReplicationStream,
+        beat_conn: psycopg.Connection[Any],
+        writer: _OutboxWriter,
+    ) -> None:
         self.loop = loop
         self.opts = loop.options
         self.stream = stream
-        self.conn = conn
-        self.holders = SqlFeatureHolders(conn)
+        self.beat_conn = beat_conn
+        self.writer = writer
         self.dirty = DirtyDocuments()
         self.in_txn = False
-        self.pending_commit: int | None = None  # end LSN of the last commit read but not yet durable
+        self.pending_commit: int | None = None  # end LSN of the last commit read but not yet handed over
         self.batch_changes = 0
         self.batch_deadline: float | None = None
         self.heartbeat_seen: str | None = None
@@ -331,53 +459,34 @@ class _Batcher:
 
     # -- outbox --------------------------------------------------------------------------------------------------
 
-    def flush(self, *, final: bool = False) -> None:
-        """Commit the dirty documents and, when a commit was read, the checkpoint; then confirm that commit's LSN
-        to the server. Without a commit (mid-transaction) keys are written but nothing is confirmed."""
+    def flush(self) -> None:
+        """Hand the dirty documents (and the last commit read, if any) to the writer. Without a commit
+        (mid-transaction) keys are written but nothing will be confirmed."""
         confirm = self.pending_commit
-        has_rows = bool(self.dirty)
-        if has_rows or self.heartbeat_seen is not None:
-            batch = self.dirty.resolve(self.holders)
-            sinks = self.opts.sinks
-            lsn = confirm if confirm is not None else self.last_lsn
-            with self.conn.transaction():
-                written = 0
-                if batch.keys and sinks:
-                    written += enqueue(self.conn, {s: batch.keys for s in sinks}, lsn)
-                if batch.whole_entities and sinks:
-                    written += enqueue_entities(self.conn, sinks, sorted(batch.whole_entities), lsn)
-                if confirm is not None:
-                    save_checkpoint(
-                        self.conn, self.opts.slot, confirm, heartbeat_seen=self.heartbeat_seen, leader=self.opts.leader
-                    )
-            self.dirty.clear()
+        if self.dirty or self.heartbeat_seen is not None:
+            self.writer.submit(_Batch(self.dirty, confirm, self.heartbeat_seen, self.last_lsn, self.per_table))
+            self.dirty = DirtyDocuments()
+            self.per_table = {}
             if confirm is not None:
                 self.heartbeat_seen = None
-            m = self.loop.metrics
-            m.batches.inc()
-            for sink in sinks:
-                m.documents_enqueued.labels(sink).inc(len(batch.keys))
-            for table, n in self.per_table.items():
-                m.changes_read.labels(table).inc(n)
-            self.per_table.clear()
-            self.loop.batches += 1
-            log.debug(
-                "outbox.enqueued",
-                documents=len(batch.keys),
-                rows=written,
-                whole_entities=",".join(sorted(batch.whole_entities)),
-                lsn=format_lsn(lsn),
-                confirmed=confirm is not None,
-            )
-        # A batch with no documents and no heartbeat (e.g. our own outbox commits, which wal2json reports as empty
-        # transactions) is confirmed without writing anything, so confirming never feeds itself.
-        if confirm is not None:
+        elif confirm is not None and self.writer.pending == 0:
+            # A batch with no documents and no heartbeat (e.g. our own outbox commits, which wal2json reports as
+            # empty transactions) is confirmed without writing anything, so confirming never feeds itself.
+            # Only when nothing is queued before it: confirmation must stay in commit order.
             self.confirm(confirm)
-            self.pending_commit = None
+        elif confirm is not None:
+            self.writer.submit(_Batch(self.dirty, confirm, None, self.last_lsn, self.per_table))
+            self.dirty = DirtyDocuments()
+            self.per_table = {}
+        self.pending_commit = None
         self.batch_changes = 0
         self.batch_deadline = None
-        if final and self.loop.confirmed_lsn:
-            self.stream.send_status(self.loop.confirmed_lsn)
+
+    def collect(self) -> None:
+        """Confirm what the writer has made durable."""
+        self.writer.check()
+        if self.writer.committed_lsn > self.loop.confirmed_lsn:
+            self.confirm(self.writer.committed_lsn)
 
     def confirm(self, lsn: int) -> None:
         if lsn > self.loop.confirmed_lsn:
@@ -385,10 +494,20 @@ class _Batcher:
             self.loop.metrics.confirmed_lsn.set(lsn)
         self.stream.send_status(self.loop.confirmed_lsn)
 
+    def idle(self) -> bool:
+        """Nothing read is waiting to become durable."""
+        return (
+            not self.in_txn
+            and self.pending_commit is None
+            and not self.dirty
+            and self.heartbeat_seen is None
+            and self.writer.pending == 0
+        )
+
     # -- heartbeat -----------------------------------------------------------------------------------------------
 
     def beat(self) -> None:
-        self.conn.execute(
+        self.beat_conn.execute(
             "INSERT INTO replicator.heartbeat (slot_name, beat_at) VALUES (%s, now()) "
             "ON CONFLICT (slot_name) DO UPDATE SET beat_at = now()",
             (self.opts.slot,),
@@ -399,12 +518,14 @@ class _Batcher:
     def run(self, stop: threading.Event) -> None:
         clock = self.loop.clock
         stream = self.stream
+        writer = self.writer
         max_changes = self.opts.batch_max_changes
         wait_s = self.opts.batch_max_wait_ms / 1000.0
         slot = self.opts.slot
         next_beat = clock()
         next_status = clock() + STATUS_INTERVAL_S
         while not stop.is_set():
+            self.collect()
             now = clock()
             if now >= next_beat:
                 if self.loop.leader_check:
@@ -417,6 +538,8 @@ class _Batcher:
             if self.batch_deadline is not None and now >= self.batch_deadline and not self.in_txn:
                 self.flush()
             timeout = min(next_beat, next_status, self.batch_deadline or next_beat) - now
+            if writer.pending:
+                timeout = min(timeout, 0.01)  # a batch is committing: come back soon to confirm it
             for _ in range(_DRAIN):
                 data = stream.read(timeout)
                 if data is None:
@@ -429,7 +552,8 @@ class _Batcher:
                 if kind == 0x77:  # 'w' XLogData
                     start = _XLOGDATA.unpack_from(data, 1)[0]
                     self.last_lsn = start
-                    stream.received_lsn = max(stream.received_lsn, start)
+                    if start > stream.received_lsn:
+                        stream.received_lsn = start
                     change = parse(data[25:], start)
                     action = change.action
                     if action is Action.COMMIT:
@@ -461,18 +585,20 @@ class _Batcher:
                                 self.flush()
                 elif kind == 0x6B:  # 'k' keepalive
                     wal_end, _, reply = _KEEPALIVE.unpack_from(data, 1)
-                    if not self.in_txn and self.pending_commit is None and not self.dirty:
+                    stream.received_lsn = max(stream.received_lsn, wal_end)
+                    if self.idle() and wal_end > self.loop.confirmed_lsn:
                         # Everything the server sent before this keepalive is durable: safe to confirm its end.
-                        stream.received_lsn = max(stream.received_lsn, wal_end)
-                        if wal_end > self.loop.confirmed_lsn and self.heartbeat_seen is None:
-                            self.confirm(wal_end)
-                            continue
-                    if reply:
+                        self.confirm(wal_end)
+                        next_status = clock() + STATUS_INTERVAL_S
+                    elif reply:
                         stream.send_status(self.loop.confirmed_lsn)
                         next_status = clock() + STATUS_INTERVAL_S
-        # Shutdown: confirm what is committed; a transaction cut short is re-sent after restart.
+        # Shutdown: hand over what is read, wait for the writer, confirm what is committed; a transaction cut
+        # short is re-sent after a restart.
         if self.dirty or self.pending_commit is not None or self.heartbeat_seen is not None:
-            self.flush(final=True)
-        elif self.loop.confirmed_lsn:
+            self.flush()
+        writer.close(timeout=self.opts.shutdown_deadline_s)
+        self.collect()
+        if self.loop.confirmed_lsn:
             stream.send_status(self.loop.confirmed_lsn)
         log.info("source.stopped", slot=slot, confirmed_lsn=format_lsn(self.loop.confirmed_lsn))
