@@ -76,7 +76,7 @@ format: install  ## apply ruff's formatting and safe fixes
 bench: bench-source bench-ingest bench-sinks  ## every benchmark, printing figures
 
 bench-source: install  ## wal2json read rate: pg_recvlogical vs the replicator
-	@echo "bench-source: not built yet"
+	$(PY) -m tests.bench.bench_source
 
 bench-ingest: install  ## ingest rate vs psql \copy of the same rows
 	$(PY) -m tests.bench.bench_ingest
