@@ -246,8 +246,10 @@ def resync(
     sink: str | None = typer.Option(None, "--sink", help="Only this sink (default: every enabled sink)."),
     entity: str | None = typer.Option(None, "--entity", help=f"Only this entity ({', '.join(ENTITIES)})."),
 ) -> None:
-    """Enqueue every existing document again. Unchanged documents cost no API call (content hash); a full
-    resync of a sink clears its "needs resync" flag."""
+    """Enqueue every existing document again (unchanged ones cost no API call).
+
+    A full resync of a sink clears its "needs resync" flag.
+    """
     settings = load_settings()
     _check_sink(settings, sink)
     _check_entity(entity)
