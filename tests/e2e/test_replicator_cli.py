@@ -188,6 +188,6 @@ def test_slot_drop_asks_first_then_clears_the_checkpoint_but_keeps_sink_state(
     assert after["slot"]["lost"] is False
 
 
-def test_sink_command_groups_say_when_they_are_empty(env: dict[str, str]) -> None:
+def test_a_sink_command_group_without_a_subcommand_exits_2(env: dict[str, str]) -> None:
     result = invoke(env, "pinecone")
     assert result.exit_code == 2
