@@ -388,7 +388,13 @@ class PineconeSink(Sink):
         """The index exists and its dimension is the provider's."""
         expected = self._provider.dimension
         if self._control is not None:
-            actual = index_dimension(self._control, self._index_name)
+            control = self._control
+            actual = retry_reads(
+                lambda: index_dimension(control, self._index_name),
+                policy=self._read_policy,
+                attempts=self._read_attempts,
+                sleep=self._sleep,
+            )
             if actual is None:
                 raise SinkConfigError(
                     f"Pinecone index {self._index_name!r} does not exist: run `replicator pinecone init`"
@@ -587,16 +593,14 @@ class PineconeSink(Sink):
 
     def _read(self, call: Callable[[], T], doing: str) -> T:
         """A read call, retried on retryable failures with the replicator's backoff policy."""
-        attempt = 1
-        while True:
+
+        def mapped() -> T:
             try:
                 return call()
             except _SDK_ERRORS as error:
-                mapped = map_pinecone_error(error, doing)
-                if not mapped.retryable or attempt >= self._read_attempts:
-                    raise mapped from error
-                self._sleep(self._read_policy.delay(attempt, mapped.retry_after))
-                attempt += 1
+                raise map_pinecone_error(error, doing) from error
+
+        return retry_reads(mapped, policy=self._read_policy, attempts=self._read_attempts, sleep=self._sleep)
 
     def _fetch_metadata(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -638,13 +642,33 @@ def build_pinecone_sink(settings: Settings, provider: EmbeddingProvider | None =
 
     if settings.pinecone_api_key is None:
         raise SinkConfigError("the pinecone sink needs PINECONE_API_KEY")
+    policy = BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
     pc = connect(settings.pinecone_api_key.get_secret_value(), settings.pinecone_controller_host)
-    index = open_index(pc, settings.pinecone_index, settings.pinecone_index_host)
+    index = retry_reads(
+        lambda: open_index(pc, settings.pinecone_index, settings.pinecone_index_host), policy=policy, attempts=6
+    )
     return PineconeSink(
         index=index,
         provider=provider or build_provider(settings),
         namespace=settings.pinecone_namespace,
         index_name=settings.pinecone_index,
         control=pc,
-        read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
+        read_policy=policy,
     )
+
+
+def retry_reads(
+    call: Callable[[], T], *, policy: BackoffPolicy, attempts: int, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run a read-only call (describe, list, fetch), retrying retryable ``SinkError``s under ``policy``. Writes are
+    retried by ``RetryingSink`` around ``upsert``/``delete``; reads made outside it (start-up, ``inventory``) use
+    this, so they follow the same backoff policy."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except SinkError as error:
+            if not error.retryable or attempt >= attempts:
+                raise
+            sleep(policy.delay(attempt, error.retry_after))
+            attempt += 1

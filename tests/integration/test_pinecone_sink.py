@@ -275,3 +275,14 @@ def test_metadata_too_large_is_truncated_to_the_limit() -> None:
 def test_build_provider_for_the_sink_is_the_configured_one(settings: Settings) -> None:
     provider = build_provider(settings)
     assert provider.dimension == DIM
+
+
+def test_start_up_and_inventory_reads_are_retried_through_transient_faults(
+    settings: Settings, pinecone_emulator: PineconeEmulator
+) -> None:
+    pinecone_emulator.set_faults({"schedule": ["429", "503"], "retry_after_s": 0, "only_paths": ["/indexes/"]})
+    sink = build_pinecone_sink(settings)  # describes the index through the control plane: two failures, then ok
+    sink.upsert([UpsertItem(dataset(3), None)])
+    pinecone_emulator.set_faults({"schedule": ["500", "429"], "retry_after_s": 0, "only_paths": ["/vectors/list"]})
+    assert [r.key for r in sink.inventory()] == [dataset(3).key]
+    sink.close()
