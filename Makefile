@@ -82,7 +82,7 @@ bench-ingest: install  ## ingest rate vs psql \copy of the same rows
 	$(PY) -m tests.bench.bench_ingest
 
 bench-sinks: install  ## Notion calls per changed document, Pinecone commit-to-visible latency
-	@echo "bench-sinks: not built yet"
+	$(PY) -m tests.bench.bench_sinks
 
 clean:  ## remove the virtual environment and local data
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -162,6 +162,7 @@ def verify(env: dict[str, str]) -> dict[str, Any]:
     return payload
 
 
+@pytest.mark.slow
 def test_sample_data_reaches_pinecone_and_updates_and_deletes_follow(
     conn: Conn,
     db_url: str,
