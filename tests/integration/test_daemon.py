@@ -133,3 +133,46 @@ def test_a_sink_switched_back_on_is_flagged_for_resync(conn: Conn, db_url: str, 
 def test_dual_write_off_removes_notion_from_the_enabled_sinks(db_url: str, tmp_path: Path, dual_write: bool) -> None:
     settings = settings_for(db_url, tmp_path / "r", sinks="notion,recording", ENABLE_DUAL_WRITE=dual_write)
     assert ("notion" in settings.enabled_sinks) is dual_write
+
+
+def test_sigterm_stops_reading_confirms_what_is_committed_releases_the_lock_and_exits_0(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATOR_", "POSTGRES_"))}
+    env.update(
+        POSTGRES_URL=db_url,
+        REPLICATOR_SLOT=SLOT,
+        REPLICATOR_SINKS="recording",
+        REPLICATOR_RECORDING_PATH=str(tmp_path / "rec.jsonl"),
+        REPLICATOR_HTTP_ADDR="127.0.0.1:0",
+        REPLICATOR_BATCH_MAX_WAIT_MS="50",
+    )
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "replicator", "run"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: (row := slot_row(conn)) is not None and row[0])
+        for i in range(20):
+            new_dataset(conn, f"term{i}")
+        written = conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()
+        assert written is not None
+        wait_for(lambda: len(load_recording(tmp_path / "rec.jsonl").documents) == 20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == EXIT_OK
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    row = slot_row(conn)
+    assert row is not None
+    assert row[0] is False
+    assert row[1] >= written[0] - 4096  # confirmed up to the last commit (its end lies just before `written`)
+    locks = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+    assert locks == (0,)
+    assert '"event":"daemon.signal"' in (tmp_path / "run.log").read_text()

@@ -31,6 +31,7 @@ from replicator.config import Settings
 from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, run
 from replicator.documents import ENTITIES, DocumentKey, render
 from replicator.sinks.recording import load_recording
+from replicator.source import drop_slot
 from replicator.status import collect_status, evaluate_health
 from schema.migrate import upgrade
 from tests.conftest import REPO_ROOT
@@ -441,6 +442,14 @@ def test_a_dropped_slot_is_reported_by_status_and_health_and_not_recreated(
     health = evaluate_health(status, settings)
     assert not health.ok
     assert any("missing" in r for r in health.reasons)
+    # The explicit operator step: ``replicator slot drop`` clears the checkpoint; the next run recreates the slot
+    # and resyncs every document.
+    drop_slot(conn, SLOT)
+    ds = new_dataset(conn, "after-recovery")
+    recording = tmp_path / "rec.jsonl"
+    with InProcess(settings):
+        wait_for(lambda: DocumentKey("dataset", ds) in load_recording(recording).documents, what="resynced")
+    assert slot_row(conn) is not None
 
 
 @pytest.fixture

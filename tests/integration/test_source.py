@@ -186,3 +186,34 @@ def test_a_dropped_slot_stops_the_source_with_a_slot_lost_error(conn: Conn, sour
     with source() as running:
         running.thread.join(10)
     assert isinstance(running.error, SlotLostError)
+
+
+def test_a_truncate_dirties_every_document_of_the_parent_entity(conn: Conn, source: Callable[..., Running]) -> None:
+    datasets = {new_dataset(conn, f"t{i}") for i in range(3)}
+    feature = new_feature(conn, "f")
+    for ds in datasets:
+        conn.execute(
+            "INSERT INTO dataset_feature (dataset_id, feature_id, raw_name) VALUES (%s, %s, 'x')", (ds, feature)
+        )
+    with source():
+        wait_for(lambda: len(outbox(conn)) == 3)
+        conn.execute("DELETE FROM replicator.outbox")
+        conn.execute("TRUNCATE dataset_feature")
+        wait_for(lambda: len(outbox(conn)) == 3)
+    assert {k[2] for k in outbox(conn)} == datasets
+
+
+def test_the_source_reconnects_when_its_replication_connection_is_killed(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    with source() as running:
+        wait_for(
+            lambda: (
+                conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone()
+                == (True,)
+            )
+        )
+        conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,))
+        ds = new_dataset(conn, "after-reconnect")
+        wait_for(lambda: ("recording", "dataset", ds) in outbox(conn), timeout=30)
+        assert running.error is None
