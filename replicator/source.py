@@ -355,16 +355,19 @@ class _OutboxWriter(threading.Thread):
         with self._lock:
             return self._pending
 
-    def submit(self, batch: _Batch) -> None:
+    def submit(self, batch: _Batch, while_waiting: Callable[[], None]) -> None:
+        """Queue a batch; while the queue is full, call ``while_waiting`` now and then (it keeps the replication
+        connection alive: a slow outbox must not make the server time the stream out)."""
         self.check()
         with self._lock:
             self._pending += 1
         while True:
             try:
-                self.queue.put(batch, timeout=0.5)
+                self.queue.put(batch, timeout=1.0)
                 return
             except queue.Full:
                 self.check()
+                while_waiting()
 
     def check(self) -> None:
         """Re-raise, in the reader's thread, a failure of the writer (the loop then reconnects)."""
@@ -464,7 +467,9 @@ class _Batcher:
         (mid-transaction) keys are written but nothing will be confirmed."""
         confirm = self.pending_commit
         if self.dirty or self.heartbeat_seen is not None:
-            self.writer.submit(_Batch(self.dirty, confirm, self.heartbeat_seen, self.last_lsn, self.per_table))
+            self.writer.submit(
+                _Batch(self.dirty, confirm, self.heartbeat_seen, self.last_lsn, self.per_table), self.keep_alive
+            )
             self.dirty = DirtyDocuments()
             self.per_table = {}
             if confirm is not None:
@@ -475,12 +480,17 @@ class _Batcher:
             # Only when nothing is queued before it: confirmation must stay in commit order.
             self.confirm(confirm)
         elif confirm is not None:
-            self.writer.submit(_Batch(self.dirty, confirm, None, self.last_lsn, self.per_table))
+            self.writer.submit(_Batch(self.dirty, confirm, None, self.last_lsn, self.per_table), self.keep_alive)
             self.dirty = DirtyDocuments()
             self.per_table = {}
         self.pending_commit = None
         self.batch_changes = 0
         self.batch_deadline = None
+
+    def keep_alive(self) -> None:
+        """While waiting for the writer: confirm what became durable. A status update resets the server's
+        wal_sender_timeout; the stream is not read meanwhile (that would buffer it without bound)."""
+        self.confirm(max(self.writer.committed_lsn, self.loop.confirmed_lsn))
 
     def collect(self) -> None:
         """Confirm what the writer has made durable."""
