@@ -547,7 +547,8 @@ class _Batcher:
                 next_status = now + STATUS_INTERVAL_S
             if self.batch_deadline is not None and now >= self.batch_deadline and not self.in_txn:
                 self.flush()
-            timeout = min(next_beat, next_status, self.batch_deadline or next_beat) - now
+            # Capped so a stop request (SIGTERM) is noticed within half a second even when the stream is idle.
+            timeout = min(next_beat, next_status, self.batch_deadline or next_beat, now + 0.5) - now
             if writer.pending:
                 timeout = min(timeout, 0.01)  # a batch is committing: come back soon to confirm it
             for _ in range(_DRAIN):
