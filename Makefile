@@ -83,6 +83,7 @@ bench-ingest: install  ## ingest rate vs psql \copy of the same rows
 
 bench-sinks: install  ## Notion calls per changed document, Pinecone commit-to-visible latency
 	$(PY) -m tests.bench.bench_sinks
+	$(PY) -m tests.bench.bench_notion
 
 clean:  ## remove the virtual environment and local data
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
