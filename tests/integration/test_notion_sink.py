@@ -309,6 +309,22 @@ def test_a_429_becomes_a_retryable_error_carrying_retry_after(
     assert outcome.error.retryable is True
 
 
+def test_a_dropped_connection_is_retryable_and_the_retry_creates_one_page(
+    sink: NotionSink, notion_emulator: NotionEmulator, conn: Conn
+) -> None:
+    key = _dataset(conn, "D")
+    document = render(conn, [key])[key]
+    assert document is not None
+    notion_emulator.set_faults({"schedule": ["ok", "ok", "drop"]})  # look-ups pass, the create gets no answer
+    [outcome] = sink.upsert([UpsertItem(document, None)])
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error is not None
+    assert outcome.error.retryable is True
+    [outcome] = sink.upsert([UpsertItem(document, None)])
+    assert outcome.kind is OutcomeKind.APPLIED
+    assert [d.key for d in sink.inventory()] == [key]
+
+
 def test_a_validation_error_is_permanent_and_dead_letters_the_row(
     sink: NotionSink, notion_emulator: NotionEmulator, database_ids: dict[str, str], db_url: str, conn: Conn
 ) -> None:

@@ -152,3 +152,16 @@ def test_schema_problems_name_every_missing_wrong_and_misdirected_property() -> 
         "missing property 'Stage' (select)",
         "relation 'Related Programs' points at data source elsewhere, expected programs-ds (Programs)",
     ]
+
+
+def test_timeouts_and_dropped_connections_are_retryable_and_other_failures_permanent() -> None:
+    import httpx
+    from notion_client.errors import RequestTimeoutError
+
+    from replicator.sinks.notion import map_notion_error
+
+    assert map_notion_error(RequestTimeoutError(), "create page").retryable is True
+    dropped = map_notion_error(httpx.RemoteProtocolError("Server disconnected"), "update page")
+    assert dropped.retryable is True
+    assert "update page" in str(dropped)
+    assert map_notion_error(ValueError("bad"), "create page").retryable is False

@@ -198,6 +198,8 @@ class NotionSink(Sink):
             try:
                 db = self._read(f"retrieve database {spec.env_var}", self.client.databases.retrieve, db_id)
             except SinkError as error:
+                if error.retryable:
+                    raise  # Notion is busy or unreachable: not a configuration problem
                 problems.append(f"{spec.env_var}={db_id}: {error}")
                 continue
             sources = db.get("data_sources") or []
@@ -225,6 +227,8 @@ class NotionSink(Sink):
                     f"retrieve data source of {spec.title}", self.client.data_sources.retrieve, sources[entity]
                 )
             except SinkError as error:
+                if error.retryable:
+                    raise
                 problems.append(f"{spec.title} ({spec.env_var}): {error}")
                 continue
             found = schema_problems(spec, ds.get("properties") or {}, sources)
