@@ -20,7 +20,12 @@ from replicator.leader import lock_key
 from replicator.sinks.recording import load_recording
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-SLOT = "test_daemon"
+
+
+def slot_of(db: psycopg.Connection[Any] | str) -> str:
+    """A slot name unique to the test's database (slot names are server-wide; tests may share a server)."""
+    name = db.info.dbname if isinstance(db, psycopg.Connection) else db.rsplit("/", 1)[-1]
+    return f"cdc_{name[-12:]}"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -37,7 +42,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
 def settings_for(db_url: str, recording: Path, sinks: str = "recording", **extra: Any) -> Settings:
     return Settings(
         POSTGRES_URL=db_url,  # type: ignore[arg-type]
-        REPLICATOR_SLOT=SLOT,
+        REPLICATOR_SLOT=slot_of(db_url),
         REPLICATOR_SINKS=sinks,
         REPLICATOR_RECORDING_PATH=str(recording),
         REPLICATOR_HTTP_ADDR="127.0.0.1:0",
@@ -67,6 +72,18 @@ class Daemon:
         assert not self.thread.is_alive()
 
 
+def leader_locks(conn: Conn) -> int:
+    """Holders of this test's leader lock (a bigint advisory lock shows as classid = high, objid = low 32 bits)."""
+    key = lock_key(slot_of(conn)) & 0xFFFFFFFFFFFFFFFF
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+        "AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
+        (key >> 32, key & 0xFFFFFFFF),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def new_dataset(conn: Conn, key: str) -> uuid.UUID:
     row = conn.execute(
         "INSERT INTO dataset (natural_key, name, omics_type) VALUES (%s, %s, 'lipidomics') RETURNING id", (key, key)
@@ -78,7 +95,7 @@ def new_dataset(conn: Conn, key: str) -> uuid.UUID:
 def slot_row(conn: Conn) -> tuple[Any, ...] | None:
     return conn.execute(
         "SELECT active, (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
-        (SLOT,),
+        (slot_of(conn),),
     ).fetchone()
 
 
@@ -97,11 +114,7 @@ def test_a_first_run_creates_the_slot_backfills_existing_rows_then_streams_new_o
     row = slot_row(conn)
     assert row is not None
     assert row[0] is False  # the stream was closed
-    locks = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND ((classid::bigint << 32) | objid::bigint) = %s",
-        (lock_key(SLOT) & 0xFFFFFFFFFFFFFFFF,),
-    ).fetchone()
-    assert locks == (0,)
+    assert leader_locks(conn) == 0
     assert conn.execute("SELECT count(*) FROM replicator.outbox").fetchone() == (0,)
 
 
@@ -111,7 +124,7 @@ def test_a_slot_dropped_behind_the_replicators_back_is_reported_and_never_recrea
     settings = settings_for(db_url, tmp_path / "rec.jsonl")
     with Daemon(settings):
         wait_for(lambda: (row := slot_row(conn)) is not None and row[0])
-    conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot_of(conn),))
     daemon = Daemon(settings)
     with daemon:
         daemon.thread.join(30)
@@ -148,7 +161,7 @@ def test_sigterm_stops_reading_confirms_what_is_committed_releases_the_lock_and_
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATOR_", "POSTGRES_"))}
     env.update(
         POSTGRES_URL=db_url,
-        REPLICATOR_SLOT=SLOT,
+        REPLICATOR_SLOT=slot_of(db_url),
         REPLICATOR_SINKS="recording",
         REPLICATOR_RECORDING_PATH=str(tmp_path / "rec.jsonl"),
         REPLICATOR_HTTP_ADDR="127.0.0.1:0",
@@ -173,6 +186,5 @@ def test_sigterm_stops_reading_confirms_what_is_committed_releases_the_lock_and_
     assert row is not None
     assert row[0] is False
     assert row[1] >= written[0] - 4096  # confirmed up to the last commit (its end lies just before `written`)
-    locks = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
-    assert locks == (0,)
+    assert leader_locks(conn) == 0
     assert '"event":"daemon.signal"' in (tmp_path / "run.log").read_text()

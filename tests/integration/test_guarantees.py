@@ -38,7 +38,12 @@ from tests.conftest import REPO_ROOT
 from tests.pgcluster import PgCluster, free_port
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-SLOT = "guarantees"
+
+
+def slot_of(db: psycopg.Connection[Any] | str) -> str:
+    """A slot name unique to the test's database (slot names are server-wide; tests may share a server)."""
+    name = db.info.dbname if isinstance(db, psycopg.Connection) else db.rsplit("/", 1)[-1]
+    return f"cdc_{name[-12:]}"
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
@@ -58,7 +63,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 45.0, what: str = "c
 def replicator_env(db_url: str, recording: Path, **extra: str) -> dict[str, str]:
     env = dict(
         POSTGRES_URL=db_url,
-        REPLICATOR_SLOT=SLOT,
+        REPLICATOR_SLOT=slot_of(db_url),
         REPLICATOR_SINKS="recording",
         REPLICATOR_RECORDING_PATH=str(recording),
         REPLICATOR_HTTP_ADDR="127.0.0.1:0",
@@ -144,7 +149,7 @@ def slot_row(conn: Conn) -> tuple[Any, ...] | None:
     return conn.execute(
         "SELECT active, (confirmed_flush_lsn - '0/0')::bigint, wal_status FROM pg_replication_slots "
         "WHERE slot_name = %s",
-        (SLOT,),
+        (slot_of(conn),),
     ).fetchone()
 
 
@@ -380,7 +385,9 @@ def test_two_run_processes_one_streams_one_stands_by_and_takes_over_after_kill_9
     wait_for(lambda: second.said("leader.acquired") and second.said("source.streaming"), what="takeover")
     ds = new_dataset(conn, "after-failover")
     wait_for(lambda: DocumentKey("dataset", ds) in load_recording(recording).documents, what="applied after failover")
-    leader = conn.execute("SELECT leader FROM replicator.source_checkpoint WHERE slot_name = %s", (SLOT,)).fetchone()
+    leader = conn.execute(
+        "SELECT leader FROM replicator.source_checkpoint WHERE slot_name = %s", (slot_of(conn),)
+    ).fetchone()
     assert leader is not None
     assert str(leader[0]).endswith(f":{second.pid}")
     assert second.terminate() == EXIT_OK
@@ -431,7 +438,7 @@ def test_a_dropped_slot_is_reported_by_status_and_health_and_not_recreated(
     settings = settings_for(db_url, tmp_path / "rec.jsonl")
     with InProcess(settings):
         wait_for(lambda: slot_active(conn), what="streaming")
-    conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot_of(conn),))
     again = InProcess(settings)
     with again:
         again.thread.join(30)
@@ -444,7 +451,7 @@ def test_a_dropped_slot_is_reported_by_status_and_health_and_not_recreated(
     assert any("missing" in r for r in health.reasons)
     # The explicit operator step: ``replicator slot drop`` clears the checkpoint; the next run recreates the slot
     # and resyncs every document.
-    drop_slot(conn, SLOT)
+    drop_slot(conn, slot_of(conn))
     ds = new_dataset(conn, "after-recovery")
     recording = tmp_path / "rec.jsonl"
     with InProcess(settings):

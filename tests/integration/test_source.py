@@ -16,7 +16,12 @@ from replicator.metrics import Metrics
 from replicator.source import SlotLostError, SourceLoop, SourceOptions, create_slot, drop_slot, slot_info
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-SLOT = "test_source"
+
+
+def slot_of(db: psycopg.Connection[Any] | str) -> str:
+    """A slot name unique to the test's database (slot names are server-wide; tests may share a server)."""
+    name = db.info.dbname if isinstance(db, psycopg.Connection) else db.rsplit("/", 1)[-1]
+    return f"cdc_{name[-12:]}"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -55,11 +60,11 @@ class Running:
 
 @pytest.fixture
 def source(db_url: str, conn: Conn) -> Callable[..., Running]:
-    create_slot(conn, SLOT)
+    create_slot(conn, slot_of(conn))
 
     def make(**options: Any) -> Running:
         opts = SourceOptions(
-            slot=SLOT,
+            slot=slot_of(conn),
             sinks=options.pop("sinks", ("recording",)),
             batch_max_wait_ms=options.pop("batch_max_wait_ms", 50),
             heartbeat_interval_s=options.pop("heartbeat_interval_s", 0.5),
@@ -77,7 +82,7 @@ def outbox(conn: Conn) -> dict[tuple[str, str, uuid.UUID], int]:
 
 def confirmed(conn: Conn) -> int:
     row = conn.execute(
-        "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)
+        "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s", (slot_of(conn),)
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -148,10 +153,10 @@ def test_the_heartbeat_comes_back_through_the_stream_and_is_recorded(
             lambda: conn.execute(
                 "SELECT heartbeat_seen, heartbeat_received_at FROM replicator.source_checkpoint "
                 "WHERE slot_name = %s AND heartbeat_seen IS NOT NULL",
-                (SLOT,),
+                (slot_of(conn),),
             ).fetchone()
         )
-    beat = conn.execute("SELECT beat_at FROM replicator.heartbeat WHERE slot_name = %s", (SLOT,)).fetchone()
+    beat = conn.execute("SELECT beat_at FROM replicator.heartbeat WHERE slot_name = %s", (slot_of(conn),)).fetchone()
     assert beat is not None
     assert row[0] <= beat[0]
     assert row[1] >= row[0]
@@ -181,8 +186,8 @@ def test_with_no_sinks_changes_are_read_and_confirmed_without_outbox_rows(
 
 
 def test_a_dropped_slot_stops_the_source_with_a_slot_lost_error(conn: Conn, source: Callable[..., Running]) -> None:
-    drop_slot(conn, SLOT)
-    assert not slot_info(conn, SLOT).exists
+    drop_slot(conn, slot_of(conn))
+    assert not slot_info(conn, slot_of(conn)).exists
     with source() as running:
         running.thread.join(10)
     assert isinstance(running.error, SlotLostError)
@@ -209,11 +214,15 @@ def test_the_source_reconnects_when_its_replication_connection_is_killed(
     with source() as running:
         wait_for(
             lambda: (
-                conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)).fetchone()
+                conn.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot_of(conn),)
+                ).fetchone()
                 == (True,)
             )
         )
-        conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,))
+        conn.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s", (slot_of(conn),)
+        )
         ds = new_dataset(conn, "after-reconnect")
         wait_for(lambda: ("recording", "dataset", ds) in outbox(conn), timeout=30)
         assert running.error is None
