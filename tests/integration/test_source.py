@@ -226,3 +226,23 @@ def test_the_source_reconnects_when_its_replication_connection_is_killed(
         ds = new_dataset(conn, "after-reconnect")
         wait_for(lambda: ("recording", "dataset", ds) in outbox(conn), timeout=30)
         assert running.error is None
+
+
+def test_a_transaction_larger_than_a_batch_is_written_in_pieces_and_confirmed_at_its_commit(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO dataset (natural_key, name, omics_type) "
+            "SELECT 'big' || g, 'big' || g, 'lipidomics' FROM generate_series(1, 100) g"
+        )
+    commit_end = current_lsn(conn)
+    with source(batch_max_changes=10) as running:
+        wait_for(lambda: len(outbox(conn)) == 100)
+        wait_for(lambda: confirmed(conn) >= commit_end - 1024)
+    assert running.loop.batches >= 10  # pieces of the one transaction, each written before its commit was read
+    checkpoint = conn.execute(
+        "SELECT confirmed_lsn FROM replicator.source_checkpoint WHERE slot_name = %s", (slot_of(conn),)
+    ).fetchone()
+    assert checkpoint is not None
+    assert checkpoint[0] >= commit_end - 1024
