@@ -248,6 +248,22 @@ def test_a_page_created_before_a_crash_is_found_by_postgres_id_not_duplicated(
     assert pages[0]["properties"]["Summary"] == "after the crash"
 
 
+def test_a_page_trashed_by_a_person_is_restored_when_verify_repair_rewrites_it(
+    sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn
+) -> None:
+    from replicator.verify import INVALIDATED_HASH
+
+    key = _dataset(conn, "D")
+    _sync(db_url, conn, sink, key)
+    page_id = _page(notion_emulator, key)["id"]
+    sink.client.pages.update(page_id, in_trash=True)
+    assert [d.key for d in sink.inventory()] == []  # verify: missing
+    conn.execute("UPDATE replicator.sink_state SET content_hash = %s", (INVALIDATED_HASH,))
+    _sync(db_url, conn, sink, key)
+    assert _page(notion_emulator, key)["id"] == page_id
+    assert [d.key for d in sink.inventory()] == [key]
+
+
 def test_duplicate_pages_keep_the_oldest_and_trash_the_others_when_looked_up(
     sink: NotionSink, notion_emulator: NotionEmulator, database_ids: dict[str, str], db_url: str, conn: Conn
 ) -> None:

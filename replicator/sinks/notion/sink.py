@@ -289,6 +289,10 @@ class NotionSink(Sink):
                 found = self._retrieve_page(page_id, calls)
                 if found is None:
                     page_id = None
+                elif found.get("in_trash") or found.get("archived"):
+                    # Someone moved the page to the trash while its row exists: restore it, then rewrite it
+                    # (a trashed page refuses new blocks).
+                    self._call(calls, f"restore page of {doc.key}", self.client.pages.update, page_id, in_trash=False)
                 else:
                     written = ContentHash.parse(_property_text(found, CONTENT_HASH))
         if page_id is None:
