@@ -389,7 +389,7 @@ class NotionSink(Sink):
         return None, None
 
     def _replace_section(self, page_id: str, page: RenderedPage, calls: _Calls) -> None:
-        """Put the new managed toggle where the old one was (or first on the page), then delete every old copy."""
+        """Put the new managed toggle where the old one was (or last on the page), then delete every old copy."""
         old: list[str] = []
         cursor: str | None = None
         while True:
@@ -402,10 +402,12 @@ class NotionSink(Sink):
             if not answer.get("has_more"):
                 break
             cursor = answer.get("next_cursor")
-        position = {"type": "after_block", "after_block": {"id": old[0]}} if old else {"type": "start"}
+        # ``after`` (API 2025-09-03; ``position`` only arrived with 2026-03-11): right where the old section is,
+        # or at the end of a page that has none (an adopted legacy page keeps its own content on top).
+        where = {"after": old[0]} if old else {}
         self._call(
             calls, f"append section of {page.key}", self.client.blocks.children.append, page_id,
-            children=[page.section], position=position,
+            children=[page.section], **where,
         )  # fmt: skip
         for block_id in old:
             try:
