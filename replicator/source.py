@@ -554,9 +554,9 @@ class _Batcher:
             for _ in range(_DRAIN):
                 data = stream.read(timeout)
                 if data is None:
-                    # Nothing more right now: an idle moment is a safe place to cut the batch.
-                    if not self.in_txn and (self.pending_commit is not None or self.dirty):
-                        self.flush()
+                    # Nothing more right now. The batch is NOT cut here: it stays open until batch_max_wait_ms
+                    # (checked above), so a burst of small transactions on one document coalesces into one outbox
+                    # write; that wait is the latency we trade for it.
                     break
                 timeout = 0.0
                 kind = data[0]
