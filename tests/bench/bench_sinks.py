@@ -7,8 +7,8 @@ replicated first; then dataset updates are committed at a steady rate, each writ
 description, and a poller watches the emulator's stored chunk-0 metadata for that marker. Printed: count, p50,
 p90, p99 and max of (visible - commit), in milliseconds.
 
-Notion half — calls per changed document for a burst of 1,000 updates over 50 datasets: see
-``notion_calls_per_document`` below (owned by the Notion-sink engineer).
+Notion half — calls per changed document for a burst of 1,000 updates over 50 datasets — is
+``tests/bench/bench_notion.py``; ``make bench-sinks`` runs both.
 
     python -m tests.bench.bench_sinks [--rate 20] [--seconds 20] [--datasets 50]
 """
@@ -155,13 +155,6 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-# ---- Notion half ---------------------------------------------------------------------------------------------------
-# TODO(notion-sink engineer): calls per changed document for a burst of 1,000 updates over 50 datasets, against the
-# Notion emulator (the floor is one call per distinct changed document). Return the figures to print.
-def notion_calls_per_document() -> dict[str, float] | None:
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_sinks")
     parser.add_argument("--rate", type=float, default=20.0, help="dataset updates committed per second")
@@ -177,11 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {figures['p50_ms']:.0f} ms, p90 {figures['p90_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms, "
         f"max {figures['max_ms']:.0f} ms"
     )
-    notion = notion_calls_per_document()
-    if notion is None:
-        print("notion calls per changed document: not built yet")
-    else:
-        print("notion: " + ", ".join(f"{k} {v:g}" for k, v in notion.items()))
     return 0
 
 
