@@ -7,7 +7,8 @@ then COPY_BOTH — XLogData (``w``) and keepalives (``k``) in, standby status up
 
 ``SourceLoop`` parses each record (``changes``), routes it to dirty documents (``routing``) and writes them to the
 outbox (``outbox``) in batches cut at commit records: up to ``batch_max_changes`` row changes or
-``batch_max_wait_ms``. Only after the outbox transaction commits is the batch's end LSN sent as the flushed
+``batch_max_wait_ms``. A writer thread commits each batch while the reader goes on reading (the server keeps
+decoding meanwhile); only after the outbox transaction commits is the batch's end LSN sent as the flushed
 position, so the slot never moves past a change whose outbox row is not durable. A huge transaction is streamed
 in bounded memory: only its dirty keys are kept (a set), flushed to the outbox mid-transaction when the set grows,
 and its LSN is confirmed at its commit record. The loop also writes a heartbeat row every few seconds; seeing it
