@@ -144,6 +144,9 @@ def query_command(
 
 def _print_hits(question: str, hits: list[dict[str, Any]]) -> None:
     console = Console()
+    if not console.is_terminal:
+        # Piped or captured output has no width to fit; 80 columns would fold every cell into slivers.
+        console = Console(width=160)
     if not hits:
         console.print(f"No match for {question!r}.")
         return
@@ -178,7 +181,7 @@ def _print_hits(question: str, hits: list[dict[str, Any]]) -> None:
             escape(", ".join(hit["programs"])),
             features,
             matches,
-            f"#{hit['chunk']}: {_snippet(hit['chunk_text'])}",
+            f"#{hit['chunk']}: {_snippet(hit['chunk_text'], limit=160)}",
         )
     console.print(table)
 

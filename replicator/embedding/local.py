@@ -64,10 +64,15 @@ class LocalProvider:
                 # Belt and braces: the path is local, and these make any accidental hub lookup fail fast.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                # Progress bars on stderr would break our one-event-per-line logs (and clutter the CLI).
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 try:
                     from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as transformers_logging
                 except ImportError as error:
                     raise SinkConfigError(f"sentence-transformers is not installed: {_INSTALL_HINT}") from error
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 try:
                     self._st = SentenceTransformer(str(self._model_dir), device=self._device)
                 except (OSError, ValueError) as error:
