@@ -221,6 +221,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             def standby() -> None:
                 state.role = "standby"
 
+            # Sink workers run in every process, leader or standby: they claim outbox rows with
+            # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
+            # Only the source, below, needs the leader lock.
+            workers = start_workers(settings, metrics, worker_stop)
             if not lock.acquire(stop, on_standby=standby):
                 return EXIT_OK
             state.role = "leader"
@@ -228,7 +232,6 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             with psycopg.connect(settings.dsn, autocommit=True, application_name="replicator-setup") as conn:
                 sync_sink_status(conn, settings)
                 prepare_slot(conn, slot, settings.enabled_sinks)
-            workers = start_workers(settings, metrics, worker_stop)
 
             def streaming(on: bool) -> None:
                 state.streaming = on

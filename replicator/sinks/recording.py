@@ -8,6 +8,7 @@ presence makes every call fail) to simulate a sink that is down.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -128,9 +129,14 @@ class RecordingSink(Sink):
             return
         payload = b"".join(orjson.dumps(e) + b"\n" for e in entries)
         with open(self.path, "ab") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+            # Workers in several processes (leader and standby) may append at once: one whole batch at a time.
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         if self.delay_s:

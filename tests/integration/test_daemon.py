@@ -188,3 +188,21 @@ def test_sigterm_stops_reading_confirms_what_is_committed_releases_the_lock_and_
     assert row[1] >= written[0] - 4096  # confirmed up to the last commit (its end lies just before `written`)
     assert leader_locks(conn) == 0
     assert '"event":"daemon.signal"' in (tmp_path / "run.log").read_text()
+
+
+def test_a_standby_process_applies_outbox_rows_while_another_holds_the_leader_lock(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    """Workers run in every process: a standby (here: the lock held by this test's session) still drains the
+    outbox, so a second replica adds apply capacity, not only failover."""
+    from replicator.outbox import enqueue
+
+    recording = tmp_path / "rec.jsonl"
+    dataset = new_dataset(conn, "queued")
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(slot_of(conn)),))
+        with Daemon(settings_for(db_url, recording)):
+            with psycopg.connect(db_url, autocommit=True) as writer, writer.transaction():
+                enqueue(writer, {"recording": [DocumentKey("dataset", dataset)]}, lsn=0)
+            wait_for(lambda: DocumentKey("dataset", dataset) in load_recording(recording).documents)
+            assert slot_row(conn) is None  # the standby never created or streamed the slot
