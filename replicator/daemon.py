@@ -175,6 +175,7 @@ def _start_http(settings: Settings, metrics: Metrics, state: DaemonState) -> Htt
             health=lambda: evaluate_health(read_status(), settings),
             ready=lambda: state.ready,
             on_scrape=lambda: refresh_gauges(read_status(), metrics),
+            live=lambda: state.role != "stopping",
         )
     except OSError as exc:  # a busy port must not stop replication; the event says what to fix
         log.error("http.unavailable", addr=settings.http_addr, error=str(exc))

@@ -1,5 +1,7 @@
 """The daemon's HTTP surface (stdlib ``ThreadingHTTPServer`` in a thread): ``/healthz`` (200 or 503 with the
-reasons as JSON), ``/readyz`` (200 while this process is the streaming leader or a healthy standby) and
+reasons as JSON: the same rules as ``replicator health``, for monitoring), ``/livez`` (200 while the process runs:
+the liveness probe, since a restart cures neither dead letters nor lag), ``/readyz`` (200 while this process is
+the streaming leader or a healthy standby) and
 ``/metrics`` (Prometheus text from the process's own registry). Gauges that are read from Postgres (pending rows,
 lag) are refreshed by ``on_scrape`` just before ``/metrics`` answers, so they are current without a poller.
 """
@@ -46,6 +48,7 @@ def serve(
     ready: Callable[[], bool],
     *,
     on_scrape: Callable[[], None] | None = None,
+    live: Callable[[], bool] = lambda: True,
 ) -> HttpServer:
     """Start serving on ``HOST:PORT`` (port 0 picks a free one) in a daemon thread. ``health`` and ``ready`` are
     called per request; ``on_scrape`` (e.g. ``status.refresh_gauges`` bound to a connection factory) runs before
@@ -59,6 +62,9 @@ def serve(
                 if path == "/healthz":
                     verdict = health()
                     self._send(200 if verdict.ok else 503, "application/json", orjson.dumps(verdict.to_dict()))
+                elif path == "/livez":
+                    alive = live()
+                    self._send(200 if alive else 503, "application/json", orjson.dumps({"live": alive}))
                 elif path == "/readyz":
                     ok = ready()
                     self._send(200 if ok else 503, "application/json", orjson.dumps({"ready": ok}))

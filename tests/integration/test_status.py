@@ -158,13 +158,19 @@ def test_http_serves_health_readiness_and_refreshed_metrics(conn: Conn, db_url: 
         lambda: verdict["health"],  # type: ignore[arg-type,return-value]
         lambda: bool(verdict["ready"]),
         on_scrape=scrape,
+        live=lambda: bool(verdict["live"]),
     )
+    verdict["live"] = True
     try:
         assert server.port > 0
         assert _get(server.url + "/healthz")[0] == 200
         verdict["health"] = Health(ok=False, reasons=["slot lost"])
         code, body = _get(server.url + "/healthz")
         assert (code, orjson.loads(body)["reasons"]) == (503, ["slot lost"])
+        # Liveness does not follow health: an unhealthy process is not restarted for it.
+        assert _get(server.url + "/livez")[0] == 200
+        verdict["live"] = False
+        assert _get(server.url + "/livez")[0] == 503
         assert _get(server.url + "/readyz")[0] == 503
         verdict["ready"] = True
         assert _get(server.url + "/readyz")[0] == 200

@@ -104,7 +104,7 @@ def test_deployment_runs_two_replicas_with_health_and_readiness_probes() -> None
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": PORT}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe"):
         assert ports.get(container[probe]["httpGet"]["port"], container[probe]["httpGet"]["port"]) == PORT
