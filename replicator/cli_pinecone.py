@@ -203,7 +203,6 @@ def verify_command(
 ) -> None:
     """Compare Postgres with each sink: missing, orphaned, stale and duplicated documents. Exit 0 only when
     everything is in sync (1: drift found, 2: bad configuration, 3: a sink could not be reached)."""
-    from replicator.retry import RetryingSink
     from replicator.sinks.factory import build_sink
     from replicator.verify import expected_hashes, repair, verify_sink
 
@@ -218,9 +217,8 @@ def verify_command(
             expected = expected_hashes(conn)
             for name in names:
                 sink = build_sink(name, settings)
-                inner = sink.inner if isinstance(sink, RetryingSink) else sink
                 try:
-                    report = verify_sink(conn, inner, expected)
+                    report = verify_sink(conn, sink, expected)
                 finally:
                     sink.close()
                 reports.append(report)

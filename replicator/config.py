@@ -12,6 +12,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KNOWN_SINKS = ("notion", "pinecone", "recording")
+# The sinks an operator sees in `replicator status` even when off; "recording" is for tests and shows only when used.
+PRODUCTION_SINKS = ("notion", "pinecone")
 
 
 class Settings(BaseSettings):

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from replicator import logs
-from replicator.config import KNOWN_SINKS, Settings
+from replicator.config import PRODUCTION_SINKS, Settings
 from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
@@ -78,7 +78,7 @@ def sync_sink_status(conn: psycopg.Connection[Any], settings: Settings) -> list[
     streamed_before = checkpoint is not None and checkpoint.backfill_done_at is not None
     needs: list[str] = []
     with conn.transaction():
-        for sink in KNOWN_SINKS:
+        for sink in dict.fromkeys((*PRODUCTION_SINKS, *settings.configured_sinks)):
             enabled = sink in settings.enabled_sinks
             row = conn.execute(
                 SYNC_SINK_STATUS_SQL, {"sink": sink, "enabled": enabled, "streamed_before": streamed_before}

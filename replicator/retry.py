@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -20,7 +20,7 @@ from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
 
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
-from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
+from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteDocument, Sink, SinkError, UpsertItem
 
 Item = TypeVar("Item", UpsertItem, DeleteItem)
 
@@ -143,6 +143,10 @@ class RetryingSink(Sink):
 
     def close(self) -> None:
         self.inner.close()
+
+    def inventory(self) -> Iterator[RemoteDocument]:
+        # Reads are retried inside the sinks themselves (their own read policy); pass straight through.
+        return self.inner.inventory()
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         return self._with_retries(list(items), lambda item: item.document.key, self.inner.upsert)
