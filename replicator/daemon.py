@@ -78,7 +78,10 @@ def sync_sink_status(conn: psycopg.Connection[Any], settings: Settings) -> list[
     streamed_before = checkpoint is not None and checkpoint.backfill_done_at is not None
     needs: list[str] = []
     with conn.transaction():
-        for sink in dict.fromkeys((*PRODUCTION_SINKS, *settings.configured_sinks)):
+        # Every sink an operator may look for, every configured one, and every one recorded before (so a sink that
+        # was removed from REPLICATOR_SINKS is recorded as off, and flagged for resync when it comes back).
+        known = [row[0] for row in conn.execute("SELECT sink FROM replicator.sink_status ORDER BY sink")]
+        for sink in dict.fromkeys((*PRODUCTION_SINKS, *settings.configured_sinks, *known)):
             enabled = sink in settings.enabled_sinks
             row = conn.execute(
                 SYNC_SINK_STATUS_SQL, {"sink": sink, "enabled": enabled, "streamed_before": streamed_before}
