@@ -122,6 +122,13 @@ SET version = EXCLUDED.version, lsn = EXCLUDED.lsn, attempts = EXCLUDED.attempts
     permanent = EXCLUDED.permanent, first_enqueued_at = EXCLUDED.first_enqueued_at, failed_at = now()
 """
 
+# RESOLVE: the document is now in sync downstream, so an older dead letter for it (rejected content that a later
+# change fixed, or a retry from `dlq retry`) no longer describes anything wrong; keeping it would leave `health`
+# failing for a problem that is gone.
+RESOLVE_DEAD_LETTER = """
+DELETE FROM replicator.dead_letter WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
+"""
+
 SINK_SUCCESS = """
 INSERT INTO replicator.sink_status AS s (sink, enabled, last_success_at) VALUES (%(sink)s, true, now())
 ON CONFLICT (sink) DO UPDATE SET last_success_at = now()
@@ -373,6 +380,8 @@ class SinkWorker:
                 conn.execute(SINK_ERROR, {"sink": sink, "error": last_error})
 
     def _complete(self, conn: psycopg.Connection[Any], base: dict[str, Any], row: ClaimedRow) -> None:
+        """The claimed version is in sync downstream."""
+        conn.execute(RESOLVE_DEAD_LETTER, base)
         if conn.execute(COMPLETE, {**base, "version": row.version}).rowcount == 0:
             conn.execute(RELEASE, base)
 

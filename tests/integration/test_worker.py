@@ -245,6 +245,20 @@ def test_a_permanent_failure_is_dead_lettered_with_a_redacted_error(conn: Conn, 
     assert "400" in status[0]
 
 
+def test_a_dead_letter_is_resolved_when_a_later_change_of_its_document_is_applied(conn: Conn, db_url: str) -> None:
+    key = _dataset(conn)
+    _enqueue(conn, key)
+    worker = _worker(db_url, FlakySink(["permanent", "ok"]))
+    worker.run_once()
+    assert conn.execute("SELECT count(*) FROM replicator.dead_letter").fetchone() == (1,)
+    conn.execute("UPDATE dataset SET description = 'fixed' WHERE id = %s", (key.id,))
+    _enqueue(conn, key)
+    worker.run_once()
+    worker.close()
+    assert _outbox(conn) == []
+    assert conn.execute("SELECT count(*) FROM replicator.dead_letter").fetchone() == (0,)
+
+
 def test_exhausted_attempts_are_dead_lettered(conn: Conn, db_url: str) -> None:
     key = _dataset(conn)
     _enqueue(conn, key)
