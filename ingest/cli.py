@@ -37,7 +37,7 @@ from ingest.pipeline import (
 )
 from ingest.scoring import ScoringOptions
 from ingest.summary import IngestSummary, render
-from ingest.writer import ExperimentInput, ProgramInput, WriteResult
+from ingest.writer import DatasetInput, ExperimentInput, ProgramInput, WriteResult
 
 app = typer.Typer(
     help="Ingest omics files into Postgres (and nowhere else). One transaction per command; re-running an "
@@ -217,9 +217,23 @@ def dataset(
         scoring=ScoringOptions(overlap_threshold=overlap_threshold, max_p_value=max_p),
     )
 
+    _ingest_dataset_file("dataset", path, options, prepare_table_dataset, db, dry_run, json_output)
+
+
+def _ingest_dataset_file(
+    command: str,
+    path: Path,
+    options: DatasetOptions,
+    prepare: Callable[[Path, DatasetOptions, Any], tuple[DatasetInput, ReadReport]],
+    db: str | None,
+    dry_run: bool,
+    json_output: bool,
+) -> None:
+    """Read and normalize the file (no database needed), then write it in one transaction."""
+
     def action() -> tuple[WriteResult, ReadReport | None]:
         with _progress_for(path, json_output) as progress:
-            prepared, report = prepare_table_dataset(path, options, progress)
+            prepared, report = prepare(path, options, progress)
             result = _with_database(
                 db,
                 lambda conn: ingest_dataset(
@@ -228,7 +242,7 @@ def dataset(
             )
         return result, report
 
-    _run("dataset", dry_run, json_output, action)
+    _run(command, dry_run, json_output, action)
 
 
 @app.command()
@@ -265,18 +279,7 @@ def mwtab(
         scoring=ScoringOptions(overlap_threshold=overlap_threshold, max_p_value=max_p),
     )
 
-    def action() -> tuple[WriteResult, ReadReport | None]:
-        with _progress_for(path, json_output) as progress:
-            prepared, report = prepare_mwtab_dataset(path, options, progress)
-            result = _with_database(
-                db,
-                lambda conn: ingest_dataset(
-                    conn, prepared, scoring=options.scoring, dry_run=dry_run, progress=progress
-                ),
-            )
-        return result, report
-
-    _run("mwtab", dry_run, json_output, action)
+    _ingest_dataset_file("mwtab", path, options, prepare_mwtab_dataset, db, dry_run, json_output)
 
 
 @app.command()
