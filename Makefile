@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 DB_DIR := .local/pg
 DB_PORT ?= 54329
-export POSTGRES_URL ?= postgresql://postgres@127.0.0.1:$(DB_PORT)/postgres
+# The local development database, used by `migrate` and `roles` when POSTGRES_URL is not set. Not exported:
+# tests and other targets must see the caller's environment as it is.
+LOCAL_POSTGRES_URL := postgresql://postgres@127.0.0.1:$(DB_PORT)/postgres
 
 .PHONY: help system-deps install install-local-embeddings db db-stop migrate demo demo-stop test test-slow \
         lint format bench bench-source bench-ingest bench-sinks roles clean
@@ -44,12 +46,12 @@ db: install  ## start the local development Postgres (wal2json, data under .loca
 db-stop:  ## stop the local development Postgres
 	@$(PY) -m tests.pgcluster stop --dir $(DB_DIR) --port $(DB_PORT)
 
-migrate: db  ## alembic upgrade head on POSTGRES_URL
-	$(BIN)/alembic upgrade head
+migrate: db  ## alembic upgrade head on POSTGRES_URL (default: the local database)
+	POSTGRES_URL="$${POSTGRES_URL:-$(LOCAL_POSTGRES_URL)}" $(BIN)/alembic upgrade head
 
 roles:  ## least-privilege ingest + replicator roles on POSTGRES_URL (after migrate; as a superuser; no passwords)
 	psql -v ON_ERROR_STOP=1 $(if $(INGEST_ROLE),-v ingest_role=$(INGEST_ROLE)) \
-		$(if $(REPLICATOR_ROLE),-v replicator_role=$(REPLICATOR_ROLE)) -f docker/roles.sql "$$POSTGRES_URL"
+		$(if $(REPLICATOR_ROLE),-v replicator_role=$(REPLICATOR_ROLE)) -f docker/roles.sql "$${POSTGRES_URL:-$(LOCAL_POSTGRES_URL)}"
 
 demo: install-local-embeddings  ## set up everything and run the main job on local defaults
 	@bash examples/demo.sh

@@ -19,6 +19,14 @@ def _settings(**values: Any) -> Settings:
     return Settings.model_validate({"POSTGRES_URL": "postgresql://u:pw@h/db", **values})
 
 
+@pytest.fixture(autouse=True)
+def _no_settings_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the environment too: these tests must not depend on the caller's (a Makefile, a shell)."""
+    for name, info in Settings.model_fields.items():
+        monkeypatch.delenv(info.alias or name, raising=False)
+        monkeypatch.delenv((info.alias or name).lower(), raising=False)
+
+
 def _error(**values: Any) -> str:
     with pytest.raises(ValidationError) as caught:
         Settings.model_validate(values)
