@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     notion_exp_data_db_id: str | None = Field(None, alias="NOTION_EXP_DATA_DB_ID")
     notion_signature_db_id: str | None = Field(None, alias="NOTION_SIGNATURE_DB_ID")
     notion_rate_per_s: float = Field(3.0, alias="NOTION_RATE_PER_S", gt=0)
+    notion_settle_ms: int = Field(1000, alias="NOTION_SETTLE_MS", ge=0)
 
     # ---- Pinecone and embeddings ---------------------------------------------------------------------
     pinecone_api_key: SecretStr | None = Field(None, alias="PINECONE_API_KEY")
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     pinecone_controller_host: str = Field("https://api.pinecone.io", alias="PINECONE_CONTROLLER_HOST")
     pinecone_index_host: str | None = Field(None, alias="PINECONE_INDEX_HOST")
     pinecone_rate_per_s: float = Field(20.0, alias="PINECONE_RATE_PER_S", gt=0)
+    pinecone_settle_ms: int = Field(0, alias="PINECONE_SETTLE_MS", ge=0)
     embedding_provider: Literal["local", "openai", "pinecone"] = Field("local", alias="EMBEDDING_PROVIDER")
     embedding_model: str | None = Field(None, alias="EMBEDDING_MODEL")
     openai_base_url: str = Field("https://api.openai.com/v1", alias="OPENAI_BASE_URL")
@@ -106,6 +108,13 @@ class Settings(BaseSettings):
     def enabled_sinks(self) -> tuple[str, ...]:
         """Configured sinks minus Notion when ENABLE_DUAL_WRITE is false (the team's switch for Notion)."""
         return tuple(n for n in self.configured_sinks if n != "notion" or self.enable_dual_write)
+
+    def settle_s(self, sink: str) -> float:
+        """How long a document must go without a new change before this sink's workers pick it up (a debounce:
+        a burst of changes to one document becomes one API write). Notion's 3 requests/s make it worth a second;
+        Pinecone answers fast, so its default is none."""
+        ms = {"notion": self.notion_settle_ms, "pinecone": self.pinecone_settle_ms}.get(sink, 0)
+        return ms / 1000
 
     @property
     def dsn(self) -> str:

@@ -42,7 +42,9 @@ log = event_logger("replicator.worker")
 # while either is deciding, and a row another worker just leased fails the ``claimed_until < now()`` recheck that
 # Postgres applies to a row it locks after a concurrent update. MATERIALIZED keeps the locking subquery evaluated
 # exactly once (the classic ``IN (SELECT … SKIP LOCKED)`` form may be re-planned as a join that re-executes it).
-# Oldest first, so a backlog drains in arrival order.
+# Oldest first, so a backlog drains in arrival order. SETTLE: a row is due once its document has gone ``settle``
+# seconds without a new change (a burst becomes one write), or has waited ten times that since its first change
+# (so a document that never stops changing is still written).
 CLAIM_BATCH = """
 WITH due AS MATERIALIZED (
     SELECT sink, entity, entity_id
@@ -50,6 +52,8 @@ WITH due AS MATERIALIZED (
     WHERE sink = %(sink)s
       AND next_attempt_at <= now()
       AND (claimed_until IS NULL OR claimed_until < now())
+      AND (last_enqueued_at <= now() - make_interval(secs => %(settle)s)
+           OR first_enqueued_at <= now() - make_interval(secs => 10 * %(settle)s))
     ORDER BY first_enqueued_at, entity, entity_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -142,7 +146,12 @@ ON CONFLICT (sink) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at
 
 # The soonest moment a row of this sink becomes claimable: wake then even if no NOTIFY comes.
 NEXT_DUE = """
-SELECT extract(epoch FROM min(greatest(next_attempt_at, coalesce(claimed_until, next_attempt_at))) - now())::float8
+SELECT extract(epoch FROM min(greatest(
+    next_attempt_at,
+    coalesce(claimed_until, next_attempt_at),
+    least(last_enqueued_at + make_interval(secs => %(settle)s),
+          first_enqueued_at + make_interval(secs => 10 * %(settle)s))
+)) - now())::float8
 FROM replicator.outbox WHERE sink = %(sink)s
 """
 
@@ -231,7 +240,11 @@ class SinkWorker:
 
     def _wait(self, stop: threading.Event) -> None:
         """Sleep until a NOTIFY for this sink, the next due row, the idle poll limit, or ``stop``."""
-        row = self._work_conn().execute(NEXT_DUE, {"sink": self.sink.name}).fetchone()
+        row = (
+            self._work_conn()
+            .execute(NEXT_DUE, {"sink": self.sink.name, "settle": self.settings.settle_s(self.sink.name)})
+            .fetchone()
+        )
         timeout = self.settings.worker_idle_poll_s
         if row is not None and row[0] is not None:
             timeout = min(timeout, max(row[0], 0.0) + 0.01)
@@ -286,6 +299,7 @@ class SinkWorker:
             "limit": self.settings.worker_batch_size,
             "worker": self.worker_id,
             "lease": self.settings.lease_s,
+            "settle": self.settings.settle_s(self.sink.name),
         }
         with conn.transaction():
             rows = conn.execute(CLAIM_BATCH, params).fetchall()

@@ -65,7 +65,8 @@ def _sync(db_url: str, conn: Conn, sink: NotionSink, *keys: DocumentKey) -> None
             "ON CONFLICT (sink, entity, entity_id) DO UPDATE SET version = o.version + 1, next_attempt_at = now()",
             (key.entity, key.id),
         )
-    settings = Settings.model_validate({"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion"})
+    # No settle window: these tests drive one worker pass right after enqueueing.
+    settings = Settings.model_validate({"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion", "NOTION_SETTLE_MS": 0})
     worker = SinkWorker(
         db_url, sink, settings=settings, metrics=Metrics(), worker_id="t", policy=BackoffPolicy(base_s=30.0)
     )

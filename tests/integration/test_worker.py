@@ -473,3 +473,27 @@ def test_a_crashed_workers_lease_expires_and_its_late_result_is_ignored(conn: Co
     survivor.close()
     ((_, version, _, claimed_by, _, _),) = _outbox(conn)
     assert (version, claimed_by) == (2, None)
+
+
+def test_a_notion_document_is_picked_up_only_once_its_changes_settle(conn: Conn, db_url: str) -> None:
+    """NOTION_SETTLE_MS debounces bursts: a row still being changed waits; a settled one, or one whose first change
+    is ten settle windows old (a document that never stops changing), is claimed."""
+    settings = _settings(db_url, REPLICATOR_SINKS="notion", NOTION_SETTLE_MS=60_000)
+    sink = FlakySink()
+    sink.name = "notion"
+    busy, settled, starving = _dataset(conn, "busy"), _dataset(conn, "settled"), _dataset(conn, "starving")
+    for key in (busy, settled, starving):
+        _enqueue(conn, key, sink="notion")
+    conn.execute(
+        "UPDATE replicator.outbox SET last_enqueued_at = now() - interval '61 seconds' WHERE entity_id = %s",
+        (settled.id,),
+    )
+    conn.execute(
+        "UPDATE replicator.outbox SET first_enqueued_at = now() - interval '601 seconds' WHERE entity_id = %s",
+        (starving.id,),
+    )
+    worker = _worker(db_url, sink, settings)
+    assert worker.run_once() == 2
+    worker.close()
+    assert sorted(sink.upserted) == sorted([settled, starving])
+    assert [row[0] for row in _outbox(conn)] == [busy.id]
