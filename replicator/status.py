@@ -74,7 +74,7 @@ class SlotStatus:
     active_pid: int | None = None
     confirmed_flush_lsn: str | None = None
     lag_bytes: int | None = None
-    lag_seconds: float | None = None  # now − the newest heartbeat seen back through the stream; None if never
+    lag_seconds: float | None = None  # how far the stream is behind, from the heartbeat (see _CHECKPOINT_SQL)
     wal_status: str | None = None
     safe_wal_size: int | None = None
     leader: str | None = None
@@ -133,8 +133,17 @@ SELECT active, active_pid, confirmed_flush_lsn::text,
 FROM pg_replication_slots WHERE slot_name = %s
 """
 
+# LAG IN SECONDS from the heartbeat: the time the newest heartbeat took from its commit to the replicator
+# (heartbeat_received_at − heartbeat_seen) or, when no heartbeat has come back for longer than the heartbeat
+# interval, how overdue the next one is (now − heartbeat_seen − interval): a stuck stream shows as growing lag,
+# while a caught-up one reads near zero instead of "time since the last heartbeat", which is up to one interval.
 _CHECKPOINT_SQL = """
-SELECT extract(epoch FROM now() - heartbeat_seen)::float8, leader, backfill_done_at
+SELECT greatest(
+           extract(epoch FROM heartbeat_received_at - heartbeat_seen),
+           extract(epoch FROM now() - heartbeat_seen) - %s,
+           0
+       )::float8,
+       leader, backfill_done_at
 FROM replicator.source_checkpoint WHERE slot_name = %s
 """
 
@@ -166,7 +175,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
     """Read the slot and every sink the replicator knows of (configured ones, and any with rows in its tables)."""
     slot_name = settings.replicator_slot
     slot_row = conn.execute(_SLOT_SQL, (slot_name,)).fetchone()
-    checkpoint = conn.execute(_CHECKPOINT_SQL, (slot_name,)).fetchone()
+    checkpoint = conn.execute(_CHECKPOINT_SQL, (settings.heartbeat_interval_s, slot_name)).fetchone()
     lag_seconds = None
     leader = None
     backfill_done_at = None

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
 from replicator.config import Settings
 from replicator.http import serve
@@ -33,11 +34,12 @@ def _create_slot(conn: Conn, name: str) -> None:
     conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (name,))
 
 
-def _checkpoint(conn: Conn, slot: str, heartbeat_age_s: float | None) -> None:
+def _checkpoint(conn: Conn, slot: str, heartbeat_age_s: float | None, transit_s: float = 0.25) -> None:
+    """A heartbeat committed ``heartbeat_age_s`` ago that reached the replicator ``transit_s`` after its commit."""
     conn.execute(
-        "INSERT INTO replicator.source_checkpoint (slot_name, heartbeat_seen, leader) "
-        "VALUES (%s, now() - make_interval(secs => %s), 'host:1')",
-        (slot, heartbeat_age_s),
+        "INSERT INTO replicator.source_checkpoint (slot_name, heartbeat_seen, heartbeat_received_at, leader) "
+        "VALUES (%s, now() - make_interval(secs => %s), now() - make_interval(secs => %s), 'host:1')",
+        (slot, heartbeat_age_s, None if heartbeat_age_s is None else heartbeat_age_s - transit_s),
     )
 
 
@@ -53,8 +55,9 @@ def test_a_live_slot_is_reported_with_lag_and_is_healthy(conn: Conn, db_url: str
     assert status.slot.confirmed_flush_lsn is not None
     assert status.slot.lag_bytes is not None
     assert status.slot.lag_bytes > 0
+    # The last heartbeat (3 s old, within the 5 s interval) took 0.25 s to come back: that is the lag.
     assert status.slot.lag_seconds is not None
-    assert 3.0 <= status.slot.lag_seconds < 60
+    assert status.slot.lag_seconds == pytest.approx(0.25, abs=0.05)
     assert status.slot.wal_status == "reserved"
     assert status.slot.leader == "host:1"
     assert not status.slot.lost
