@@ -3,8 +3,11 @@
 Entity rows dirty themselves; link and child tables dirty their parents (``dataset_feature`` → dataset,
 ``dataset_signature`` → dataset and signature, …); an UPDATE of a ``feature`` row (a rename, as far as we can tell
 without the old tuple) dirties every dataset and signature that holds it; inserting or deleting a feature dirties
-nothing by itself (its ``dataset_feature`` / ``signature_component`` rows do). A TRUNCATE dirties every document
-of the affected entities.
+nothing by itself (its ``dataset_feature`` / ``signature_component`` rows do). An UPDATE of an entity row also
+dirties its related documents, because documents show their relations' names (a renamed program changes the text
+of each of its datasets); unchanged neighbours cost a render, not an API call (their content hash is equal).
+Inserts need no fan-out (a new row has no links yet; its link rows route themselves) and deletes neither (the
+cascaded link-row deletes do). A TRUNCATE dirties every document of the affected entities.
 
 ``DirtyDocuments`` collects a batch in a set, so a 200,000-row transaction touching one dataset is ONE key and
 memory stays bounded. Feature holders are looked up once per batch through the small ``FeatureHolders``
@@ -52,9 +55,16 @@ def truncated_entities(table: str) -> frozenset[str]:
     return frozenset(entity for entity, _ in PARENTS.get(table, ()))
 
 
+ENTITY_TABLES = frozenset({"program", "experiment", "dataset", "signature"})
+
+
 class FeatureHolders(Protocol):
     def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
         """Every dataset and signature that holds one of these features."""
+        ...
+
+    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
+        """Every document linked to one of these (through link tables and signature matches)."""
         ...
 
 
@@ -90,13 +100,14 @@ class DirtyDocuments:
     def __init__(self) -> None:
         self._keys: set[tuple[str, str]] = set()
         self._features: set[str] = set()
+        self._updated: set[tuple[str, str]] = set()
         self._whole: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._features)
+        return len(self._keys) + len(self._features) + len(self._updated)
 
     def __bool__(self) -> bool:
-        return bool(self._keys or self._features or self._whole)
+        return bool(self._keys or self._features or self._updated or self._whole)
 
     @property
     def whole_entities(self) -> frozenset[str]:
@@ -117,6 +128,8 @@ class DirtyDocuments:
                 value = key.get(column)
                 if value is not None:
                     self._keys.add((entity, value))
+            if table in ENTITY_TABLES and action is Action.UPDATE and key.get("id") is not None:
+                self._updated.add((table, key["id"]))
         elif table == FEATURE_TABLE and action is Action.UPDATE and key.get("id") is not None:
             self._features.add(key["id"])
 
@@ -126,17 +139,23 @@ class DirtyDocuments:
     def renamed_features(self) -> set[uuid.UUID]:
         return {uuid.UUID(v) for v in self._features}
 
+    def updated_entities(self) -> set[DocumentKey]:
+        return {DocumentKey(entity, uuid.UUID(value)) for entity, value in self._updated}
+
     def resolve(self, lookup: FeatureHolders) -> DirtyBatch:
         """Every document of the batch, with renamed features' holders looked up in one go."""
         keys = self.direct_keys()
         if self._features:
             keys |= lookup.holders(self.renamed_features())
+        if self._updated:
+            keys |= lookup.related(self.updated_entities())
         whole = frozenset(self._whole)
         return DirtyBatch(frozenset(k for k in keys if k.entity not in whole), whole)
 
     def clear(self) -> None:
         self._keys.clear()
         self._features.clear()
+        self._updated.clear()
         self._whole.clear()
 
 
@@ -154,9 +173,32 @@ class SqlFeatureHolders:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
+    # Neighbours of updated entities, over the current links: every relation a document renders by name.
+    RELATED_SQL = """
+        SELECT 'dataset', dataset_id FROM program_dataset WHERE program_id = ANY(%(program)s::uuid[])
+        UNION SELECT 'experiment', experiment_id FROM program_experiment WHERE program_id = ANY(%(program)s::uuid[])
+        UNION SELECT 'signature', signature_id FROM program_signature WHERE program_id = ANY(%(program)s::uuid[])
+        UNION SELECT 'program', program_id FROM program_experiment WHERE experiment_id = ANY(%(experiment)s::uuid[])
+        UNION SELECT 'dataset', dataset_id FROM experiment_dataset WHERE experiment_id = ANY(%(experiment)s::uuid[])
+        UNION SELECT 'program', program_id FROM program_dataset WHERE dataset_id = ANY(%(dataset)s::uuid[])
+        UNION SELECT 'experiment', experiment_id FROM experiment_dataset WHERE dataset_id = ANY(%(dataset)s::uuid[])
+        UNION SELECT 'signature', signature_id FROM dataset_signature WHERE dataset_id = ANY(%(dataset)s::uuid[])
+        UNION SELECT 'program', program_id FROM program_signature WHERE signature_id = ANY(%(signature)s::uuid[])
+        UNION SELECT 'dataset', dataset_id FROM dataset_signature WHERE signature_id = ANY(%(signature)s::uuid[])
+    """
+
     def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
         ids = list(feature_ids)
         if not ids:
             return set()
         rows = self._conn.execute(self.HOLDERS_SQL, {"ids": ids}).fetchall()
+        return {DocumentKey(entity, entity_id) for entity, entity_id in rows}
+
+    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
+        by_entity: dict[str, list[uuid.UUID]] = {entity: [] for entity in ENTITY_TABLES}
+        for key in keys:
+            by_entity[key.entity].append(key.id)
+        if not any(by_entity.values()):
+            return set()
+        rows = self._conn.execute(self.RELATED_SQL, by_entity).fetchall()
         return {DocumentKey(entity, entity_id) for entity, entity_id in rows}

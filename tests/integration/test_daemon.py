@@ -206,3 +206,16 @@ def test_a_standby_process_applies_outbox_rows_while_another_holds_the_leader_lo
                 enqueue(writer, {"recording": [DocumentKey("dataset", dataset)]}, lsn=0)
             wait_for(lambda: DocumentKey("dataset", dataset) in load_recording(recording).documents)
             assert slot_row(conn) is None  # the standby never created or streamed the slot
+
+
+def test_renaming_a_program_re_renders_the_datasets_that_show_its_name(conn: Conn, db_url: str, tmp_path: Path) -> None:
+    recording = tmp_path / "rec.jsonl"
+    dataset = new_dataset(conn, "linked")
+    row = conn.execute("INSERT INTO program (name) VALUES ('Old name') RETURNING id").fetchone()
+    assert row is not None
+    conn.execute("INSERT INTO program_dataset (program_id, dataset_id) VALUES (%s, %s)", (row[0], dataset))
+    key = DocumentKey("dataset", dataset)
+    with Daemon(settings_for(db_url, recording)):
+        before = wait_for(lambda: load_recording(recording).documents.get(key)).content_hash
+        conn.execute("UPDATE program SET name = 'New name' WHERE id = %s", (row[0],))
+        wait_for(lambda: load_recording(recording).documents[key].content_hash != before)

@@ -20,14 +20,25 @@ def row(table: str, action: Action = Action.INSERT, **key: Any) -> Change:
 
 
 class Holders:
-    def __init__(self, table: dict[uuid.UUID, set[DocumentKey]]) -> None:
+    def __init__(
+        self,
+        table: dict[uuid.UUID, set[DocumentKey]],
+        links: dict[DocumentKey, set[DocumentKey]] | None = None,
+    ) -> None:
         self.table = table
+        self.links = links or {}
         self.calls: list[set[uuid.UUID]] = []
+        self.related_calls: list[set[DocumentKey]] = []
 
     def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
         ids = set(feature_ids)
         self.calls.append(ids)
         return set().union(*(self.table.get(f, set()) for f in ids))
+
+    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
+        wanted = set(keys)
+        self.related_calls.append(wanted)
+        return set().union(*(self.links.get(k, set()) for k in wanted))
 
 
 @pytest.mark.parametrize(
@@ -73,6 +84,27 @@ def test_a_renamed_feature_dirties_every_dataset_and_signature_holding_it_in_one
     batch = dirty.resolve(lookup)
     assert batch.keys == {DocumentKey("dataset", D1), DocumentKey("signature", S1), DocumentKey("dataset", D2)}
     assert lookup.calls == [{F1, F2}]
+
+
+def test_an_updated_entity_dirties_the_documents_that_show_its_name_in_one_lookup() -> None:
+    program, dataset, signature = DocumentKey("program", P1), DocumentKey("dataset", D1), DocumentKey("signature", S1)
+    lookup = Holders({}, {program: {dataset, signature}, DocumentKey("dataset", D2): {program}})
+    dirty = DirtyDocuments()
+    dirty.add(row("program", Action.UPDATE, id=P1))
+    dirty.add(row("dataset", Action.UPDATE, id=D2))
+    dirty.add(row("program", Action.INSERT, id=P1))
+    batch = dirty.resolve(lookup)
+    assert batch.keys == {program, dataset, signature, DocumentKey("dataset", D2)}
+    assert lookup.related_calls == [{program, DocumentKey("dataset", D2)}]
+
+
+def test_inserted_and_deleted_entities_need_no_neighbour_lookup() -> None:
+    lookup = Holders({})
+    dirty = DirtyDocuments()
+    dirty.add(row("program", Action.INSERT, id=P1))
+    dirty.add(row("dataset", Action.DELETE, id=D1))
+    assert dirty.resolve(lookup).keys == {DocumentKey("program", P1), DocumentKey("dataset", D1)}
+    assert lookup.related_calls == []
 
 
 def test_many_changes_to_one_document_coalesce_into_one_key() -> None:
