@@ -38,13 +38,6 @@ def _build_notion(settings: Settings) -> Sink:
     return build_notion_sink(settings)
 
 
-def _not_built(name: str) -> Callable[[Settings], Sink]:
-    def build(settings: Settings) -> Sink:
-        raise SinkConfigError(f"the {name} sink is not available in this build yet; remove it from REPLICATOR_SINKS")
-
-    return build
-
-
 _BUILDERS: dict[str, Callable[[Settings], Sink]] = {
     "recording": _build_recording,
     "notion": _build_notion,
