@@ -99,6 +99,10 @@ class Emulator:
     def check_request(self, request: Request) -> None:
         """Authentication and version headers; raise ApiError to refuse (subclasses override)."""
 
+    def response_headers(self) -> dict[str, str]:
+        """Headers the service sends on every answer (e.g. a request id); subclasses override."""
+        return {}
+
     # ---- routing -----------------------------------------------------------------------------------
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         """``pattern`` is a path with ``{name}`` placeholders, e.g. ``/v1/pages/{page_id}``."""
@@ -234,7 +238,7 @@ class Emulator:
     def serve_forever(self, host: str, port: int) -> None:
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
-        self._server.serve_forever()
+        self._server.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -269,11 +273,16 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(2)
                 return
-            payload = b"" if response.body is None else json.dumps(response.body).encode()
+            # A bytes body is sent as plain text (Pinecone answers a 401 that way); anything else as JSON.
+            if isinstance(response.body, bytes):
+                payload, content_type = response.body, "text/plain; charset=utf-8"
+            else:
+                payload = b"" if response.body is None else json.dumps(response.body).encode()
+                content_type = "application/json"
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in response.headers.items():
+            for name, value in {**emulator.response_headers(), **response.headers}.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)

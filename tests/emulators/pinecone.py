@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import math
 import re
 import secrets
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.emulators.base import ApiError, Emulator, Request, Response
@@ -256,65 +253,15 @@ def score(metric: str, query: tuple[float, ...], values: tuple[float, ...]) -> f
     return dot / norms if norms else 0.0
 
 
-# ---- serving with plain-text bodies -------------------------------------------------------------------------------
-class _PineconeServing(Emulator):
-    """``Emulator`` whose responses may also be plain text (``bytes`` bodies): Pinecone answers a 401 that way."""
+class _PineconeEmulator(Emulator):
+    """Both planes answer with a request id, as the service does."""
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        # A short poll interval keeps stop() (and so index deletion) quick.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-emulator", daemon=True
-        )
-        self._thread.start()
-        return self.url
-
-    def serve_forever(self, host: str, port: int) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._server.serve_forever(poll_interval=0.05)
-
-
-def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
-    class _Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the request log instead
-            return
-
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            response = emulator.dispatch(self.command, self.path, headers, raw)
-            if response is None:
-                # A dropped connection: close the socket without writing a status line.
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(2)
-                return
-            if isinstance(response.body, bytes):
-                payload, content_type = response.body, "text/plain; charset=utf-8"
-            else:
-                payload = b"" if response.body is None else json.dumps(response.body).encode()
-                content_type = "application/json"
-            self.send_response(response.status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("X-Pinecone-Request-Id", secrets.token_hex(8))
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle  # noqa: N815 (http.server names)
-
-    return _Handler
+    def response_headers(self) -> dict[str, str]:
+        return {"X-Pinecone-Request-Id": secrets.token_hex(8)}
 
 
 # ---- control plane ------------------------------------------------------------------------------------------------
-class PineconeEmulator(_PineconeServing):
+class PineconeEmulator(_PineconeEmulator):
     """The control plane, owner of every index, its data-plane server, the shared faults and the request log.
 
     ``host_scheme`` decides how an index's ``host`` is advertised: the service sends a bare host name (which
@@ -598,7 +545,7 @@ def _parse_deployment(deployment: Any) -> dict[str, Any]:
 
 
 # ---- data plane ---------------------------------------------------------------------------------------------------
-class IndexServer(_PineconeServing):
+class IndexServer(_PineconeEmulator):
     """One index's data plane on its own port. It shares the control plane's lock, faults and request log."""
 
     name = "pinecone-index"
