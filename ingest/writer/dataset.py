@@ -137,7 +137,7 @@ def write_dataset(
 
     matches = score_dataset(conn, tally, row.id, scoring or ScoringOptions())
     changes = tally.freeze()
-    status = "created" if row.created else ("updated" if changes else "unchanged")
+    status = row.status(changes)
     return WriteResult(
         entity="dataset",
         entity_id=row.id,

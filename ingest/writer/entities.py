@@ -16,7 +16,7 @@ def write_program(conn: Conn, program: ProgramInput) -> WriteResult:
         entity="program",
         entity_id=row.id,
         name=program.name,
-        status="created" if row.created else ("updated" if changes else "unchanged"),
+        status=row.status(changes),
         changed_columns=row.changed_columns,
         changes=changes,
     )
@@ -43,7 +43,7 @@ def write_experiment(conn: Conn, experiment: ExperimentInput) -> WriteResult:
         entity="experiment",
         entity_id=row.id,
         name=experiment.name,
-        status="created" if row.created else ("updated" if changes else "unchanged"),
+        status=row.status(changes),
         changed_columns=row.changed_columns,
         changes=changes,
         created_links=tuple(notes),

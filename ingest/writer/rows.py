@@ -43,6 +43,10 @@ class RowUpsert:
     created: bool
     changed_columns: tuple[str, ...]
 
+    def status(self, changes: tuple[object, ...]) -> str:
+        """created | updated | unchanged, for the command's summary."""
+        return "created" if self.created else ("updated" if changes else "unchanged")
+
 
 def _comparable(value: object) -> object:
     if isinstance(value, tuple):

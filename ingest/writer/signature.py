@@ -111,7 +111,7 @@ def write_signature(conn: Conn, signature: SignatureInput, *, scoring: ScoringOp
         entity="signature",
         entity_id=row.id,
         name=signature.name,
-        status="created" if row.created else ("updated" if changes else "unchanged"),
+        status=row.status(changes),
         changed_columns=row.changed_columns,
         changes=changes,
         matches=matches,
