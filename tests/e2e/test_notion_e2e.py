@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from replicator.documents import ENTITIES, DocumentKey, render
+from tests.daemon_harness import wait_for
 from tests.e2e.test_pinecone_e2e import (
     INDEX,
     NS,
@@ -29,7 +30,6 @@ from tests.e2e.test_pinecone_e2e import (
     replicator_cli,
     stored_vectors,
     verify,
-    wait_for,
 )
 from tests.emulators.notion import NotionEmulator
 from tests.emulators.openai_embeddings import EmbeddingsServer, serve_embeddings

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,13 @@ from replicator.documents import ENTITIES, DocumentKey, render
 from replicator.sinks.pinecone import id_prefix, vector_id
 from replicator.text import chunk_document
 from tests.conftest import REPO_ROOT
+from tests.daemon_harness import wait_for
 from tests.emulators.openai_embeddings import EmbeddingsServer, serve_embeddings
 from tests.emulators.pinecone import PineconeEmulator
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 INDEX = "omics-e2e"
 NS = "e2e"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.1)
 
 
 @pytest.fixture

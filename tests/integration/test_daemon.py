@@ -3,10 +3,7 @@ sink: slot creation then backfill, streaming, sink switches, shutdown."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +11,13 @@ import psycopg
 import pytest
 
 from replicator.config import Settings
-from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, run, sync_sink_status
+from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, sync_sink_status
 from replicator.documents import DocumentKey
 from replicator.leader import lock_key
 from replicator.sinks.recording import load_recording
+from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def slot_of(db: psycopg.Connection[Any] | str) -> str:
-    """A slot name unique to the test's database (slot names are server-wide; tests may share a server)."""
-    name = db.info.dbname if isinstance(db, psycopg.Connection) else db.rsplit("/", 1)[-1]
-    return f"cdc_{name[-12:]}"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def settings_for(db_url: str, recording: Path, sinks: str = "recording", **extra: Any) -> Settings:
@@ -51,25 +32,6 @@ def settings_for(db_url: str, recording: Path, sinks: str = "recording", **extra
         REPLICATOR_WORKER_IDLE_POLL_S=0.5,
         **extra,
     )
-
-
-class Daemon:
-    def __init__(self, settings: Settings) -> None:
-        self.stop = threading.Event()
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
-
-    def _run(self, settings: Settings) -> None:
-        self.code = run(settings, stop=self.stop)
-
-    def __enter__(self) -> Daemon:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
 
 
 def leader_locks(conn: Conn) -> int:
@@ -104,7 +66,7 @@ def test_a_first_run_creates_the_slot_backfills_existing_rows_then_streams_new_o
 ) -> None:
     recording = tmp_path / "rec.jsonl"
     before = new_dataset(conn, "before")
-    with Daemon(settings_for(db_url, recording)) as daemon:
+    with InProcessDaemon(settings_for(db_url, recording)) as daemon:
         wait_for(lambda: DocumentKey("dataset", before) in load_recording(recording).documents)
         after = new_dataset(conn, "after")
         wait_for(lambda: DocumentKey("dataset", after) in load_recording(recording).documents)
@@ -122,10 +84,10 @@ def test_a_slot_dropped_behind_the_replicators_back_is_reported_and_never_recrea
     conn: Conn, db_url: str, tmp_path: Path
 ) -> None:
     settings = settings_for(db_url, tmp_path / "rec.jsonl")
-    with Daemon(settings):
+    with InProcessDaemon(settings):
         wait_for(lambda: (row := slot_row(conn)) is not None and row[0])
     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot_of(conn),))
-    daemon = Daemon(settings)
+    daemon = InProcessDaemon(settings)
     with daemon:
         daemon.thread.join(30)
     assert daemon.code == EXIT_UNHEALTHY
@@ -134,7 +96,7 @@ def test_a_slot_dropped_behind_the_replicators_back_is_reported_and_never_recrea
 
 def test_a_sink_switched_back_on_is_flagged_for_resync(conn: Conn, db_url: str, tmp_path: Path) -> None:
     settings = settings_for(db_url, tmp_path / "rec.jsonl")
-    with Daemon(settings):
+    with InProcessDaemon(settings):
         wait_for(lambda: (row := slot_row(conn)) is not None and row[0])
     assert sync_sink_status(conn, settings_for(db_url, tmp_path / "r", sinks="")) == []
     assert sync_sink_status(conn, settings) == ["recording"]
@@ -201,7 +163,7 @@ def test_a_standby_process_applies_outbox_rows_while_another_holds_the_leader_lo
     dataset = new_dataset(conn, "queued")
     with psycopg.connect(db_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(slot_of(conn)),))
-        with Daemon(settings_for(db_url, recording)):
+        with InProcessDaemon(settings_for(db_url, recording)):
             with psycopg.connect(db_url, autocommit=True) as writer, writer.transaction():
                 enqueue(writer, {"recording": [DocumentKey("dataset", dataset)]}, lsn=0)
             wait_for(lambda: DocumentKey("dataset", dataset) in load_recording(recording).documents)
@@ -215,7 +177,7 @@ def test_renaming_a_program_re_renders_the_datasets_that_show_its_name(conn: Con
     assert row is not None
     conn.execute("INSERT INTO program_dataset (program_id, dataset_id) VALUES (%s, %s)", (row[0], dataset))
     key = DocumentKey("dataset", dataset)
-    with Daemon(settings_for(db_url, recording)):
+    with InProcessDaemon(settings_for(db_url, recording)):
         before = wait_for(lambda: load_recording(recording).documents.get(key)).content_hash
         conn.execute("UPDATE program SET name = 'New name' WHERE id = %s", (row[0],))
         wait_for(lambda: load_recording(recording).documents[key].content_hash != before)

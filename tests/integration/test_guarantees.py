@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +28,20 @@ import psycopg
 import pytest
 
 from replicator.config import Settings
-from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, run
+from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY
 from replicator.documents import ENTITIES, DocumentKey, render
 from replicator.sinks.recording import load_recording
 from replicator.source import drop_slot
 from replicator.status import collect_status, evaluate_health
 from schema.migrate import upgrade
 from tests.conftest import REPO_ROOT
+from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
 from tests.pgcluster import PgCluster, free_port
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def slot_of(db: psycopg.Connection[Any] | str) -> str:
-    """A slot name unique to the test's database (slot names are server-wide; tests may share a server)."""
-    name = db.info.dbname if isinstance(db, psycopg.Connection) else db.rsplit("/", 1)[-1]
-    return f"cdc_{name[-12:]}"
-
-
 # ---- helpers -----------------------------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 45.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:.0f}s")
-        time.sleep(0.1)
 
 
 def replicator_env(db_url: str, recording: Path, **extra: str) -> dict[str, str]:
@@ -311,25 +295,6 @@ def test_after_kill_9_at_random_moments_the_sink_equals_postgres_and_a_restart_r
 # ---- b. coalescing -----------------------------------------------------------------------------------------------
 
 
-class InProcess:
-    def __init__(self, settings: Settings) -> None:
-        self.stop = threading.Event()
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
-
-    def _run(self, settings: Settings) -> None:
-        self.code = run(settings, stop=self.stop)
-
-    def __enter__(self) -> InProcess:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-
-
 def test_a_hundred_quick_updates_of_one_dataset_reach_the_sink_as_a_handful_of_applications(
     conn: Conn, db_url: str, tmp_path: Path
 ) -> None:
@@ -338,7 +303,7 @@ def test_a_hundred_quick_updates_of_one_dataset_reach_the_sink_as_a_handful_of_a
     key = DocumentKey("dataset", ds)
     # The default batch window (200 ms) and a sink call that takes as long as a Notion request.
     settings = settings_for(db_url, recording, REPLICATOR_BATCH_MAX_WAIT_MS="200", REPLICATOR_RECORDING_DELAY_MS="300")
-    with InProcess(settings) as daemon:
+    with InProcessDaemon(settings) as daemon:
         wait_for(lambda: key in load_recording(recording).documents, what="first application")
         before = load_recording(recording).applications[key]
         for i in range(100):
@@ -357,7 +322,7 @@ def test_a_hundred_quick_updates_of_one_dataset_reach_the_sink_as_a_handful_of_a
 def test_while_the_sink_is_down_the_slot_keeps_up_with_the_writer(conn: Conn, db_url: str, tmp_path: Path) -> None:
     recording = tmp_path / "rec.jsonl"
     settings = settings_for(db_url, recording, REPLICATOR_RECORDING_FAIL="retryable")
-    with InProcess(settings):
+    with InProcessDaemon(settings):
         wait_for(lambda: slot_active(conn), what="streaming")
         for i in range(50):
             new_dataset(conn, f"down{i}")
@@ -439,10 +404,10 @@ def test_a_dropped_slot_is_reported_by_status_and_health_and_not_recreated(
     conn: Conn, db_url: str, tmp_path: Path
 ) -> None:
     settings = settings_for(db_url, tmp_path / "rec.jsonl")
-    with InProcess(settings):
+    with InProcessDaemon(settings):
         wait_for(lambda: slot_active(conn), what="streaming")
     conn.execute("SELECT pg_drop_replication_slot(%s)", (slot_of(conn),))
-    again = InProcess(settings)
+    again = InProcessDaemon(settings)
     with again:
         again.thread.join(30)
     assert again.code == EXIT_UNHEALTHY
@@ -457,7 +422,7 @@ def test_a_dropped_slot_is_reported_by_status_and_health_and_not_recreated(
     drop_slot(conn, slot_of(conn))
     ds = new_dataset(conn, "after-recovery")
     recording = tmp_path / "rec.jsonl"
-    with InProcess(settings):
+    with InProcessDaemon(settings):
         wait_for(lambda: DocumentKey("dataset", ds) in load_recording(recording).documents, what="resynced")
     assert slot_row(conn) is not None
 
@@ -486,7 +451,7 @@ def test_an_invalidated_slot_is_reported_by_status_and_health_and_not_recreated(
     upgrade(db_url)
     settings = settings_for(db_url, tmp_path / "rec.jsonl")
     with psycopg.connect(db_url, autocommit=True) as conn:
-        with InProcess(settings):
+        with InProcessDaemon(settings):
             wait_for(lambda: slot_active(conn), what="streaming")
         # With the replicator stopped, write WAL well past max_slot_wal_keep_size and checkpoint: the server
         # invalidates the slot.
@@ -496,7 +461,7 @@ def test_an_invalidated_slot_is_reported_by_status_and_health_and_not_recreated(
             conn.execute("SELECT pg_switch_wal()")
         conn.execute("CHECKPOINT")
         wait_for(lambda: (row := slot_row(conn)) is not None and row[2] == "lost", what="slot invalidated")
-        again = InProcess(settings)
+        again = InProcessDaemon(settings)
         with again:
             again.thread.join(30)
         assert again.code == EXIT_UNHEALTHY

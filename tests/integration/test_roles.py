@@ -10,10 +10,8 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,12 @@ from psycopg import errors, sql
 
 from replicator.config import Settings
 from replicator.daemon import EXIT_OK
-from replicator.daemon import run as run_daemon
 from replicator.documents import DocumentKey
 from replicator.sinks.recording import load_recording
 from replicator.source import drop_slot
 from replicator.status import collect_status, evaluate_health
 from tests.conftest import REPO_ROOT
+from tests.daemon_harness import InProcessDaemon, wait_for
 
 ROLES_SQL = REPO_ROOT / "docker" / "roles.sql"
 
@@ -266,14 +264,6 @@ def test_tables_added_by_a_later_migration_are_covered(db_url: str, roles: Roles
             replicator.execute("INSERT INTO assay (name) VALUES ('NMR')")
 
 
-def _wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
 def test_the_replicator_runs_end_to_end_as_the_replicator_role(roles: Roles, tmp_path: Path) -> None:
     slot = f"roles_{uuid.uuid4().hex[:10]}"
     recording = tmp_path / "recording.jsonl"
@@ -291,23 +281,16 @@ def test_the_replicator_runs_end_to_end_as_the_replicator_role(roles: Roles, tmp
     )
     with psycopg.connect(roles.ingest_url, autocommit=True) as ingest:
         before = _insert_dataset(ingest, "before-start")  # reaches the sink through the backfill
-        stop = threading.Event()
-        codes: list[int] = []
-        daemon = threading.Thread(target=lambda: codes.append(run_daemon(settings, stop=stop)), daemon=True)
-        daemon.start()
-        try:
-            _wait_for(lambda: DocumentKey("dataset", before) in load_recording(recording).documents)
+        with InProcessDaemon(settings) as daemon:
+            wait_for(lambda: DocumentKey("dataset", before) in load_recording(recording).documents)
             after = _insert_dataset(ingest, "after-start")  # reaches it through the stream
-            _wait_for(lambda: DocumentKey("dataset", after) in load_recording(recording).documents)
+            wait_for(lambda: DocumentKey("dataset", after) in load_recording(recording).documents)
             with psycopg.connect(roles.replicator_url, autocommit=True) as replicator:
-                _wait_for(lambda: collect_status(replicator, settings).slot.lag_seconds is not None)
+                wait_for(lambda: collect_status(replicator, settings).slot.lag_seconds is not None)
                 status = collect_status(replicator, settings)
                 assert status.slot.exists
                 assert status.slot.active
                 assert evaluate_health(status, settings).ok, evaluate_health(status, settings).reasons
-        finally:
-            stop.set()
-            daemon.join(60)
-    assert codes == [EXIT_OK]
+    assert daemon.code == EXIT_OK
     with psycopg.connect(roles.replicator_url, autocommit=True) as replicator:
         assert drop_slot(replicator, slot)  # `replicator slot drop` needs nothing beyond the role either

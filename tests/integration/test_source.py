@@ -4,7 +4,6 @@ the outbox holds."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,25 +13,9 @@ import pytest
 
 from replicator.metrics import Metrics
 from replicator.source import SlotLostError, SourceLoop, SourceOptions, create_slot, drop_slot, slot_info
+from tests.daemon_harness import slot_of, wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def slot_of(db: psycopg.Connection[Any] | str) -> str:
-    """A slot name unique to the test's database (slot names are server-wide; tests may share a server)."""
-    name = db.info.dbname if isinstance(db, psycopg.Connection) else db.rsplit("/", 1)[-1]
-    return f"cdc_{name[-12:]}"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 class Running:

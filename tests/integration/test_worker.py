@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from replicator.retry import BackoffPolicy
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
 from replicator.sinks.recording import RecordingSink, load_recording
 from replicator.worker import SinkWorker
+from tests.daemon_harness import wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 SINK = "recording"
@@ -380,15 +381,6 @@ def test_two_workers_never_apply_the_same_document_concurrently(conn: Conn, db_u
     assert _outbox(conn) == []
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def test_notify_wakes_an_idle_worker_and_stop_ends_it(conn: Conn, db_url: str) -> None:
     sink = RecordingSink()
     # An idle poll far longer than the wait below: only the NOTIFY can explain a prompt pickup.
@@ -397,21 +389,24 @@ def test_notify_wakes_an_idle_worker_and_stop_ends_it(conn: Conn, db_url: str) -
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
     try:
-        assert _wait_for(
+        wait_for(
             lambda: (
                 conn.execute(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE application_name = 'replicator-w1' AND query LIKE 'LISTEN%%'"
                 ).fetchone()
                 != (0,)
-            )
+            ),
+            timeout=15,
+            what="the worker listening",
         )
         time.sleep(0.3)  # let it reach its wait
         key = _dataset(conn)
         with conn.transaction():
             _enqueue(conn, key)
             conn.execute("SELECT pg_notify('replicator_outbox', %s)", (SINK,))
-        assert _wait_for(lambda: [k for _, k, _ in sink.log] == [key])
+        # Far below the 600 s idle poll: only the NOTIFY can explain the pickup.
+        wait_for(lambda: [k for _, k, _ in sink.log] == [key], timeout=15, what="the notified row applied")
     finally:
         stop.set()
         thread.join(timeout=10)
