@@ -378,6 +378,19 @@ class NotionEmulator(Emulator):
         with self.lock:
             return self._add_workspace_page(str(uuid.uuid4()), title)
 
+    def create_pages(self, data_source_id: str, rows: list[JSON]) -> list[str]:
+        """Create pages in-process, as ``POST /v1/pages`` would (same validation, no HTTP, no rate limit), for
+        tests that need thousands (the 10,000-result query cap); ``rows`` are ``properties`` request bodies."""
+        ids = []
+        with self.lock:
+            for row in rows:
+                body = {"parent": {"data_source_id": data_source_id}, "properties": row}
+                request = Request("POST", "/v1/pages", {}, {}, {}, body, b"")
+                self._dirty_pages.clear()
+                ids.append(str(self._create_page(request)["id"]))
+                self._record_versions()
+        return ids
+
     def _add_workspace_page(self, page_id: str, title: str) -> str:
         now = self._clock()
         self.pages[page_id] = Page(

@@ -18,8 +18,9 @@ Always on, as the service does:
   fails. The page gives no error body; the emulator answers 400 ``INVALID_ARGUMENT`` (gRPC 3) in the data
   plane's error shape, with a message naming the limit and the remedies.
 - **Log sequence numbers** (https://docs.pinecone.io/guides/index-data/check-data-freshness): every write to a
-  namespace gets the next LSN of that namespace, sent as ``x-pinecone-request-lsn``; query, fetch and list
-  answers carry ``x-pinecone-max-indexed-lsn``, the newest write they reflect.
+  namespace gets the next LSN of that namespace, sent as ``x-pinecone-request-lsn``; query and list answers
+  carry ``x-pinecone-max-indexed-lsn``, the newest write they reflect (the SDK reads them as
+  ``response_info.lsn_committed`` / ``lsn_reconciled``; fetch answers carry none, as the SDK documents).
 - **Hosted inference** ``POST /embed`` on the control-plane host (https://docs.pinecone.io/reference/api/
   latest/inference/generate-embeddings; the SDK's ``pc.inference.embed`` posts there): ``multilingual-e5-large``
   and ``llama-text-embed-v2`` (dense, 1024 dimensions) and ``pinecone-sparse-english-v0`` (sparse), the models
@@ -29,16 +30,22 @@ The hard behaviours (knobs of ``POST /_emulator/faults``, off by default; see ``
 
 - ``apply_then_fail_*``: the writes are ``/vectors/upsert``, ``/vectors/update`` and ``/vectors/delete``.
 - ``read_lag_s``: "Pinecone is eventually consistent, so there can be a slight delay before new or changed
-  records are visible to queries" (the data-freshness page above). Query, list, fetch, fetch_by_metadata,
+  records are visible to queries" (the data-freshness page above). Query, list, fetch_by_metadata,
   describe_index_stats and the namespace listings see the records as they were ``read_lag_s`` ago — a record
   not yet there, a deleted one still there, old metadata — and ``x-pinecone-max-indexed-lsn`` says which writes
-  they reflect. Fetch is lagged with the rest (not a separate read-by-id knob) because the service serves it
-  from the same indexed state: its answers carry the same ``x-pinecone-max-indexed-lsn`` header.
+  they reflect.
+- ``read_by_id_lag_s``: the same for fetch by id. The docs do not say how fresh a fetch is; the SDK's
+  ``ResponseInfo`` (pinecone 10.2 ``models/response_info.py``) says "fetch and search see a new write at
+  different times" and that fetch answers carry no reconciled LSN, so fetch has a knob of its own (default 0:
+  fresh), and a test of a lagging fetch sets both.
 - ``index_init_s``: an index created while it is set reports ``status.ready: false`` and ``state:
   "Initializing"`` for that many seconds (https://docs.pinecone.io/troubleshooting/wait-for-index-creation:
-  create only queues the job; call describe_index until the status object reports ready), and its data plane
-  refuses every call meanwhile with 503 ``UNAVAILABLE`` "Index is not ready" (the docs do not give the refusal's
-  shape; 503 is what a client must treat as "wait and retry"). The default is 0 — ready at once — because the
+  create only queues the job; call describe_index until the status object reports ready). Meanwhile it
+  advertises no host (``"host": ""``: pinecone 10.2's ``Pinecone.index`` documents that an initializing index
+  "has no host yet" and raises ``PineconeValueError`` for it), and a client that knows the host already is refused
+  on the data plane with 503 ``UNAVAILABLE`` (the docs do not give that refusal's shape; 503 is what a client
+  must treat as "wait and retry"). The SDK's ``indexes.create`` polls describe every 5 s until ready unless
+  given ``timeout=-1``. The default is 0 — ready at once — because the
   existing tests and the demo create an index and use it straight away; a test of start-up waiting sets it.
 """
 
@@ -195,7 +202,8 @@ class IndexState:
         ready = self.ready()
         return {
             "name": self.name,
-            "host": self.host,
+            # An initializing index may have no host yet (pinecone 10.2 ``Pinecone.index`` documents this).
+            "host": self.host if ready else "",
             "status": {"ready": True, "state": "Ready"} if ready else {"ready": False, "state": "Initializing"},
             "deployment": dict(self.deployment),
             # A vectors-API index reports both reserved fields, whichever way it was created.
@@ -842,10 +850,9 @@ class IndexServer(_PineconeEmulator):
         raw_namespace = request.query.get("namespace", [""])[0]
         namespace = _namespace_key(raw_namespace)
         with self.lock:
-            stored = self.index.view(namespace, self._lag)
+            stored = self.index.view(namespace, float(self.faults.read_by_id_lag_s))
             found = {i: _vector_json(stored[i], True, True) for i in ids if i in stored}
-            headers = self._read_headers(namespace)
-        return Response(200, {"vectors": found, "namespace": raw_namespace, "usage": {"readUnits": 1}}, headers)
+        return Response(200, {"vectors": found, "namespace": raw_namespace, "usage": {"readUnits": 1}})
 
     def _fetch_by_metadata(self, request: Request) -> Response:
         body = self._body(request)
