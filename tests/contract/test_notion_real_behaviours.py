@@ -302,3 +302,27 @@ def test_a_query_on_last_edited_time_finds_the_pages_a_person_edited(
 
 def test_an_unknown_token_is_still_unauthorized(notion_sdk_factory: NotionClientFactory) -> None:
     assert api_error(notion_sdk_factory(auth="ntn_someone_else").users.me).code == "unauthorized"
+
+
+def test_search_finds_pages_and_data_sources_by_title_and_lags_like_queries(
+    notion_emulator: NotionEmulator, notion_sdk: NotionSdk
+) -> None:
+    ds_id = make_database(notion_sdk, notion_emulator, title="Lipid assets")
+    first = make_page(notion_sdk, ds_id, "Lipid panel A", "dataset:1")
+    make_page(notion_sdk, ds_id, "Proteome B", "dataset:2")
+    set_faults(notion_emulator, read_lag_s=0.6)
+    time.sleep(0.7)
+    late = make_page(notion_sdk, ds_id, "Lipid panel C", "dataset:3")
+
+    lagging = notion_sdk.search(query="lipid panel", filter={"property": "object", "value": "page"})
+    sources = notion_sdk.search(query="lipid", filter={"property": "object", "value": "data_source"})
+    time.sleep(0.7)
+    settled = notion_sdk.search(
+        query="LIPID",
+        filter={"property": "object", "value": "page"},
+        sort={"timestamp": "last_edited_time", "direction": "ascending"},
+    )
+
+    assert [r["id"] for r in lagging["results"]] == [first["id"]]
+    assert [r["id"] for r in sources["results"]] == [ds_id]
+    assert [r["id"] for r in settled["results"]] == [first["id"], late["id"]]

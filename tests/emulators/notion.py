@@ -18,8 +18,8 @@ Always on, as the service does:
   data-source query returns at most 10,000 results, however it is paginated; past that ``has_more`` is false,
   ``next_cursor`` null, and every page of the capped result carries
   ``"request_status": {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}``.
-- Created and last-edited times rounded down to the minute, as Notion reports them (the page object's
-  ``last_edited_time``; https://developers.notion.com/reference/page notes the value is rounded to the minute).
+- Created and last-edited times of pages, databases and blocks rounded down to the minute, as Notion reports
+  them (https://developers.notion.com/changelog/last-edited-time-is-now-rounded-to-the-nearest-minute).
 
 Two tokens are accepted: ``ntn_emulator_token`` (the integration: its edits are made by the bot user) and
 ``ntn_person_token`` (an emulator artifice standing for a scientist typing in the Notion UI: its creates and
@@ -32,7 +32,7 @@ The hard behaviours (knobs of ``POST /_emulator/faults``, off by default; see ``
 - ``apply_then_fail_*``: the writes are ``POST /v1/pages``, ``PATCH /v1/pages/{id}`` (update and trash),
   ``PATCH /v1/blocks/{id}/children`` (append), ``PATCH /v1/blocks/{id}`` (update) and ``DELETE /v1/blocks/{id}``.
   notion-client's own docs note a ``service_unavailable`` can come after 60 s while the work goes on.
-- ``read_lag_s``: data-source queries see a page as it was ``read_lag_s`` ago — not yet created, not yet
+- ``read_lag_s``: data-source queries and search see a page as it was ``read_lag_s`` ago — not yet created, not yet
   trashed, old property values. Notion documents no consistency guarantee for its list endpoints (a page
   created a moment ago may be missing from a query), which is what this models.
 - ``read_by_id_lag_s``: the same for ``GET /v1/pages/{id}`` (a read by id). Notion's reference
@@ -580,6 +580,7 @@ class NotionEmulator(Emulator):
             ("GET", "/v1/data_sources/{data_source_id}", self._retrieve_data_source),
             ("PATCH", "/v1/data_sources/{data_source_id}", self._update_data_source),
             ("POST", "/v1/data_sources/{data_source_id}/query", self._query_data_source),
+            ("POST", "/v1/search", self._search),
             ("POST", "/v1/pages", self._create_page),
             ("GET", "/v1/pages/{page_id}", self._retrieve_page),
             ("PATCH", "/v1/pages/{page_id}", self._update_page),
@@ -1234,6 +1235,63 @@ class NotionEmulator(Emulator):
         if capped:
             answer["request_status"] = {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}
         return answer
+
+    def _search(self, request: Request) -> JSON:
+        """``POST /v1/search`` (https://developers.notion.com/reference/post-search): pages and data sources whose
+        title contains ``query`` (any case), ``filter: {"property": "object", "value": "page"|"data_source"}``,
+        ``sort: {"timestamp": "last_edited_time", "direction"}``, paginated. Pages are seen under ``read_lag_s``
+        like queries: "Search indexing is not immediate"
+        (https://developers.notion.com/reference/search-optimizations-and-limitations).
+        """
+        body = _body(request)
+        needle = body.get("query") or ""
+        if not isinstance(needle, str):
+            raise body_invalid("body.query", "a string", needle)
+        kinds = {"page", "data_source"}
+        flt = body.get("filter")
+        if flt is not None:
+            if not isinstance(flt, dict) or flt.get("property") != "object" or flt.get("value") not in kinds:
+                raise body_invalid("body.filter", '`{"property": "object", "value": "page" | "data_source"}`', flt)
+            kinds = {flt["value"]}
+        found: list[tuple[float, int, JSON]] = []
+        if "page" in kinds:
+            for page in self.pages.values():
+                seen = self._page_as_of(page, self.faults.read_lag_s)
+                if seen is None or seen.in_trash or seen.parent.get("type") == "workspace":
+                    continue
+                ds = self._page_data_source(seen)
+                title = _plain(seen.values.get(ds.title_property().id if ds else "title") or [])
+                if needle.lower() in title.lower():
+                    found.append((seen.edited, seen.seq, self._render_page(seen)))
+        if "data_source" in kinds:
+            for i, source in enumerate(self.data_sources.values()):
+                if not source.in_trash and needle.lower() in _plain(source.title).lower():
+                    found.append((source.edited, -len(self.data_sources) + i, self._render_data_source(source)))
+        sort = body.get("sort")
+        if sort is not None:
+            if not isinstance(sort, dict) or sort.get("timestamp") != "last_edited_time":
+                raise body_invalid("body.sort.timestamp", "`last_edited_time`", sort)
+            found.sort(key=lambda f: (f[0], f[1]), reverse=sort.get("direction", "descending") == "descending")
+        else:
+            found.sort(key=lambda f: f[1])
+        results = [f[2] for f in found]
+        page_size = _page_size(body.get("page_size"), "body.page_size")
+        ids = [str(r["id"]) for r in results]
+        cursor = body.get("start_cursor")
+        start = 0
+        if cursor is not None:
+            if cursor not in ids:
+                raise validation_error(f"body failed validation: body.start_cursor `{cursor}` is not a valid cursor.")
+            start = ids.index(cursor)
+        more = start + page_size < len(results)
+        return {
+            "object": "list",
+            "results": results[start : start + page_size],
+            "next_cursor": ids[start + page_size] if more else None,
+            "has_more": more,
+            "type": "page_or_data_source",
+            "page_or_data_source": {},
+        }
 
     def _compile_filter(self, ds: DataSource, spec: Any, path: str, depth: int) -> Callable[[Page], bool]:
         if not isinstance(spec, dict):
