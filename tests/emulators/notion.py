@@ -484,7 +484,13 @@ class NotionEmulator(Emulator):
             block = self.blocks.get(child_id)
             if block is None or block.in_trash:
                 continue
-            node: JSON = {"id": block.id, "type": block.type, "text": _plain(block.payload.get("rich_text", []))}
+            node: JSON = {
+                "id": block.id,
+                "type": block.type,
+                "text": _plain(block.payload.get("rich_text", [])),
+                "created_by": block.created_by,
+                "last_edited_by": block.last_edited_by,
+            }
             if block.type == "code":
                 node["language"] = block.payload["language"]
             node["children"] = self._block_tree(block.id)
