@@ -7,6 +7,7 @@ source), answers in Notion's response shapes, refuses what the real service refu
 pages) with Notion's error object ``{"object": "error", "status", "code", "message"}``, and rate-limits each token
 with a token bucket (about 3 requests/s with bursts, answering 429 ``rate_limited`` with ``Retry-After``).
 Everything stored is visible at ``GET /_emulator/state``, with page properties both simplified and raw.
+The requests it answers are those notion-client 3.1 sends (the team's wire capture, shared/reference/sdk-wire.md).
 
 Always on, as the service does:
 

@@ -7,7 +7,8 @@ and ``/namespaces``. Shapes follow the 2026-07 OpenAPI documents (pinecone-io/pi
 msgspec models: control-plane errors are ``{"error": {"code", "message"}, "status"}``, data-plane errors are
 gRPC-style ``{"code": <int>, "message", "details": []}``, and a 401 is a plain-text body on both planes. Limits are
 the documented ones (1,000 vectors and 2 MB per upsert, 40 KB metadata per vector, ids of 1-512 ASCII
-characters, topK ≤ 10,000, list pages ≤ 100). Faults (``POST /_emulator/faults`` on either port) are shared by
+characters, topK ≤ 10,000, list pages ≤ 100); the requests are those pinecone 10.2 sends (the team's wire capture,
+shared/reference/sdk-wire.md). Faults (``POST /_emulator/faults`` on either port) are shared by
 both planes. ``GET /_emulator/state`` returns every index with its config and every stored vector.
 
 Always on, as the service does:
