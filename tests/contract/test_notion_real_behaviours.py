@@ -326,3 +326,21 @@ def test_search_finds_pages_and_data_sources_by_title_and_lags_like_queries(
     assert [r["id"] for r in lagging["results"]] == [first["id"]]
     assert [r["id"] for r in sources["results"]] == [ds_id]
     assert [r["id"] for r in settled["results"]] == [first["id"], late["id"]]
+
+
+def test_a_schedule_loses_the_answer_of_exactly_the_next_write(
+    notion_emulator: NotionEmulator, notion_sdk_factory: NotionClientFactory
+) -> None:
+    sdk = notion_sdk_factory(retry=False)
+    ds_id = make_database(sdk, notion_emulator)
+    set_faults(notion_emulator, apply_then_fail_schedule=["ok", "503"])
+
+    first = make_page(sdk, ds_id, "one", "dataset:1")
+    sdk.pages.retrieve(first["id"])  # a read takes no entry of the schedule
+    second = api_error(make_page, sdk, ds_id, "two", "dataset:2")
+    third = make_page(sdk, ds_id, "three", "dataset:3")
+
+    assert second.code == "service_unavailable"
+    assert third["id"]
+    assert [len(pages_with(sdk, ds_id, f"dataset:{i}")) for i in (1, 2, 3)] == [1, 1, 1]
+    assert lost(notion_emulator) == ["503"]

@@ -43,7 +43,9 @@ class Faults:
       ``apply_then_fail_timeout_s`` seconds (default 65 s: longer than the replicator's 30 s SDK timeout and
       notion-client's 60 s default) and then dropped. Tests with short client timeouts set a short hold.
       The request log marks such a request with ``"apply_then_fail": kind``. Which requests are writes each
-      emulator says (``is_write``).
+      emulator says (``is_write``). ``apply_then_fail_schedule`` does the same for an exact sequence: one entry
+      per successful write, in order (``"ok"`` or a kind), used before the rate; e.g. ``["timeout"]`` loses the
+      answer of the next write only, so a client's retry of it is answered.
     - ``read_lag_s``: the reads each emulator names as eventually consistent see a write only that long after
       it was applied (at most ``MAX_READ_LAG_S``).
     - ``read_by_id_lag_s``: the same for reads by id where the service does not document their consistency
@@ -62,6 +64,7 @@ class Faults:
     apply_then_fail_rate: float = 0.0
     apply_then_fail_kinds: list[str] = field(default_factory=lambda: list(APPLY_THEN_FAIL_KINDS))
     apply_then_fail_timeout_s: float = 65.0
+    apply_then_fail_schedule: list[str] = field(default_factory=list)
     read_lag_s: float = 0.0
     read_by_id_lag_s: float = 0.0
     index_init_s: float = 0.0
@@ -82,6 +85,9 @@ class Faults:
         kinds = self.apply_then_fail_kinds
         if not isinstance(kinds, list) or not kinds or any(k not in APPLY_THEN_FAIL_KINDS for k in kinds):
             raise ValueError(f"apply_then_fail_kinds must be a non-empty list of {list(APPLY_THEN_FAIL_KINDS)}")
+        schedule = self.apply_then_fail_schedule
+        if not isinstance(schedule, list) or any(k not in ("ok", *APPLY_THEN_FAIL_KINDS) for k in schedule):
+            raise ValueError(f"apply_then_fail_schedule entries must be one of {['ok', *APPLY_THEN_FAIL_KINDS]}")
 
 
 T = TypeVar("T")
@@ -238,10 +244,13 @@ class Emulator:
         """The way a write's answer is lost after it was applied, or ``None`` when it is answered."""
         with self.lock:
             f = self.faults
-            if f.apply_then_fail_rate <= 0 or not self.is_write(method, path):
+            if not self.is_write(method, path) or (f.apply_then_fail_rate <= 0 and not f.apply_then_fail_schedule):
                 return None
             if f.only_paths and not any(p in path for p in f.only_paths):
                 return None
+            if f.apply_then_fail_schedule:
+                kind = f.apply_then_fail_schedule.pop(0)
+                return None if kind == "ok" else kind
             if self._rng.random() >= f.apply_then_fail_rate:
                 return None
             return self._rng.choice(list(f.apply_then_fail_kinds))
