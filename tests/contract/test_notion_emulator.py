@@ -18,7 +18,7 @@ import pytest
 from notion_client import APIResponseError, Client, RequestTimeoutError
 from notion_client.helpers import collect_paginated_api
 
-from tests.emulators.notion import NotionEmulator
+from tests.emulators.notion import BOT_USER, NotionEmulator
 from tests.emulators.notion_fixtures import NotionClientFactory, NotionSdk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -487,6 +487,8 @@ def test_a_page_can_be_created_with_its_body(notion_sdk: NotionSdk, notion_emula
             "id": notion_sdk.blocks.children.list(page["id"])["results"][0]["id"],
             "type": "paragraph",
             "text": "hello",
+            "created_by": BOT_USER["id"],
+            "last_edited_by": BOT_USER["id"],
             "children": [],
         }
     ]

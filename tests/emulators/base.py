@@ -2,8 +2,11 @@
 
 An emulator subclasses ``Emulator``, registers routes with ``route(method, pattern)`` and answers with
 ``Response``; it raises ``ApiError`` for an error in the service's own shape (each emulator says how an error
-body looks by overriding ``error_body``). Faults are drawn per request from ``Faults`` before the handler runs:
-latency, dropped connections, 5xx, 429 with ``Retry-After``, and a schedule of forced outcomes for exact tests.
+body looks by overriding ``error_body``). Faults are drawn per request from ``Faults``: before the handler runs
+(latency, dropped connections, 5xx, 429 with ``Retry-After``, a schedule of forced outcomes for exact tests) and,
+for a write, after it ran (``apply_then_fail_*``: the write is applied, its answer is lost). ``Versions`` keeps a
+time-stamped history of stored objects so a read can see the state of ``read_lag_s`` seconds ago, as an
+eventually consistent service answers.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
+
+APPLY_THEN_FAIL_KINDS = ("500", "503", "drop", "timeout")
+MAX_READ_LAG_S = 600.0  # the history kept for lagged reads; a longer lag would need a longer history
 
 
 @dataclass
@@ -28,6 +34,23 @@ class Faults:
     ``schedule`` forces the outcome of the next requests in order, one entry per request: ``"ok"``, ``"429"``,
     ``"500"``, ``"503"``, ``"drop"`` — for tests that need an exact sequence rather than a rate.
     ``only_paths``, when set, limits every fault to requests whose path contains one of these substrings.
+
+    The hard behaviours of the real services (all off by default; the names are fixed so other tools can set them):
+
+    - ``apply_then_fail_rate`` (0..1): a write that succeeded is **applied** and then its answer is lost, one of
+      ``apply_then_fail_kinds`` (any of ``"500"``, ``"503"``, ``"drop"``, ``"timeout"``; default all) drawn
+      evenly: a 500 or 503 error in the service's shape, a connection closed without an answer, or an answer held
+      ``apply_then_fail_timeout_s`` seconds (default 65 s: longer than the replicator's 30 s SDK timeout and
+      notion-client's 60 s default) and then dropped. Tests with short client timeouts set a short hold.
+      The request log marks such a request with ``"apply_then_fail": kind``. Which requests are writes each
+      emulator says (``is_write``). ``apply_then_fail_schedule`` does the same for an exact sequence: one entry
+      per successful write, in order (``"ok"`` or a kind), used before the rate; e.g. ``["timeout"]`` loses the
+      answer of the next write only, so a client's retry of it is answered.
+    - ``read_lag_s``: the reads each emulator names as eventually consistent see a write only that long after
+      it was applied (at most ``MAX_READ_LAG_S``).
+    - ``read_by_id_lag_s``: the same for reads by id where the service does not document their consistency
+      (each emulator says which reads those are); separate so a test can lag queries and keep reads by id fresh.
+    - ``index_init_s`` (Pinecone only): an index created while this is set answers "initializing" for that long.
     """
 
     rate_429: float = 0.0
@@ -38,6 +61,73 @@ class Faults:
     schedule: list[str] = field(default_factory=list)
     only_paths: list[str] = field(default_factory=list)
     seed: int | None = None
+    apply_then_fail_rate: float = 0.0
+    apply_then_fail_kinds: list[str] = field(default_factory=lambda: list(APPLY_THEN_FAIL_KINDS))
+    apply_then_fail_timeout_s: float = 65.0
+    apply_then_fail_schedule: list[str] = field(default_factory=list)
+    read_lag_s: float = 0.0
+    read_by_id_lag_s: float = 0.0
+    index_init_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("rate_429", "rate_5xx", "drop_rate", "apply_then_fail_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+        for name in ("retry_after_s", "latency_ms", "apply_then_fail_timeout_s", "index_init_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number ≥ 0, got {value!r}")
+        for name in ("read_lag_s", "read_by_id_lag_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= MAX_READ_LAG_S:
+                raise ValueError(f"{name} must be a number between 0 and {MAX_READ_LAG_S:g}, got {value!r}")
+        kinds = self.apply_then_fail_kinds
+        if not isinstance(kinds, list) or not kinds or any(k not in APPLY_THEN_FAIL_KINDS for k in kinds):
+            raise ValueError(f"apply_then_fail_kinds must be a non-empty list of {list(APPLY_THEN_FAIL_KINDS)}")
+        schedule = self.apply_then_fail_schedule
+        if not isinstance(schedule, list) or any(k not in ("ok", *APPLY_THEN_FAIL_KINDS) for k in schedule):
+            raise ValueError(f"apply_then_fail_schedule entries must be one of {['ok', *APPLY_THEN_FAIL_KINDS]}")
+
+
+T = TypeVar("T")
+
+
+class Versions(Generic[T]):
+    """Time-stamped versions of keyed objects, for reads that see the state of some seconds ago.
+
+    ``record(key, at, value)`` after every write (``None`` = deleted); ``as_of(key, at)`` answers the value the
+    key had at ``at``: ``(False, None)`` when the key has no history (it predates recording: read the current
+    state), ``(True, None)`` when it did not exist yet or was deleted. Versions older than ``MAX_READ_LAG_S``
+    are folded into one, so the history stays small.
+    """
+
+    def __init__(self) -> None:
+        self._log: dict[Any, list[tuple[float, T | None]]] = {}
+
+    def record(self, key: Any, at: float, value: T | None) -> None:
+        versions = self._log.setdefault(key, [])
+        versions.append((at, value))
+        horizon = at - MAX_READ_LAG_S
+        while len(versions) > 1 and versions[1][0] <= horizon:
+            versions.pop(0)
+
+    def as_of(self, key: Any, at: float) -> tuple[bool, T | None]:
+        versions = self._log.get(key)
+        if not versions:
+            return False, None
+        seen: T | None = None
+        for stamp, value in versions:
+            if stamp > at:
+                break
+            seen = value
+        return True, seen
+
+    def known_keys(self) -> list[Any]:
+        return list(self._log)
+
+    def clear(self) -> None:
+        self._log.clear()
 
 
 class ApiError(Exception):
@@ -146,6 +236,25 @@ class Emulator:
                 return self._rng.choice(["500", "503"])
             return "ok"
 
+    def is_write(self, method: str, path: str) -> bool:
+        """Whether a request changes stored data (an apply-then-fail candidate); subclasses say."""
+        return False
+
+    def _draw_after_apply(self, method: str, path: str) -> str | None:
+        """The way a write's answer is lost after it was applied, or ``None`` when it is answered."""
+        with self.lock:
+            f = self.faults
+            if not self.is_write(method, path) or (f.apply_then_fail_rate <= 0 and not f.apply_then_fail_schedule):
+                return None
+            if f.only_paths and not any(p in path for p in f.only_paths):
+                return None
+            if f.apply_then_fail_schedule:
+                kind = f.apply_then_fail_schedule.pop(0)
+                return None if kind == "ok" else kind
+            if self._rng.random() >= f.apply_then_fail_rate:
+                return None
+            return self._rng.choice(list(f.apply_then_fail_kinds))
+
     def fault_error(self, outcome: str) -> ApiError:
         """The error a forced fault answers with; subclasses may map codes to their service's names."""
         if outcome == "429":
@@ -168,8 +277,9 @@ class Emulator:
             body = json.loads(raw) if raw else None
         except ValueError:
             return self._error(ApiError(400, "invalid_json", "Error parsing JSON body."))
+        entry: dict[str, Any] = {"method": method, "path": path, "query": query, "body": body, "at": time.time()}
         with self.lock:
-            self.requests.append({"method": method, "path": path, "query": query, "body": body, "at": time.time()})
+            self.requests.append(entry)
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000)
         outcome = self._draw_fault(path)
@@ -183,12 +293,28 @@ class Emulator:
                 request = Request(method, path, match.groupdict(), query, headers, body, raw)
                 try:
                     self.check_request(request)
-                    return handler(request)
+                    response = handler(request)
                 except ApiError as error:
                     return self._error(error)
+                if response.status < 300:
+                    lost = self._draw_after_apply(method, path)
+                    if lost is not None:
+                        entry["apply_then_fail"] = lost
+                        return self._lose_answer(lost)
+                return response
         if any(regex.match(path) for _, regex, _ in self._routes):
             return self._error(ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}"))
         return self._error(ApiError(404, "not_found", f"No route for {method} {path}"))
+
+    def _lose_answer(self, kind: str) -> Response | None:
+        """The answer of an applied write, lost: an error, a dropped connection, or a hold and then a drop."""
+        if kind == "drop":
+            return None
+        if kind == "timeout":
+            # Held past the client's timeout; the client has given up by then, so nothing is sent at all.
+            time.sleep(self.faults.apply_then_fail_timeout_s)
+            return None
+        return self._error(self.fault_error(kind))
 
     def _error(self, error: ApiError) -> Response:
         return Response(error.status, self.error_body(error), dict(error.headers))

@@ -7,10 +7,43 @@ source), answers in Notion's response shapes, refuses what the real service refu
 pages) with Notion's error object ``{"object": "error", "status", "code", "message"}``, and rate-limits each token
 with a token bucket (about 3 requests/s with bursts, answering 429 ``rate_limited`` with ``Retry-After``).
 Everything stored is visible at ``GET /_emulator/state``, with page properties both simplified and raw.
+The requests it answers are those notion-client 3.1 sends (the team's wire capture, shared/reference/sdk-wire.md).
+
+Always on, as the service does:
+
+- **Request limits** (https://developers.notion.com/reference/request-limits): "the maximum size of a payload is
+  1,000 block elements and 500KB overall"; a request beyond either is refused with 400 ``validation_error``
+  (the page says every size limit answers that code). 500 KB is taken as 500,000 bytes of request body, the
+  stricter reading, so a client that fits here fits there.
+- **The 10,000-result query cap** (https://developers.notion.com/guides/data-apis/query-large-data-sources): a
+  data-source query returns at most 10,000 results, however it is paginated; past that ``has_more`` is false,
+  ``next_cursor`` null, and every page of the capped result carries
+  ``"request_status": {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}``.
+- Created and last-edited times of pages, databases and blocks rounded down to the minute, as Notion reports
+  them (https://developers.notion.com/changelog/last-edited-time-is-now-rounded-to-the-nearest-minute).
+
+Two tokens are accepted: ``ntn_emulator_token`` (the integration: its edits are made by the bot user) and
+``ntn_person_token`` (an emulator artifice standing for a scientist typing in the Notion UI: its creates and
+edits carry a *person* user in ``created_by`` / ``last_edited_by`` of pages and blocks, and move the page's
+``last_edited_time``, as an edit in the UI does). Each token has its own rate-limit bucket, as Notion limits per
+token. ``GET /v1/users/me`` answers the user behind the token.
+
+The hard behaviours (knobs of ``POST /_emulator/faults``, off by default; see ``tests.emulators.base.Faults``):
+
+- ``apply_then_fail_*``: the writes are ``POST /v1/pages``, ``PATCH /v1/pages/{id}`` (update and trash),
+  ``PATCH /v1/blocks/{id}/children`` (append), ``PATCH /v1/blocks/{id}`` (update) and ``DELETE /v1/blocks/{id}``.
+  notion-client's own docs note a ``service_unavailable`` can come after 60 s while the work goes on.
+- ``read_lag_s``: data-source queries and search see a page as it was ``read_lag_s`` ago — not yet created, not yet
+  trashed, old property values. Notion documents no consistency guarantee for its list endpoints (a page
+  created a moment ago may be missing from a query), which is what this models.
+- ``read_by_id_lag_s``: the same for ``GET /v1/pages/{id}`` (a read by id). Notion's reference
+  (https://developers.notion.com/reference/retrieve-a-page) says nothing of its consistency, so it is a separate
+  knob, default 0 (fresh). Block children are always read fresh.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -22,12 +55,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.emulators.base import ApiError, Emulator, Request, Response
+from tests.emulators.base import ApiError, Emulator, Request, Response, Versions
 
 JSON = dict[str, Any]
 
 NOTION_VERSIONS = ("2025-09-03", "2026-03-11")
 DEFAULT_TOKEN = "ntn_emulator_token"
+PERSON_TOKEN = "ntn_person_token"
 
 # Request limits from https://developers.notion.com/reference/request-limits
 RICH_TEXT_CONTENT_MAX = 2000
@@ -38,6 +72,8 @@ URL_MAX = 2000
 EMAIL_MAX = 200
 PHONE_MAX = 200
 BLOCKS_PER_REQUEST_MAX = 1000  # all nested block elements of one request
+REQUEST_BYTES_MAX = 500_000  # "500KB overall" per request
+QUERY_RESULT_CAP = 10_000  # results of one data-source query, however paginated
 PAGE_SIZE_MAX = 100
 RELATION_REFS_IN_PAGE = 25  # a page object lists at most 25 relation references (has_more beyond)
 SELECT_NAME_MAX = 100
@@ -105,6 +141,14 @@ READ_ONLY_TYPES = frozenset({"created_time", "last_edited_time", "created_by", "
 SCHEMA_TYPES = WRITABLE_TYPES | READ_ONLY_TYPES
 
 BOT_USER = {"object": "user", "id": "a0b1c2d3-0000-4000-8000-00000000b07e"}
+PERSON_USER = {"object": "user", "id": "a0b1c2d3-0000-4000-8000-0000000fe150"}
+_USERS_BY_ID = {BOT_USER["id"]: BOT_USER, PERSON_USER["id"]: PERSON_USER}
+
+
+def _user_ref(user_id: str) -> JSON:
+    """A partial user object as pages and blocks carry it in ``created_by`` / ``last_edited_by``."""
+    return dict(_USERS_BY_ID.get(user_id, {"object": "user", "id": user_id}))
+
 
 TEXT_FILTER_OPS = frozenset(
     {"equals", "does_not_equal", "contains", "does_not_contain", "starts_with", "ends_with", "is_empty", "is_not_empty"}
@@ -251,6 +295,8 @@ class Page:
     edited: float
     seq: int
     in_trash: bool = False
+    created_by: str = BOT_USER["id"]
+    last_edited_by: str = BOT_USER["id"]
 
 
 @dataclass
@@ -263,6 +309,8 @@ class Block:
     created: float
     edited: float
     in_trash: bool = False
+    created_by: str = BOT_USER["id"]
+    last_edited_by: str = BOT_USER["id"]
 
 
 @dataclass
@@ -276,7 +324,7 @@ class BlockSpec:
 
 # ---- the emulator ----------------------------------------------------------------------------------------------
 class NotionEmulator(Emulator):
-    """The Notion API over HTTP; ``token`` is the only accepted bearer token."""
+    """The Notion API over HTTP; ``token`` (the integration) and ``person_token`` (a person) are accepted."""
 
     name = "notion"
 
@@ -290,6 +338,9 @@ class NotionEmulator(Emulator):
     ) -> None:
         super().__init__()
         self.token = token
+        self.person_token = PERSON_TOKEN
+        self._actor = BOT_USER["id"]  # who makes the request being handled (set under the lock)
+        self._dirty_pages: set[str] = set()
         self._clock = clock
         self._monotonic = monotonic
         self._rate_per_s: float | None = None
@@ -309,7 +360,17 @@ class NotionEmulator(Emulator):
             self.pages: dict[str, Page] = {}
             self.blocks: dict[str, Block] = {}
             self.children: dict[str, list[str]] = {}  # parent (page or block) → ordered child ids
-            self.users: dict[str, JSON] = {BOT_USER["id"]: {**BOT_USER, "type": "bot", "name": "Emulator bot"}}
+            self.page_versions: Versions[Page] = Versions()  # for queries under read lag
+            self.users: dict[str, JSON] = {
+                BOT_USER["id"]: {**BOT_USER, "type": "bot", "name": "Emulator bot", "avatar_url": None, "bot": {}},
+                PERSON_USER["id"]: {
+                    **PERSON_USER,
+                    "type": "person",
+                    "name": "Emulator Scientist",
+                    "avatar_url": None,
+                    "person": {"email": "scientist@example.org"},
+                },
+            }
             self._buckets.clear()
             self._add_workspace_page(self.root_page_id, "Emulator workspace")
 
@@ -317,6 +378,19 @@ class NotionEmulator(Emulator):
         """A top-level page (as a person would share with the integration); returns its id."""
         with self.lock:
             return self._add_workspace_page(str(uuid.uuid4()), title)
+
+    def create_pages(self, data_source_id: str, rows: list[JSON]) -> list[str]:
+        """Create pages in-process, as ``POST /v1/pages`` would (same validation, no HTTP, no rate limit), for
+        tests that need thousands (the 10,000-result query cap); ``rows`` are ``properties`` request bodies."""
+        ids = []
+        with self.lock:
+            for row in rows:
+                body = {"parent": {"data_source_id": data_source_id}, "properties": row}
+                request = Request("POST", "/v1/pages", {}, {}, {}, body, b"")
+                self._dirty_pages.clear()
+                ids.append(str(self._create_page(request)["id"]))
+                self._record_versions()
+        return ids
 
     def _add_workspace_page(self, page_id: str, title: str) -> str:
         now = self._clock()
@@ -361,6 +435,8 @@ class NotionEmulator(Emulator):
                     "in_trash": page.in_trash,
                     "created_time": _iso(page.created),
                     "last_edited_time": _iso(page.edited),
+                    "created_by": page.created_by,
+                    "last_edited_by": page.last_edited_by,
                     "properties": {name: _simplify(value) for name, value in raw.items()},
                     "raw_properties": raw,
                     "blocks": self._block_tree(page.id),
@@ -409,7 +485,13 @@ class NotionEmulator(Emulator):
             block = self.blocks.get(child_id)
             if block is None or block.in_trash:
                 continue
-            node: JSON = {"id": block.id, "type": block.type, "text": _plain(block.payload.get("rich_text", []))}
+            node: JSON = {
+                "id": block.id,
+                "type": block.type,
+                "text": _plain(block.payload.get("rich_text", [])),
+                "created_by": block.created_by,
+                "last_edited_by": block.last_edited_by,
+            }
             if block.type == "code":
                 node["language"] = block.payload["language"]
             node["children"] = self._block_tree(block.id)
@@ -440,7 +522,8 @@ class NotionEmulator(Emulator):
 
     def check_request(self, request: Request) -> None:
         auth = request.headers.get("authorization", "")
-        if auth != f"Bearer {self.token}":
+        token = auth.removeprefix("Bearer ")
+        if not auth.startswith("Bearer ") or token not in (self.token, self.person_token):
             raise ApiError(401, "unauthorized", "API token is invalid.")
         version = request.headers.get("notion-version")
         if version is None:
@@ -455,12 +538,17 @@ class NotionEmulator(Emulator):
                 "Notion-Version header failed validation: Notion-Version header should be one of "
                 f"{', '.join(NOTION_VERSIONS)}, instead was `{version}`."
             )
+        if len(request.raw_body) > REQUEST_BYTES_MAX:
+            raise validation_error(
+                f"body failed validation: the request body is {len(request.raw_body)} bytes; "
+                f"a request may be at most 500KB ({REQUEST_BYTES_MAX} bytes) overall."
+            )
         with self.lock:
             if self._rate_per_s is None:
                 return
-            bucket = self._buckets.get(self.token)
+            bucket = self._buckets.get(token)
             if bucket is None:
-                bucket = self._buckets[self.token] = TokenBucket(self._rate_per_s, self._burst, self._monotonic)
+                bucket = self._buckets[token] = TokenBucket(self._rate_per_s, self._burst, self._monotonic)
             wait = bucket.take()
         if wait > 0:
             raise ApiError(
@@ -499,11 +587,13 @@ class NotionEmulator(Emulator):
             ("GET", "/v1/data_sources/{data_source_id}", self._retrieve_data_source),
             ("PATCH", "/v1/data_sources/{data_source_id}", self._update_data_source),
             ("POST", "/v1/data_sources/{data_source_id}/query", self._query_data_source),
+            ("POST", "/v1/search", self._search),
             ("POST", "/v1/pages", self._create_page),
             ("GET", "/v1/pages/{page_id}", self._retrieve_page),
             ("PATCH", "/v1/pages/{page_id}", self._update_page),
             ("GET", "/v1/pages/{page_id}/properties/{property_id}", self._retrieve_page_property),
             ("GET", "/v1/blocks/{block_id}", self._retrieve_block),
+            ("PATCH", "/v1/blocks/{block_id}", self._update_block),
             ("DELETE", "/v1/blocks/{block_id}", self._delete_block),
             ("GET", "/v1/blocks/{block_id}/children", self._list_children),
             ("PATCH", "/v1/blocks/{block_id}/children", self._append_children),
@@ -514,9 +604,20 @@ class NotionEmulator(Emulator):
         for method in ("GET", "POST", "PATCH", "DELETE", "PUT"):
             self._routes.append((method, re.compile("^/.*$"), self._invalid_url))
 
+    def is_write(self, method: str, path: str) -> bool:
+        """Page create / update / trash and block append / update / delete: the apply-then-fail candidates."""
+        if method == "POST":
+            return path == "/v1/pages"
+        if method == "PATCH":
+            return path.startswith(("/v1/pages/", "/v1/blocks/"))
+        return method == "DELETE" and path.startswith("/v1/blocks/")
+
     def _wrap(self, handler: Callable[[Request], JSON]) -> Callable[[Request], Response]:
         def run(request: Request) -> Response:
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
             with self.lock:
+                self._actor = PERSON_USER["id"] if token == self.person_token else BOT_USER["id"]
+                self._dirty_pages.clear()
                 try:
                     body = handler(request)
                 except ApiError:
@@ -524,16 +625,52 @@ class NotionEmulator(Emulator):
                 except Exception as error:  # an emulator bug must show as an error, not a dropped connection
                     message = f"emulator bug: {type(error).__name__}: {error}"
                     raise ApiError(500, "internal_server_error", message) from error
+                finally:
+                    self._record_versions()
             return Response(200, {**body, "request_id": str(uuid.uuid4())})
 
         return run
+
+    # ---- versions for lagged reads -----------------------------------------------------------------------
+    def _touch(self, page: Page) -> None:
+        """A page was edited by the request's user: its last-edited time and user move, and a version is kept."""
+        page.edited = self._clock()
+        page.last_edited_by = self._actor
+        self._dirty_pages.add(page.id)
+
+    def _record_versions(self) -> None:
+        now = self._clock()
+        for page_id in sorted(self._dirty_pages):
+            page = self.pages.get(page_id)
+            if page is not None:
+                self.page_versions.record(page_id, now, copy.deepcopy(page))
+        self._dirty_pages.clear()
+
+    def _page_as_of(self, page: Page, lag_s: float) -> Page | None:
+        """The page as a read ``lag_s`` seconds late sees it (``None``: not created yet)."""
+        if lag_s <= 0:
+            return page
+        known, old = self.page_versions.as_of(page.id, self._clock() - lag_s)
+        return old if known else page
+
+    def _touch_page_of(self, block_id: str) -> None:
+        """An edit of a block is an edit of the page it sits on (its last-edited time and user move)."""
+        parent = block_id
+        for _ in range(64):
+            block = self.blocks.get(parent)
+            if block is None:
+                break
+            parent = block.parent_id
+        page = self.pages.get(parent)
+        if page is not None:
+            self._touch(page)
 
     def _invalid_url(self, request: Request) -> Response:
         raise ApiError(400, "invalid_request_url", "Invalid request URL.")
 
     # ---- users -------------------------------------------------------------------------------------------------
     def _users_me(self, request: Request) -> JSON:
-        return {**BOT_USER, "type": "bot", "name": "Emulator bot", "avatar_url": None, "bot": {}}
+        return dict(self.users[self._actor])
 
     # ---- databases and data sources ------------------------------------------------------------------------
     def _create_database(self, request: Request) -> JSON:
@@ -813,6 +950,8 @@ class NotionEmulator(Emulator):
             updates = self._parse_plain_page_properties(props)
         else:
             raise body_invalid("body.parent", "one of `data_source_id`, `database_id`, `page_id`", parent)
+        page.created_by = page.last_edited_by = self._actor
+        self._dirty_pages.add(page.id)
         self.pages[page.id] = page
         self.children[page.id] = []
         if page.parent["type"] == "page_id":
@@ -823,7 +962,10 @@ class NotionEmulator(Emulator):
 
     def _retrieve_page(self, request: Request) -> JSON:
         page = self._page(request.params["page_id"])
-        return self._render_page(page)
+        seen = self._page_as_of(page, self.faults.read_by_id_lag_s)
+        if seen is None:
+            raise not_found("page", page.id)
+        return self._render_page(seen)
 
     def _update_page(self, request: Request) -> JSON:
         page = self._page(request.params["page_id"])
@@ -849,7 +991,7 @@ class NotionEmulator(Emulator):
             for child_id in self.children.get(page.id, []):
                 if child_id in self.blocks:
                     self.blocks[child_id].in_trash = True
-        page.edited = self._clock()
+        self._touch(page)
         return self._render_page(page)
 
     def _retrieve_page_property(self, request: Request) -> JSON:
@@ -1047,17 +1189,19 @@ class NotionEmulator(Emulator):
             elif ref not in new and page.id in refs:
                 refs.remove(page.id)
             target.values[reverse_id] = refs
-            target.edited = self._clock()
+            self._touch(target)
 
     # ---- queries -----------------------------------------------------------------------------------------------
     def _query_data_source(self, request: Request) -> JSON:
         ds = self._data_source(request.params["data_source_id"])
         body = _body(request)
         include_trash = body.get("in_trash", body.get("archived", False)) is True
+        lag = self.faults.read_lag_s
+        seen = [self._page_as_of(p, lag) for p in self.pages.values()]
         candidates = [
             p
-            for p in self.pages.values()
-            if p.parent.get("data_source_id") == ds.id and (include_trash or not p.in_trash)
+            for p in seen
+            if p is not None and p.parent.get("data_source_id") == ds.id and (include_trash or not p.in_trash)
         ]
         if body.get("result_type") == "data_source":
             candidates = []
@@ -1075,6 +1219,9 @@ class NotionEmulator(Emulator):
             present.sort(key=key, reverse=descending)
             candidates = present + empty  # empty values go last either way
         page_size = _page_size(body.get("page_size"), "body.page_size")
+        # One query (its filter and sorts) yields at most QUERY_RESULT_CAP results, whatever the pagination.
+        capped = len(candidates) > QUERY_RESULT_CAP
+        candidates = candidates[:QUERY_RESULT_CAP]
         start = 0
         cursor = body.get("start_cursor")
         if cursor is not None:
@@ -1084,10 +1231,70 @@ class NotionEmulator(Emulator):
             start = ids.index(cursor)
         window = candidates[start : start + page_size]
         more = start + page_size < len(candidates)
-        return {
+        answer: JSON = {
             "object": "list",
             "results": [self._render_page(p) for p in window],
             "next_cursor": candidates[start + page_size].id if more else None,
+            "has_more": more,
+            "type": "page_or_data_source",
+            "page_or_data_source": {},
+        }
+        if capped:
+            answer["request_status"] = {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}
+        return answer
+
+    def _search(self, request: Request) -> JSON:
+        """``POST /v1/search`` (https://developers.notion.com/reference/post-search): pages and data sources whose
+        title contains ``query`` (any case), ``filter: {"property": "object", "value": "page"|"data_source"}``,
+        ``sort: {"timestamp": "last_edited_time", "direction"}``, paginated. Pages are seen under ``read_lag_s``
+        like queries: "Search indexing is not immediate"
+        (https://developers.notion.com/reference/search-optimizations-and-limitations).
+        """
+        body = _body(request)
+        needle = body.get("query") or ""
+        if not isinstance(needle, str):
+            raise body_invalid("body.query", "a string", needle)
+        kinds = {"page", "data_source"}
+        flt = body.get("filter")
+        if flt is not None:
+            if not isinstance(flt, dict) or flt.get("property") != "object" or flt.get("value") not in kinds:
+                raise body_invalid("body.filter", '`{"property": "object", "value": "page" | "data_source"}`', flt)
+            kinds = {flt["value"]}
+        found: list[tuple[float, int, JSON]] = []
+        if "page" in kinds:
+            for page in self.pages.values():
+                seen = self._page_as_of(page, self.faults.read_lag_s)
+                if seen is None or seen.in_trash or seen.parent.get("type") == "workspace":
+                    continue
+                ds = self._page_data_source(seen)
+                title = _plain(seen.values.get(ds.title_property().id if ds else "title") or [])
+                if needle.lower() in title.lower():
+                    found.append((seen.edited, seen.seq, self._render_page(seen)))
+        if "data_source" in kinds:
+            for i, source in enumerate(self.data_sources.values()):
+                if not source.in_trash and needle.lower() in _plain(source.title).lower():
+                    found.append((source.edited, -len(self.data_sources) + i, self._render_data_source(source)))
+        sort = body.get("sort")
+        if sort is not None:
+            if not isinstance(sort, dict) or sort.get("timestamp") != "last_edited_time":
+                raise body_invalid("body.sort.timestamp", "`last_edited_time`", sort)
+            found.sort(key=lambda f: (f[0], f[1]), reverse=sort.get("direction", "descending") == "descending")
+        else:
+            found.sort(key=lambda f: f[1])
+        results = [f[2] for f in found]
+        page_size = _page_size(body.get("page_size"), "body.page_size")
+        ids = [str(r["id"]) for r in results]
+        cursor = body.get("start_cursor")
+        start = 0
+        if cursor is not None:
+            if cursor not in ids:
+                raise validation_error(f"body failed validation: body.start_cursor `{cursor}` is not a valid cursor.")
+            start = ids.index(cursor)
+        more = start + page_size < len(results)
+        return {
+            "object": "list",
+            "results": results[start : start + page_size],
+            "next_cursor": ids[start + page_size] if more else None,
             "has_more": more,
             "type": "page_or_data_source",
             "page_or_data_source": {},
@@ -1216,7 +1423,7 @@ class NotionEmulator(Emulator):
             if page.in_trash:
                 raise archived_error()
             page.in_trash = True
-            page.edited = self._clock()
+            self._touch(page)
             return self._render_child(block_id)
         if block_id in self.databases:
             self.databases[block_id].in_trash = True
@@ -1228,6 +1435,41 @@ class NotionEmulator(Emulator):
             raise archived_error()
         block.in_trash = True
         block.edited = self._clock()
+        block.last_edited_by = self._actor
+        self._touch_page_of(block.id)
+        return self._render_block(block)
+
+    def _update_block(self, request: Request) -> JSON:
+        """``PATCH /v1/blocks/{id}``: the type object's fields (e.g. ``rich_text``, ``checked``), or ``in_trash``.
+
+        https://developers.notion.com/reference/update-a-block: the request names the block's type with the new
+        values; the type itself cannot change, and children are not set here (append them).
+        """
+        block_id = _norm_id(request.params["block_id"], "path.block_id")
+        block = self.blocks.get(block_id)
+        if block is None:
+            raise not_found("block", block_id)
+        body = _body(request)
+        trash = _trash_flag(body)
+        given = [k for k in body if k in BLOCK_TYPES]
+        if block.in_trash and trash is not False:
+            raise archived_error()
+        if given:
+            if given != [block.type]:
+                raise validation_error(
+                    f"body failed validation: the block is a {block.type}; it cannot be updated as {given[0]}."
+                )
+            fields = body[block.type]
+            if not isinstance(fields, dict) or "children" in fields:
+                raise body_invalid(f"body.{block.type}", "an object without `children`", fields)
+            merged = {**block.payload, **fields}
+            spec = self._parse_block({block.type: merged}, "body", depth=1, counter=[0])
+            block.payload = spec.payload
+        if trash is not None:
+            block.in_trash = trash
+        block.edited = self._clock()
+        block.last_edited_by = self._actor
+        self._touch_page_of(block.id)
         return self._render_block(block)
 
     def _list_children(self, request: Request) -> JSON:
@@ -1279,7 +1521,9 @@ class NotionEmulator(Emulator):
                 raise validation_error(f"body failed validation: body.after `{after}` is not a child of {parent_id}.")
         new_ids = self._insert_blocks(parent_id, parent_type, specs, after=after)
         if parent_type == "page_id":
-            self.pages[parent_id].edited = self._clock()
+            self._touch(self.pages[parent_id])
+        else:
+            self._touch_page_of(parent_id)
         return {
             "object": "list",
             "results": [self._render_block(self.blocks[i]) for i in new_ids],
@@ -1362,7 +1606,18 @@ class NotionEmulator(Emulator):
         new_ids = []
         for spec in specs:
             now = self._clock()
-            block = Block(str(uuid.uuid4()), parent_id, parent_type, spec.type, spec.payload, now, now)
+            block = Block(
+                str(uuid.uuid4()),
+                parent_id,
+                parent_type,
+                spec.type,
+                spec.payload,
+                now,
+                now,
+                False,
+                self._actor,
+                self._actor,
+            )
             self.blocks[block.id] = block
             self.children[block.id] = []
             siblings.insert(position, block.id)
@@ -1497,8 +1752,8 @@ class NotionEmulator(Emulator):
             "id": page.id,
             "created_time": _iso(page.created),
             "last_edited_time": _iso(page.edited),
-            "created_by": BOT_USER,
-            "last_edited_by": BOT_USER,
+            "created_by": _user_ref(page.created_by),
+            "last_edited_by": _user_ref(page.last_edited_by),
             "cover": None,
             "icon": None,
             "parent": page.parent,
@@ -1541,6 +1796,8 @@ class NotionEmulator(Emulator):
             return _iso(page.created)
         if kind == "last_edited_time" and page is not None:
             return _iso(page.edited)
+        if kind in ("created_by", "last_edited_by") and page is not None:
+            return _user_ref(page.created_by if kind == "created_by" else page.last_edited_by)
         if kind in ("created_by", "last_edited_by"):
             return BOT_USER
         return value
@@ -1555,6 +1812,8 @@ class NotionEmulator(Emulator):
             title = _plain(page.values.get(ds.title_property().id if ds else "title") or [])
             return {
                 **common,
+                "created_by": _user_ref(page.created_by),
+                "last_edited_by": _user_ref(page.last_edited_by),
                 "parent": page.parent,
                 "created_time": _iso(page.created),
                 "last_edited_time": _iso(page.edited),
@@ -1586,8 +1845,8 @@ class NotionEmulator(Emulator):
             "parent": {"type": block.parent_type, block.parent_type: block.parent_id},
             "created_time": _iso(block.created),
             "last_edited_time": _iso(block.edited),
-            "created_by": BOT_USER,
-            "last_edited_by": BOT_USER,
+            "created_by": _user_ref(block.created_by),
+            "last_edited_by": _user_ref(block.last_edited_by),
             "has_children": any(self._is_live_child(c) for c in self.children.get(block.id, [])),
             "archived": block.in_trash,
             "in_trash": block.in_trash,

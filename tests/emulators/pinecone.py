@@ -7,23 +7,64 @@ and ``/namespaces``. Shapes follow the 2026-07 OpenAPI documents (pinecone-io/pi
 msgspec models: control-plane errors are ``{"error": {"code", "message"}, "status"}``, data-plane errors are
 gRPC-style ``{"code": <int>, "message", "details": []}``, and a 401 is a plain-text body on both planes. Limits are
 the documented ones (1,000 vectors and 2 MB per upsert, 40 KB metadata per vector, ids of 1-512 ASCII
-characters, topK ≤ 10,000, list pages ≤ 100). Faults (``POST /_emulator/faults`` on either port) are shared by
+characters, topK ≤ 10,000, list pages ≤ 100); the requests are those pinecone 10.2 sends (the team's wire capture,
+shared/reference/sdk-wire.md). Faults (``POST /_emulator/faults`` on either port) are shared by
 both planes. ``GET /_emulator/state`` returns every index with its config and every stored vector.
+
+Always on, as the service does:
+
+- **The 4 MB query answer** (https://docs.pinecone.io/reference/api/database-limits/operation-limits, "Query
+  limits": max result size 4MB; "if a query fails due to exceeding the 4MB result size limit, choose a lower
+  top_k value, or use include_metadata=False or include_values=False"): a query whose answer would be larger
+  fails. The page gives no error body; the emulator answers 400 ``INVALID_ARGUMENT`` (gRPC 3) in the data
+  plane's error shape, with a message naming the limit and the remedies.
+- **Log sequence numbers** (https://docs.pinecone.io/guides/index-data/check-data-freshness): every write to a
+  namespace gets the next LSN of that namespace, sent as ``x-pinecone-request-lsn``; query and list answers
+  carry ``x-pinecone-max-indexed-lsn``, the newest write they reflect (the SDK reads them as
+  ``response_info.lsn_committed`` / ``lsn_reconciled``; fetch answers carry none, as the SDK documents).
+- **Hosted inference** ``POST /embed`` on the control-plane host (https://docs.pinecone.io/reference/api/
+  latest/inference/generate-embeddings; the SDK's ``pc.inference.embed`` posts there): ``multilingual-e5-large``
+  and ``llama-text-embed-v2`` (dense, 1024 dimensions) and ``pinecone-sparse-english-v0`` (sparse), the models
+  ``replicator.embedding.pinecone`` may be configured with; see ``EMBED_MODELS``.
+
+The hard behaviours (knobs of ``POST /_emulator/faults``, off by default; see ``tests.emulators.base.Faults``):
+
+- ``apply_then_fail_*``: the writes are ``/vectors/upsert``, ``/vectors/update`` and ``/vectors/delete``.
+- ``read_lag_s``: "Pinecone is eventually consistent, so there can be a slight delay before new or changed
+  records are visible to queries" (the data-freshness page above). Query, list, fetch_by_metadata,
+  describe_index_stats and the namespace listings see the records as they were ``read_lag_s`` ago — a record
+  not yet there, a deleted one still there, old metadata — and ``x-pinecone-max-indexed-lsn`` says which writes
+  they reflect.
+- ``read_by_id_lag_s``: the same for fetch by id. The docs do not say how fresh a fetch is; the SDK's
+  ``ResponseInfo`` (pinecone 10.2 ``models/response_info.py``) says "fetch and search see a new write at
+  different times" and that fetch answers carry no reconciled LSN, so fetch has a knob of its own (default 0:
+  fresh), and a test of a lagging fetch sets both.
+- ``index_init_s``: an index created while it is set reports ``status.ready: false`` and ``state:
+  "Initializing"`` for that many seconds (https://docs.pinecone.io/troubleshooting/wait-for-index-creation:
+  create only queues the job; call describe_index until the status object reports ready). Meanwhile it
+  advertises no host (``"host": ""``: pinecone 10.2's ``Pinecone.index`` documents that an initializing index
+  "has no host yet" and raises ``PineconeValueError`` for it), and a client that knows the host already is refused
+  on the data plane with 503 ``UNAVAILABLE`` (the docs do not give that refusal's shape; 503 is what a client
+  must treat as "wait and retry"). The SDK's ``indexes.create`` polls describe every 5 s until ready unless
+  given ``timeout=-1``. The default is 0 — ready at once — because the
+  existing tests and the demo create an index and use it straight away; a test of start-up waiting sets it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulators.base import ApiError, Emulator, Request, Response
+from tests.emulators.base import ApiError, Emulator, Request, Response, Versions
 
 API_VERSION = "2026-07"
 DEFAULT_NAMESPACE = "__default__"  # how the service names the namespace requests address when they omit one
@@ -36,6 +77,17 @@ MAX_TOP_K = 10_000
 MAX_LIST_LIMIT = 100
 MAX_IDS_PER_REQUEST = 1000
 MAX_DIMENSION = 20_000
+MAX_QUERY_RESPONSE_BYTES = 4 * 1024 * 1024  # "Max result size 4MB"
+WRITE_PATHS = frozenset({"/vectors/upsert", "/vectors/update", "/vectors/delete"})
+# Hosted embedding models: vector type and default dimension (https://docs.pinecone.io/models/overview). At
+# most 96 inputs a request: "96 is the max batch size of the hosted embedding models"
+# (https://docs.pinecone.io/reference/api/database-limits/operation-limits).
+EMBED_MODELS: dict[str, dict[str, Any]] = {
+    "multilingual-e5-large": {"vector_type": "dense", "dimension": 1024},
+    "llama-text-embed-v2": {"vector_type": "dense", "dimension": 1024},
+    "pinecone-sparse-english-v0": {"vector_type": "sparse"},
+}
+MAX_EMBED_INPUTS = 96
 METRICS = ("cosine", "dotproduct", "euclidean")
 CLOUDS = ("aws", "gcp", "azure")
 _INDEX_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?$")
@@ -88,13 +140,72 @@ class IndexState:
     tags: dict[str, str] | None = None
     host: str = ""
     namespaces: dict[str, dict[str, StoredVector]] = field(default_factory=dict)
+    ready_at: float = 0.0  # time.monotonic() from which the index is ready (index_init_s after creation)
+    versions: Versions[StoredVector] = field(default_factory=Versions)  # by (namespace, id), for lagged reads
+    lsn_log: Versions[int] = field(default_factory=Versions)  # by namespace: the LSN reached at each write
+    lsn: dict[str, int] = field(default_factory=dict)  # by namespace: the last LSN given
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self.ready_at
+
+    # ---- writes (every change goes through these, so lagged reads can see the older state) -------------------
+    def put(self, namespace: str, vector: StoredVector) -> None:
+        self.namespaces.setdefault(namespace, {})[vector.id] = vector
+        self.versions.record((namespace, vector.id), time.time(), vector)
+
+    def remove(self, namespace: str, vector_id: str) -> None:
+        stored = self.namespaces.get(namespace, {})
+        if stored.pop(vector_id, None) is not None:
+            self.versions.record((namespace, vector_id), time.time(), None)
+
+    def drop_namespace(self, namespace: str) -> None:
+        for vector_id in list(self.namespaces.get(namespace, {})):
+            self.remove(namespace, vector_id)
+        self.namespaces.pop(namespace, None)
+
+    def commit(self, namespace: str) -> int:
+        """One write request done: the namespace's next log sequence number."""
+        lsn = self.lsn.get(namespace, 0) + 1
+        self.lsn[namespace] = lsn
+        self.lsn_log.record(namespace, time.time(), lsn)
+        return lsn
+
+    # ---- reads ----------------------------------------------------------------------------------------------------
+    def view(self, namespace: str, lag_s: float) -> dict[str, StoredVector]:
+        """The namespace's records as a read ``lag_s`` seconds late sees them."""
+        current = self.namespaces.get(namespace, {})
+        if lag_s <= 0:
+            return current
+        at = time.time() - lag_s
+        seen: dict[str, StoredVector] = {}
+        for key in self.versions.known_keys():
+            if key[0] != namespace:
+                continue
+            known, vector = self.versions.as_of(key, at)
+            if not known:
+                vector = current.get(key[1])
+            if vector is not None:
+                seen[key[1]] = vector
+        return seen
+
+    def namespace_keys(self, lag_s: float) -> list[str]:
+        keys = set(self.namespaces) | {key[0] for key in self.versions.known_keys()}
+        return sorted(k for k in keys if k in self.namespaces or self.view(k, lag_s))
+
+    def max_indexed_lsn(self, namespace: str, lag_s: float) -> int:
+        if lag_s <= 0:
+            return self.lsn.get(namespace, 0)
+        known, lsn = self.lsn_log.as_of(namespace, time.time() - lag_s)
+        return (lsn or 0) if known else self.lsn.get(namespace, 0)
 
     def model(self) -> dict[str, Any]:
         """The IndexModel the control plane answers with (2026-07: ``schema`` + ``deployment``)."""
+        ready = self.ready()
         return {
             "name": self.name,
-            "host": self.host,
-            "status": {"ready": True, "state": "Ready"},
+            # An initializing index may have no host yet (pinecone 10.2 ``Pinecone.index`` documents this).
+            "host": self.host if ready else "",
+            "status": {"ready": True, "state": "Ready"} if ready else {"ready": False, "state": "Initializing"},
             "deployment": dict(self.deployment),
             # A vectors-API index reports both reserved fields, whichever way it was created.
             "schema": {
@@ -293,6 +404,11 @@ class PineconeEmulator(_PineconeEmulator):
         self.add_route("GET", "/indexes/{index_name}", self._describe_index)
         self.add_route("DELETE", "/indexes/{index_name}", self._delete_index)
         self.add_route("PATCH", "/indexes/{index_name}", self._configure_index)
+        self.add_route("POST", "/embed", self._embed)
+
+    def is_write(self, method: str, path: str) -> bool:
+        # The data planes draw their faults here; only they serve these paths.
+        return method == "POST" and path in WRITE_PATHS
 
     # ---- service shape -----------------------------------------------------------------------------------------
     def error_body(self, error: ApiError) -> Any:
@@ -424,6 +540,7 @@ class PineconeEmulator(_PineconeEmulator):
             if name in self.indexes:
                 raise ApiError(409, "ALREADY_EXISTS", "Resource already exists.")
             index = IndexState(name, dimension, metric, deployment, protection, dict(tags) if tags else None)
+            index.ready_at = time.monotonic() + self.faults.index_init_s
             server = IndexServer(self, index)
             port = server.start_on(self._bind_host)
             advertised = f"{self._advertised_host()}:{port}"
@@ -431,6 +548,49 @@ class PineconeEmulator(_PineconeEmulator):
             self.indexes[name] = index
             self._index_servers[name] = server
             return Response(201, index.model())
+
+    def _embed(self, request: Request) -> Response:
+        """``POST /embed``: deterministic embeddings (hashed words, so texts sharing words lie close) in the
+        response shapes the SDK decodes: ``{"model", "vector_type", "data": [...], "usage": {"total_tokens"}}``
+        with ``{"values", "vector_type": "dense"}`` or ``{"sparse_values", "sparse_indices", "vector_type":
+        "sparse"}`` items (pinecone 10.x ``models/inference/embed.py``)."""
+        body = request.body
+        if not isinstance(body, dict):
+            raise _invalid("The request body must be a JSON object")
+        model = body.get("model")
+        spec = EMBED_MODELS.get(model) if isinstance(model, str) else None
+        if spec is None:
+            raise ApiError(404, "NOT_FOUND", f"Model '{model}' not found")
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise _invalid("inputs must be a non-empty array")
+        if len(inputs) > MAX_EMBED_INPUTS:
+            raise _invalid(
+                f"Batch size exceeds the limit of {MAX_EMBED_INPUTS} inputs for model '{model}', got {len(inputs)}"
+            )
+        texts = []
+        for i, item in enumerate(inputs):
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                raise _invalid(f"inputs[{i}] must be an object with a `text` string")
+            texts.append(item["text"])
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise _invalid("parameters must be an object")
+        input_type = parameters.get("input_type")
+        if input_type is not None and input_type not in ("query", "passage"):
+            raise _invalid(f"input_type must be `query` or `passage`, got {input_type!r}")
+        words = [re.findall(r"\w+", text.lower()) for text in texts]
+        tokens = sum(len(w) + 2 for w in words)
+        if spec["vector_type"] == "dense":
+            dimension = int(parameters.get("dimension") or spec["dimension"])
+            data: list[dict[str, Any]] = [
+                {"values": _dense_embedding(w, dimension), "vector_type": "dense"} for w in words
+            ]
+        else:
+            data = [{**_sparse_embedding(w), "vector_type": "sparse"} for w in words]
+        return Response(
+            200, {"model": model, "vector_type": spec["vector_type"], "data": data, "usage": {"total_tokens": tokens}}
+        )
 
     def _advertised_host(self) -> str:
         if self._advertise_host:
@@ -584,6 +744,16 @@ class IndexServer(_PineconeEmulator):
     def _draw_fault(self, path: str) -> str:
         return self._control_plane._draw_fault(path)
 
+    def _draw_after_apply(self, method: str, path: str) -> str | None:
+        return self._control_plane._draw_after_apply(method, path)
+
+    @property
+    def _lag(self) -> float:
+        return float(self.faults.read_lag_s)
+
+    def _read_headers(self, namespace: str) -> dict[str, str]:
+        return {"x-pinecone-max-indexed-lsn": str(self.index.max_indexed_lsn(namespace, self._lag))}
+
     def _control(self, method: str, path: str, raw: bytes) -> Response:
         return self._control_plane._control(method, path, raw)
 
@@ -609,6 +779,8 @@ class IndexServer(_PineconeEmulator):
 
     def check_request(self, request: Request) -> None:
         check_headers(self._control_plane, request)
+        if not self.index.ready():
+            raise ApiError(503, "UNAVAILABLE", f"Index {self.index.name} is not ready; it is still initializing.")
 
     # ---- helpers ------------------------------------------------------------------------------------------------
     def _body(self, request: Request) -> dict[str, Any]:
@@ -646,10 +818,10 @@ class IndexServer(_PineconeEmulator):
         parsed = [self._parse_vector(raw, f"vectors[{i}]") for i, raw in enumerate(vectors)]
         # Validated as a whole before anything is written: a rejected request changes nothing.
         with self.lock:
-            stored = self.index.namespaces.setdefault(namespace, {})
             for vector in parsed:
-                stored[vector.id] = vector
-        return Response(200, {"upsertedCount": len(parsed)})
+                self.index.put(namespace, vector)
+            lsn = self.index.commit(namespace)
+        return Response(200, {"upsertedCount": len(parsed)}, {"x-pinecone-request-lsn": str(lsn)})
 
     def _parse_vector(self, raw: Any, where: str) -> StoredVector:
         if not isinstance(raw, dict):
@@ -679,7 +851,7 @@ class IndexServer(_PineconeEmulator):
         raw_namespace = request.query.get("namespace", [""])[0]
         namespace = _namespace_key(raw_namespace)
         with self.lock:
-            stored = self.index.namespaces.get(namespace, {})
+            stored = self.index.view(namespace, float(self.faults.read_by_id_lag_s))
             found = {i: _vector_json(stored[i], True, True) for i in ids if i in stored}
         return Response(200, {"vectors": found, "namespace": raw_namespace, "usage": {"readUnits": 1}})
 
@@ -694,7 +866,7 @@ class IndexServer(_PineconeEmulator):
             raise _invalid("limit must be between 1 and 10000")
         raw_namespace = body.get("namespace") or ""
         with self.lock:
-            stored = self.index.namespaces.get(_namespace_key(raw_namespace), {})
+            stored = self.index.view(_namespace_key(raw_namespace), self._lag)
             hits = sorted(i for i, v in stored.items() if matches_filter(expr, v.metadata))
             start = _after_token(body.get("paginationToken"), hits)
             page = hits[start : start + limit]
@@ -736,15 +908,16 @@ class IndexServer(_PineconeEmulator):
                 # Serverless indexes answer a delete in a namespace that does not exist with 404.
                 raise ApiError(404, "NOT_FOUND", "Namespace not found")
             if delete_all:
-                del self.index.namespaces[namespace]
+                self.index.drop_namespace(namespace)
             elif ids is not None:
                 for vector_id in ids:
-                    stored.pop(vector_id, None)
+                    self.index.remove(namespace, vector_id)
             else:
                 assert expr is not None
                 for vector_id in [i for i, v in stored.items() if matches_filter(expr, v.metadata)]:
-                    del stored[vector_id]
-        return Response(200, {})
+                    self.index.remove(namespace, vector_id)
+            lsn = self.index.commit(namespace)
+        return Response(200, {}, {"x-pinecone-request-lsn": str(lsn)})
 
     def _update(self, request: Request) -> Response:
         body = self._body(request)
@@ -763,8 +936,9 @@ class IndexServer(_PineconeEmulator):
                 old = stored.get(vector_id)
                 if old is None:
                     raise ApiError(404, "NOT_FOUND", f"Vector with id {vector_id} not found")
-                stored[vector_id] = _updated(old, values, set_metadata)
-            return Response(200, {})
+                self.index.put(namespace, _updated(old, values, set_metadata))
+                lsn = self.index.commit(namespace)
+            return Response(200, {}, {"x-pinecone-request-lsn": str(lsn)})
         if "values" in body or "sparseValues" in body:
             raise _invalid("An update by filter cannot set values")
         if not isinstance(expr, dict) or not expr:
@@ -775,8 +949,9 @@ class IndexServer(_PineconeEmulator):
             hits = [i for i, v in stored.items() if matches_filter(expr, v.metadata)]
             if not body.get("dryRun"):
                 for hit in hits:
-                    stored[hit] = _updated(stored[hit], None, set_metadata)
-        return Response(200, {"matchedRecords": len(hits)})
+                    self.index.put(namespace, _updated(stored[hit], None, set_metadata))
+            lsn = self.index.commit(namespace)
+        return Response(200, {"matchedRecords": len(hits)}, {"x-pinecone-request-lsn": str(lsn)})
 
     def _list(self, request: Request) -> Response:
         prefix = request.query.get("prefix", [""])[0]
@@ -792,9 +967,10 @@ class IndexServer(_PineconeEmulator):
         raw_namespace = request.query.get("namespace", [""])[0]
         token = request.query.get("paginationToken", [None])[0]
         with self.lock:
-            stored = self.index.namespaces.get(_namespace_key(raw_namespace), {})
+            stored = self.index.view(_namespace_key(raw_namespace), self._lag)
             # Bitwise "C" collation, as the service sorts.
             ids = sorted((i for i in stored if i.startswith(prefix)), key=lambda i: i.encode())
+            headers = self._read_headers(_namespace_key(raw_namespace))
         start = _after_token(token, ids)
         page = ids[start : start + limit]
         result: dict[str, Any] = {
@@ -804,7 +980,7 @@ class IndexServer(_PineconeEmulator):
         }
         if start + limit < len(ids):
             result["pagination"] = {"next": _token(page[-1])}
-        return Response(200, result)
+        return Response(200, result, headers)
 
     def _query(self, request: Request) -> Response:
         body = self._body(request)
@@ -822,7 +998,8 @@ class IndexServer(_PineconeEmulator):
         include_values, include_metadata = bool(body.get("includeValues")), bool(body.get("includeMetadata"))
         raw_namespace = body.get("namespace") or ""
         with self.lock:
-            stored = self.index.namespaces.get(_namespace_key(raw_namespace), {})
+            stored = self.index.view(_namespace_key(raw_namespace), self._lag)
+            headers = self._read_headers(_namespace_key(raw_namespace))
             if vector is not None:
                 if not isinstance(vector, list) or not all(_is_number(x) for x in vector):
                     raise _invalid("vector must be an array of numbers")
@@ -835,7 +1012,7 @@ class IndexServer(_PineconeEmulator):
             else:
                 target = stored.get(_check_id(vector_id, "id"))
                 if target is None:
-                    return Response(200, {"results": [], "matches": [], "namespace": raw_namespace})
+                    return Response(200, {"results": [], "matches": [], "namespace": raw_namespace}, headers)
                 query = target.values
             metric = self.index.metric
             scored = [
@@ -850,15 +1027,19 @@ class IndexServer(_PineconeEmulator):
             {"score": s, **_vector_json(v, include_values, include_metadata, empty_values=True)}
             for s, v in scored[:top_k]
         ]
-        return Response(
-            200,
-            {
-                "results": [],
-                "matches": matches,
-                "namespace": raw_namespace,
-                "usage": {"readUnits": 1 + len(matches) // 50},
-            },
-        )
+        answer = {
+            "results": [],
+            "matches": matches,
+            "namespace": raw_namespace,
+            "usage": {"readUnits": 1 + len(matches) // 50},
+        }
+        size = len(json.dumps(answer).encode())
+        if size > MAX_QUERY_RESPONSE_BYTES:
+            raise _invalid(
+                f"Query result size {size} bytes exceeds the maximum result size of {MAX_QUERY_RESPONSE_BYTES} "
+                "bytes (4MB). Choose a lower top_k, or set include_metadata=False or include_values=False."
+            )
+        return Response(200, answer, headers)
 
     def _stats(self, request: Request) -> Response:
         body = request.body if isinstance(request.body, dict) else {}
@@ -867,11 +1048,10 @@ class IndexServer(_PineconeEmulator):
                 "Serverless and starter indexes do not support describing index stats with metadata filtering"
             )
         with self.lock:
-            namespaces = {
-                _namespace_label(key): {"vectorCount": len(vectors)}
-                for key, vectors in sorted(self.index.namespaces.items())
-            }
-            total = sum(len(v) for v in self.index.namespaces.values())
+            lag = self._lag
+            views = {key: self.index.view(key, lag) for key in self.index.namespace_keys(lag)}
+            namespaces = {_namespace_label(key): {"vectorCount": len(vectors)} for key, vectors in views.items()}
+            total = sum(len(v) for v in views.values())
         return Response(
             200,
             {
@@ -892,9 +1072,10 @@ class IndexServer(_PineconeEmulator):
             raise _invalid(f"limit must be between 1 and 100, got {raw_limit!r}")
         limit = int(raw_limit)
         with self.lock:
+            lag = self._lag
             names = sorted(
-                (_namespace_label(k), len(v))
-                for k, v in self.index.namespaces.items()
+                (_namespace_label(k), len(self.index.view(k, lag)))
+                for k in self.index.namespace_keys(lag)
                 if _namespace_label(k).startswith(prefix)
             )
         start = _after_token(request.query.get("paginationToken", [None])[0], [n for n, _ in names])
@@ -921,8 +1102,32 @@ class IndexServer(_PineconeEmulator):
         with self.lock:
             if key not in self.index.namespaces:
                 raise ApiError(404, "NOT_FOUND", "Namespace not found")
-            del self.index.namespaces[key]
+            self.index.drop_namespace(key)
+            self.index.commit(key)
         return Response(200, {})
+
+
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+
+
+def _dense_embedding(words: list[str], dimension: int) -> list[float]:
+    vector = [0.0] * dimension
+    for word in words or [""]:
+        h = _word_hash(word)
+        vector[h % dimension] += 1.0 if (h >> 32) & 1 else -1.0
+    vector[0] += 1e-3  # never the zero vector, which an index refuses
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+def _sparse_embedding(words: list[str]) -> dict[str, Any]:
+    weights: dict[int, float] = {}
+    for word in words:
+        index = _word_hash(word) % 4_294_967_295
+        weights[index] = weights.get(index, 0.0) + 1.0
+    indices = sorted(weights)
+    return {"sparse_values": [weights[i] / len(words) for i in indices], "sparse_indices": indices}
 
 
 def _check_id(value: Any, where: str) -> str:
