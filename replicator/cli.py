@@ -35,6 +35,7 @@ from rich.table import Table
 from replicator.config import Settings, mask_url
 from replicator.documents import ENTITIES
 from replicator.status import Health, Status, collect_status, configured_secrets, evaluate_health, redact
+from replicator.store import outbox
 
 app = typer.Typer(help="Replicate Postgres changes to Notion and Pinecone.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: outbox rows a sink rejected for good or after its retries.")
@@ -257,7 +258,7 @@ def resync(
     if not sinks:
         _err().print("no sink is enabled (REPLICATOR_SINKS is empty)", markup=False)
         raise typer.Exit(EXIT_USAGE)
-    from replicator.outbox import backfill
+    from replicator.store.outbox import backfill
 
     with connect(settings) as conn:
         count = backfill(conn, sinks, [entity] if entity else None)
@@ -265,31 +266,6 @@ def resync(
 
 
 # ---- dead letters ------------------------------------------------------------------------------------------------
-
-_DLQ_FILTER = "(%(sink)s::text IS NULL OR sink = %(sink)s) AND (%(entity)s::text IS NULL OR entity = %(entity)s)"
-
-_DLQ_LIST = f"""
-SELECT sink, entity, entity_id, version, attempts, permanent, error, first_enqueued_at, failed_at
-FROM replicator.dead_letter WHERE {_DLQ_FILTER}
-ORDER BY failed_at, sink, entity, entity_id
-LIMIT %(limit)s
-"""
-
-# DLQ_RETRY: move dead letters back into the outbox in one statement (never in both tables, never in neither). A
-# fresh row starts at version 1 with no attempts; if the key is pending again already, that row is just made due.
-_DLQ_RETRY = f"""
-WITH moved AS (
-    DELETE FROM replicator.dead_letter WHERE {_DLQ_FILTER}
-    RETURNING sink, entity, entity_id, lsn
-)
-INSERT INTO replicator.outbox AS o (sink, entity, entity_id, lsn)
-SELECT sink, entity, entity_id, lsn FROM moved
-ON CONFLICT (sink, entity, entity_id) DO UPDATE SET next_attempt_at = now(), attempts = 0
-RETURNING o.sink
-"""
-
-_DLQ_COUNT = f"SELECT count(*) FROM replicator.dead_letter WHERE {_DLQ_FILTER}"
-_DLQ_PURGE = f"DELETE FROM replicator.dead_letter WHERE {_DLQ_FILTER}"
 
 _SinkOption = typer.Option(None, "--sink", help="Only this sink.")
 _EntityOption = typer.Option(None, "--entity", help="Only this entity.")
@@ -307,20 +283,20 @@ def dlq_list(
     _check_entity(entity)
     secrets = configured_secrets(settings)
     with connect(settings) as conn:
-        rows = conn.execute(_DLQ_LIST, {"sink": sink, "entity": entity, "limit": limit}).fetchall()
+        letters = outbox.dlq_list(conn, sink=sink, entity=entity, limit=limit)
     items = [
         {
-            "sink": r[0],
-            "entity": r[1],
-            "id": str(r[2]),
-            "version": r[3],
-            "attempts": r[4],
-            "permanent": r[5],
-            "error": redact(r[6], secrets),
-            "first_enqueued_at": r[7].isoformat(),
-            "failed_at": r[8].isoformat(),
+            "sink": d.sink,
+            "entity": d.entity,
+            "id": str(d.entity_id),
+            "version": d.version,
+            "attempts": d.attempts,
+            "permanent": d.permanent,
+            "error": redact(d.error, secrets),
+            "first_enqueued_at": d.first_enqueued_at.isoformat(),
+            "failed_at": d.failed_at.isoformat(),
         }
-        for r in rows
+        for d in letters
     ]
     if as_json:
         _echo_json(items)
@@ -348,12 +324,9 @@ def dlq_retry(sink: str | None = _SinkOption, entity: str | None = _EntityOption
     """Move dead letters back into the outbox; the workers try them again at once."""
     settings = load_settings()
     _check_entity(entity)
-    from replicator.outbox import notify
-
-    with connect(settings) as conn, conn.transaction():
-        sinks = [row[0] for row in conn.execute(_DLQ_RETRY, {"sink": sink, "entity": entity})]
-        notify(conn, sinks)
-    _out().print(f"moved {len(sinks)} dead letter(s) back to the outbox", markup=False)
+    with connect(settings) as conn:
+        moved = outbox.dlq_retry(conn, sink=sink, entity=entity)
+    _out().print(f"moved {moved} dead letter(s) back to the outbox", markup=False)
 
 
 @dlq_app.command("purge")
@@ -365,16 +338,14 @@ def dlq_purge(
     """Delete dead letters for good (their documents stay out of sync until they change or are resynced)."""
     settings = load_settings()
     _check_entity(entity)
-    params = {"sink": sink, "entity": entity}
     with connect(settings) as conn:
-        row = conn.execute(_DLQ_COUNT, params).fetchone()
-        count = int(row[0]) if row else 0
+        count = outbox.dlq_count(conn, sink=sink, entity=entity)
         if count == 0:
             _out().print("no dead letters to purge", markup=False)
             return
         if not yes and not typer.confirm(f"Delete {count} dead letter(s)?"):
             raise typer.Exit(EXIT_FAILED)
-        deleted = conn.execute(_DLQ_PURGE, params).rowcount
+        deleted = outbox.dlq_purge(conn, sink=sink, entity=entity)
     _out().print(f"purged {deleted} dead letter(s)", markup=False)
 
 

@@ -60,7 +60,7 @@ def check() -> None:
     except ValidationError as error:
         raise _fail(f"bad configuration: {error}", 2) from None
     try:
-        sink = build_notion_sink(settings, remote_ids=lambda keys: {})
+        sink = build_notion_sink(settings)
         try:
             sink.check()
         finally:

@@ -32,9 +32,10 @@ from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.outbox import backfill, load_checkpoint, mark_backfilled, save_checkpoint
 from replicator.sinks.base import SinkConfigError
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
+from replicator.store import checkpoints, sink_state
+from replicator.store.outbox import backfill
 
 log = event_logger("replicator.daemon")
 
@@ -59,34 +60,20 @@ class DaemonState:
 
 # ---- start-up steps ----------------------------------------------------------------------------------------------
 
-# SINK SWITCHES — a sink that was off (or is new on a slot that already streamed) missed changes while it was not
-# enqueued, so it is flagged needs_resync; the flag is cleared by a full backfill (``replicator resync``).
-SYNC_SINK_STATUS_SQL = """
-    INSERT INTO replicator.sink_status AS s (sink, enabled, changed_at, needs_resync)
-    VALUES (%(sink)s, %(enabled)s, now(), %(enabled)s AND %(streamed_before)s)
-    ON CONFLICT (sink) DO UPDATE
-    SET enabled = EXCLUDED.enabled,
-        changed_at = CASE WHEN s.enabled IS DISTINCT FROM EXCLUDED.enabled THEN now() ELSE s.changed_at END,
-        needs_resync = s.needs_resync OR (EXCLUDED.enabled AND NOT s.enabled)
-    RETURNING needs_resync
-"""
-
 
 def sync_sink_status(conn: psycopg.Connection[Any], settings: Settings) -> list[str]:
     """Record every known sink's enabled flag; returns the enabled sinks that need a resync."""
-    checkpoint = load_checkpoint(conn, settings.replicator_slot)
+    checkpoint = checkpoints.load(conn, settings.replicator_slot)
     streamed_before = checkpoint is not None and checkpoint.backfill_done_at is not None
     needs: list[str] = []
     with conn.transaction():
         # Every sink an operator may look for, every configured one, and every one recorded before (so a sink that
         # was removed from REPLICATOR_SINKS is recorded as off, and flagged for resync when it comes back).
-        known = [row[0] for row in conn.execute("SELECT sink FROM replicator.sink_status ORDER BY sink")]
+        known = sink_state.known_sinks(conn)
         for sink in dict.fromkeys((*PRODUCTION_SINKS, *settings.configured_sinks, *known)):
             enabled = sink in settings.enabled_sinks
-            row = conn.execute(
-                SYNC_SINK_STATUS_SQL, {"sink": sink, "enabled": enabled, "streamed_before": streamed_before}
-            ).fetchone()
-            if enabled and row is not None and row[0]:
+            # A sink that was off (or is new on a slot that already streamed) missed changes: needs_resync.
+            if sink_state.sync_status(conn, sink, enabled=enabled, streamed_before=streamed_before) and enabled:
                 needs.append(sink)
     for sink in needs:
         log.warning(
@@ -102,15 +89,15 @@ def prepare_slot(conn: psycopg.Connection[Any], slot: str, sinks: tuple[str, ...
     ``SlotLostError`` when it existed before (a checkpoint remembers it) but is missing or invalidated.
     Returns whether a backfill ran."""
     info = slot_info(conn, slot)
-    checkpoint = load_checkpoint(conn, slot)
+    checkpoint = checkpoints.load(conn, slot)
     if not info.exists:
         if checkpoint is not None:
             raise SlotLostError(slot, "is missing (it was dropped after the replicator used it)")
         # Create FIRST, then backfill: changes from here on stream, rows before it are enqueued by the backfill;
         # an overlap is harmless because the outbox coalesces and the worker renders current rows.
         lsn = create_slot(conn, slot)
-        save_checkpoint(conn, slot, lsn, leader=process_name())
-        checkpoint = load_checkpoint(conn, slot)
+        checkpoints.save(conn, slot, lsn, leader=process_name())
+        checkpoint = checkpoints.load(conn, slot)
     elif info.wal_status == "lost":
         raise SlotLostError(slot, "was invalidated by the server (wal_status = lost)")
     elif info.plugin != "wal2json":
@@ -118,9 +105,9 @@ def prepare_slot(conn: psycopg.Connection[Any], slot: str, sinks: tuple[str, ...
     if checkpoint is None or checkpoint.backfill_done_at is None:
         # First run on this slot (or a crash before the backfill finished): enqueue every existing document.
         if checkpoint is None:
-            save_checkpoint(conn, slot, info.confirmed_flush_lsn or 0, leader=process_name())
+            checkpoints.save(conn, slot, info.confirmed_flush_lsn or 0, leader=process_name())
         count = backfill(conn, sinks)
-        mark_backfilled(conn, slot)
+        checkpoints.mark_backfilled(conn, slot)
         log.info("backfill.done", slot=slot, sinks=",".join(sinks), rows=count)
         return True
     return False

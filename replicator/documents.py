@@ -31,6 +31,15 @@ class DocumentKey:
 
 
 @dataclass(frozen=True)
+class RemoteState:
+    """What a sink last wrote of a document (``replicator.sink_state``): remote id, content hash, chunk count."""
+
+    remote_id: str | None
+    content_hash: str
+    chunk_count: int
+
+
+@dataclass(frozen=True)
 class FeatureLine:
     """A dataset's feature with its statistics, or a signature's component."""
 
@@ -69,6 +78,10 @@ class Document:
     features: tuple[FeatureLine, ...] = ()
     feature_count: int = 0
     signature_matches: tuple[SignatureMatch, ...] = ()
+
+    def relation_keys(self) -> tuple[DocumentKey, ...]:
+        """Every document this one relates to, over all roles, without repeats."""
+        return tuple(dict.fromkeys(k for keys in self.relations.values() for k in keys))
 
     def content_hash(self) -> str:
         """sha256 over a canonical JSON of the whole document."""

@@ -132,6 +132,7 @@ class RetryingSink(Sink):
     ) -> None:
         self.inner = inner
         self.name = inner.name
+        self.wants_relation_ids = inner.wants_relation_ids
         self.policy = policy
         self.bucket = bucket
         self.settings = settings or RetrySettings()

@@ -37,13 +37,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from replicator.changes import Action, format_lsn, parse
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.outbox import enqueue, enqueue_entities, save_checkpoint
 from replicator.routing import DOMAIN_SCHEMA, SOURCE_TABLES, DirtyDocuments, SqlFeatureHolders
+from replicator.store import checkpoints
+from replicator.store.checkpoints import HEARTBEAT_TABLE
+from replicator.store.outbox import enqueue, enqueue_entities
 
 log = event_logger("replicator.source")
 
 PLUGIN = "wal2json"
-HEARTBEAT_TABLE = "replicator.heartbeat"
 # Microseconds between the Unix epoch and the Postgres epoch (2000-01-01), for standby status timestamps.
 _PG_EPOCH_US = 946_684_800_000_000
 _XLOGDATA = struct.Struct(">QQQ")  # wal start, wal end, server clock
@@ -130,9 +131,7 @@ def drop_slot(conn: psycopg.Connection[Any], slot: str) -> bool:
             break
         except psycopg.errors.ObjectInUse:
             time.sleep(0.1)
-    with conn.transaction():
-        conn.execute("DELETE FROM replicator.source_checkpoint WHERE slot_name = %s", (slot,))
-        conn.execute("DELETE FROM replicator.heartbeat WHERE slot_name = %s", (slot,))
+    checkpoints.forget(conn, slot)
     log.warning("slot.dropped", slot=slot, existed=existed)
     return existed
 
@@ -414,7 +413,7 @@ class _OutboxWriter(threading.Thread):
             if batch.whole_entities and sinks:
                 written += enqueue_entities(self.conn, sinks, sorted(batch.whole_entities), lsn)
             if job.confirm is not None:
-                save_checkpoint(
+                checkpoints.save(
                     self.conn, opts.slot, job.confirm, heartbeat_seen=job.heartbeat_seen, leader=opts.leader
                 )
         if job.confirm is not None and job.confirm > self.committed_lsn:
@@ -518,11 +517,7 @@ class _Batcher:
     # -- heartbeat -----------------------------------------------------------------------------------------------
 
     def beat(self) -> None:
-        self.beat_conn.execute(
-            "INSERT INTO replicator.heartbeat (slot_name, beat_at) VALUES (%s, now()) "
-            "ON CONFLICT (slot_name) DO UPDATE SET beat_at = now()",
-            (self.opts.slot,),
-        )
+        checkpoints.beat(self.beat_conn, self.opts.slot)
 
     # -- the read loop -------------------------------------------------------------------------------------------
 

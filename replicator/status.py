@@ -15,6 +15,7 @@ import psycopg
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
+from replicator.store import checkpoints, sink_state
 
 # ---- redaction ---------------------------------------------------------------------------------------------------
 
@@ -133,56 +134,15 @@ SELECT active, active_pid, confirmed_flush_lsn::text,
 FROM pg_replication_slots WHERE slot_name = %s
 """
 
-# LAG IN SECONDS from the heartbeat: the time the newest heartbeat took from its commit to the replicator
-# (heartbeat_received_at − heartbeat_seen) or, when no heartbeat has come back for longer than the heartbeat
-# interval, how overdue the next one is (now − heartbeat_seen − interval): a stuck stream shows as growing lag,
-# while a caught-up one reads near zero instead of "time since the last heartbeat", which is up to one interval.
-_CHECKPOINT_SQL = """
-SELECT greatest(
-           extract(epoch FROM heartbeat_received_at - heartbeat_seen),
-           extract(epoch FROM now() - heartbeat_seen) - %s,
-           0
-       )::float8,
-       leader, backfill_done_at
-FROM replicator.source_checkpoint WHERE slot_name = %s
-"""
-
-# SINK_COUNTS: pending rows and the age of the oldest one per sink, and dead letters per sink, from the tables
-# themselves (no counters to drift).
-_SINK_SQL = """
-WITH names AS (
-    SELECT sink FROM replicator.sink_status
-    UNION SELECT DISTINCT sink FROM replicator.outbox
-    UNION SELECT DISTINCT sink FROM replicator.dead_letter
-    UNION SELECT unnest(%s::text[])
-),
-pending AS (
-    SELECT sink, count(*) AS n, extract(epoch FROM now() - min(first_enqueued_at))::float8 AS oldest
-    FROM replicator.outbox GROUP BY sink
-),
-dead AS (SELECT sink, count(*) AS n FROM replicator.dead_letter GROUP BY sink)
-SELECT names.sink, coalesce(pending.n, 0), pending.oldest, coalesce(dead.n, 0),
-       coalesce(s.needs_resync, false), s.last_success_at, s.last_error, s.last_error_at
-FROM names
-LEFT JOIN pending USING (sink)
-LEFT JOIN dead USING (sink)
-LEFT JOIN replicator.sink_status s USING (sink)
-ORDER BY names.sink
-"""
-
 
 def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
     """Read the slot and every sink the replicator knows of (configured ones, and any with rows in its tables)."""
     slot_name = settings.replicator_slot
     slot_row = conn.execute(_SLOT_SQL, (slot_name,)).fetchone()
-    checkpoint = conn.execute(_CHECKPOINT_SQL, (settings.heartbeat_interval_s, slot_name)).fetchone()
-    lag_seconds = None
-    leader = None
-    backfill_done_at = None
-    if checkpoint is not None:
-        lag_seconds = max(0.0, checkpoint[0]) if checkpoint[0] is not None else None
-        leader = checkpoint[1]
-        backfill_done_at = checkpoint[2]
+    checkpoint = checkpoints.lag(conn, slot_name, settings.heartbeat_interval_s)
+    lag_seconds = checkpoint.lag_seconds if checkpoint else None
+    leader = checkpoint.leader if checkpoint else None
+    backfill_done_at = checkpoint.backfill_done_at if checkpoint else None
     if slot_row is None:
         slot = SlotStatus(
             name=slot_name,
@@ -209,24 +169,21 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             backfill_done_at=backfill_done_at,
         )
     secrets = configured_secrets(settings)
-    sinks = []
-    for name, pending, oldest, dead, needs_resync, success_at, error, error_at in conn.execute(
-        _SINK_SQL, (list(settings.configured_sinks),)
-    ):
-        sinks.append(
-            SinkView(
-                name=name,
-                configured=name in settings.configured_sinks,
-                enabled=name in settings.enabled_sinks,
-                needs_resync=needs_resync,
-                pending=pending,
-                oldest_pending_age_s=max(0.0, oldest) if oldest is not None else None,
-                dead_letters=dead,
-                last_success_at=success_at,
-                last_error=redact(error, secrets) if error else None,
-                last_error_at=error_at,
-            )
+    sinks = [
+        SinkView(
+            name=row.name,
+            configured=row.name in settings.configured_sinks,
+            enabled=row.name in settings.enabled_sinks,
+            needs_resync=row.needs_resync,
+            pending=row.pending,
+            oldest_pending_age_s=row.oldest_pending_age_s,
+            dead_letters=row.dead_letters,
+            last_success_at=row.last_success_at,
+            last_error=redact(row.last_error, secrets) if row.last_error else None,
+            last_error_at=row.last_error_at,
         )
+        for row in sink_state.counts(conn, settings.configured_sinks)
+    ]
     now = conn.execute("SELECT now()").fetchone()
     assert now is not None
     return Status(slot=slot, sinks=tuple(sinks), collected_at=now[0])

@@ -17,9 +17,8 @@ orphans are enqueued and the worker, finding no row, deletes them downstream.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +26,9 @@ import psycopg
 from psycopg import sql
 
 from replicator.documents import ENTITIES, DocumentKey, render
-from replicator.outbox import current_lsn, enqueue
 from replicator.sinks.base import RemoteDocument, Sink
+from replicator.store import sink_state
+from replicator.store.outbox import current_lsn, enqueue
 
 RENDER_BATCH = 500
 # What ``repair`` writes over a recorded hash so the worker sees the document as changed.
@@ -127,31 +127,12 @@ def verify_sink(
     return compare(sink.name, hashes, sink.inventory())
 
 
-_INVALIDATE_SQL = """
-UPDATE replicator.sink_state SET content_hash = %(hash)s
-WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))
-"""
-_FORGET_SQL = """
-DELETE FROM replicator.sink_state
-WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))
-"""
-
-
 def repair(conn: psycopg.Connection[Any], report: SinkReport) -> RepairResult:
     """Enqueue everything that drifted, in one transaction (see the module docstring for what each kind gets)."""
     rewrite = sorted(set(report.missing) | set(report.stale))
     keys = sorted(set(rewrite) | set(report.duplicated) | set(report.orphaned))
     with conn.transaction():
-        invalidated = _execute(conn, _INVALIDATE_SQL, report.sink, rewrite, hash=INVALIDATED_HASH)
-        forgotten = _execute(conn, _FORGET_SQL, report.sink, report.duplicated)
+        invalidated = sink_state.invalidate(conn, report.sink, rewrite, INVALIDATED_HASH)
+        forgotten = sink_state.forget_many(conn, report.sink, report.duplicated)
         enqueued = enqueue(conn, {report.sink: keys}, current_lsn(conn)) if keys else 0
     return RepairResult(report.sink, enqueued, invalidated, forgotten)
-
-
-def _execute(conn: psycopg.Connection[Any], query: str, sink: str, keys: Sequence[DocumentKey], **extra: str) -> int:
-    if not keys:
-        return 0
-    entities = [k.entity for k in keys]
-    ids: list[uuid.UUID] = [k.id for k in keys]
-    cur = conn.execute(query, {"sink": sink, "entities": entities, "ids": ids, **extra})
-    return max(cur.rowcount, 0)

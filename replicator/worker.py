@@ -19,149 +19,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from replicator.config import Settings
-from replicator.documents import Document, DocumentKey, render
+from replicator.documents import Document, DocumentKey, RemoteState, render
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.outbox import NOTIFY_CHANNEL
 from replicator.retry import BackoffPolicy
-from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
+from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
 from replicator.sinks.factory import backoff_policy
 from replicator.status import configured_secrets, redact
+from replicator.store import outbox, sink_state
+from replicator.store.outbox import NOTIFY_CHANNEL, ClaimedRow, Lease
 
 log = event_logger("replicator.worker")
-
-# CLAIM_BATCH — correctness-critical. Leases up to ``limit`` due rows of one sink to this worker and commits at
-# once. Safe with any number of concurrent workers: FOR UPDATE SKIP LOCKED makes two claims never pick the same row
-# while either is deciding, and a row another worker just leased fails the ``claimed_until < now()`` recheck that
-# Postgres applies to a row it locks after a concurrent update. MATERIALIZED keeps the locking subquery evaluated
-# exactly once (the classic ``IN (SELECT … SKIP LOCKED)`` form may be re-planned as a join that re-executes it).
-# Oldest first, so a backlog drains in arrival order. SETTLE: a row is due once its document has gone ``settle``
-# seconds without a new change (a burst becomes one write), or has waited ten times that since its first change
-# (so a document that never stops changing is still written).
-CLAIM_BATCH = """
-WITH due AS MATERIALIZED (
-    SELECT sink, entity, entity_id
-    FROM replicator.outbox
-    WHERE sink = %(sink)s
-      AND next_attempt_at <= now()
-      AND (claimed_until IS NULL OR claimed_until < now())
-      AND (last_enqueued_at <= now() - make_interval(secs => %(settle)s)
-           OR first_enqueued_at <= now() - make_interval(secs => 10 * %(settle)s))
-    ORDER BY first_enqueued_at, entity, entity_id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE replicator.outbox AS o
-SET claimed_by = %(worker)s, claimed_until = now() + make_interval(secs => %(lease)s)
-FROM due
-WHERE (o.sink, o.entity, o.entity_id) = (due.sink, due.entity, due.entity_id)
-RETURNING o.entity, o.entity_id, o.version, o.attempts,
-          extract(epoch FROM now() - o.first_enqueued_at)::float8
-"""
-
-# What each document looked like when this sink last wrote it.
-READ_SINK_STATE = """
-SELECT s.entity, s.entity_id, s.remote_id, s.content_hash, s.chunk_count
-FROM replicator.sink_state s
-JOIN unnest(%(entities)s::text[], %(ids)s::uuid[]) AS k(entity, entity_id)
-  ON (s.entity, s.entity_id) = (k.entity, k.entity_id)
-WHERE s.sink = %(sink)s
-"""
-
-RECORD_STATE = """
-INSERT INTO replicator.sink_state AS s (sink, entity, entity_id, remote_id, content_hash, chunk_count, synced_at)
-VALUES (%(sink)s, %(entity)s, %(id)s, %(remote_id)s, %(hash)s, %(chunks)s, now())
-ON CONFLICT (sink, entity, entity_id) DO UPDATE
-SET remote_id = EXCLUDED.remote_id, content_hash = EXCLUDED.content_hash, chunk_count = EXCLUDED.chunk_count,
-    synced_at = now()
-"""
-
-FORGET_STATE = "DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s"
-
-# COMPLETE — correctness-critical. Removes the row only if no change arrived since the claim (same version) and
-# this worker still holds it; otherwise the row stays, so the newer change is applied too (RELEASE).
-COMPLETE = """
-DELETE FROM replicator.outbox
-WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
-  AND version = %(version)s AND claimed_by = %(worker)s
-"""
-
-# RELEASE: give a still-pending row back (a newer version arrived while we applied the older one).
-RELEASE = """
-UPDATE replicator.outbox SET claimed_by = NULL, claimed_until = NULL, attempts = 0, last_error = NULL
-WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s AND claimed_by = %(worker)s
-"""
-
-# RETRY_LATER: count the attempt and come back after the backoff (or a deferral, which is not an attempt).
-RETRY_LATER = """
-UPDATE replicator.outbox
-SET attempts = attempts + %(count)s, next_attempt_at = now() + make_interval(secs => %(delay)s),
-    last_error = %(error)s, claimed_by = NULL, claimed_until = NULL
-WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s AND claimed_by = %(worker)s
-"""
-
-# DEAD_LETTER: move the row out of the outbox with its error in one statement (so it is never in both or neither).
-# ``version`` is NULL to move whatever version is there (retries exhausted), or the claimed version (a permanent
-# rejection of THAT content; a newer version deserves its own try).
-DEAD_LETTER = """
-WITH moved AS (
-    DELETE FROM replicator.outbox
-    WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s AND claimed_by = %(worker)s
-      AND (%(version)s::bigint IS NULL OR version = %(version)s::bigint)
-    RETURNING sink, entity, entity_id, version, lsn, attempts, first_enqueued_at
-)
-INSERT INTO replicator.dead_letter AS d
-    (sink, entity, entity_id, version, lsn, attempts, error, permanent, first_enqueued_at, failed_at)
-SELECT sink, entity, entity_id, version, lsn, attempts + %(count)s, %(error)s, %(permanent)s, first_enqueued_at, now()
-FROM moved
-ON CONFLICT (sink, entity, entity_id) DO UPDATE
-SET version = EXCLUDED.version, lsn = EXCLUDED.lsn, attempts = EXCLUDED.attempts, error = EXCLUDED.error,
-    permanent = EXCLUDED.permanent, first_enqueued_at = EXCLUDED.first_enqueued_at, failed_at = now()
-"""
-
-# RESOLVE: the document is now in sync downstream, so an older dead letter for it (rejected content that a later
-# change fixed, or a retry from `dlq retry`) no longer describes anything wrong; keeping it would leave `health`
-# failing for a problem that is gone.
-RESOLVE_DEAD_LETTER = """
-DELETE FROM replicator.dead_letter WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
-"""
-
-SINK_SUCCESS = """
-INSERT INTO replicator.sink_status AS s (sink, enabled, last_success_at) VALUES (%(sink)s, true, now())
-ON CONFLICT (sink) DO UPDATE SET last_success_at = now()
-"""
-
-SINK_ERROR = """
-INSERT INTO replicator.sink_status AS s (sink, enabled, last_error, last_error_at)
-VALUES (%(sink)s, true, %(error)s, now())
-ON CONFLICT (sink) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now()
-"""
-
-# The soonest moment a row of this sink becomes claimable: wake then even if no NOTIFY comes.
-NEXT_DUE = """
-SELECT extract(epoch FROM min(greatest(
-    next_attempt_at,
-    coalesce(claimed_until, next_attempt_at),
-    least(last_enqueued_at + make_interval(secs => %(settle)s),
-          first_enqueued_at + make_interval(secs => 10 * %(settle)s))
-)) - now())::float8
-FROM replicator.outbox WHERE sink = %(sink)s
-"""
-
-
-@dataclass(frozen=True)
-class ClaimedRow:
-    key: DocumentKey
-    version: int
-    attempts: int
-    age_s: float  # since first_enqueued_at
 
 
 class SinkWorker:
@@ -188,6 +63,8 @@ class SinkWorker:
         self._sleep = sleep
         self.policy = policy or backoff_policy(settings)
         self._secrets = configured_secrets(settings)
+        self._lease = Lease(sink.name, worker_id)
+        self._relation_ids: dict[DocumentKey, str] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._listen: psycopg.Connection[Any] | None = None
 
@@ -240,14 +117,10 @@ class SinkWorker:
 
     def _wait(self, stop: threading.Event) -> None:
         """Sleep until a NOTIFY for this sink, the next due row, the idle poll limit, or ``stop``."""
-        row = (
-            self._work_conn()
-            .execute(NEXT_DUE, {"sink": self.sink.name, "settle": self.settings.settle_s(self.sink.name)})
-            .fetchone()
-        )
+        due_in = outbox.next_due_in(self._work_conn(), self.sink.name, self.settings.settle_s(self.sink.name))
         timeout = self.settings.worker_idle_poll_s
-        if row is not None and row[0] is not None:
-            timeout = min(timeout, max(row[0], 0.0) + 0.01)
+        if due_in is not None:
+            timeout = min(timeout, max(due_in, 0.0) + 0.01)
         deadline = self._clock() + timeout
         listen = self._listen_conn()
         while not stop.is_set():
@@ -280,7 +153,8 @@ class SinkWorker:
             elif state is not None and state.content_hash == doc.content_hash():
                 unchanged.append(key)
             else:
-                upserts.append(UpsertItem(document=doc, state=state))
+                related = {t: self._relation_ids[t] for t in doc.relation_keys() if t in self._relation_ids}
+                upserts.append(UpsertItem(document=doc, state=state, relation_ids=related))
 
         outcomes: dict[DocumentKey, Outcome] = {}
         if upserts:
@@ -294,17 +168,13 @@ class SinkWorker:
     # ---- steps --------------------------------------------------------------------------------------------------
 
     def _claim(self, conn: psycopg.Connection[Any]) -> list[ClaimedRow]:
-        params = {
-            "sink": self.sink.name,
-            "limit": self.settings.worker_batch_size,
-            "worker": self.worker_id,
-            "lease": self.settings.lease_s,
-            "settle": self.settings.settle_s(self.sink.name),
-        }
-        with conn.transaction():
-            rows = conn.execute(CLAIM_BATCH, params).fetchall()
-        claimed = [ClaimedRow(DocumentKey(e, i), version, attempts, age) for e, i, version, attempts, age in rows]
-        return sorted(claimed, key=lambda row: row.key)
+        return outbox.claim(
+            conn,
+            self._lease,
+            limit=self.settings.worker_batch_size,
+            lease_s=self.settings.lease_s,
+            settle_s=self.settings.settle_s(self.sink.name),
+        )
 
     def _render(
         self, conn: psycopg.Connection[Any], keys: list[DocumentKey]
@@ -313,14 +183,11 @@ class SinkWorker:
             # One snapshot for every query of the batch, so a document never mixes two commits.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             docs = render(conn, keys)
-            rows = conn.execute(
-                READ_SINK_STATE,
-                {"sink": self.sink.name, "entities": [k.entity for k in keys], "ids": [k.id for k in keys]},
-            ).fetchall()
-        states = {
-            DocumentKey(entity, id_): RemoteState(remote_id=remote_id, content_hash=digest, chunk_count=chunks)
-            for entity, id_, remote_id, digest, chunks in rows
-        }
+            states = sink_state.read(conn, self.sink.name, keys)
+            self._relation_ids = {}
+            if self.sink.wants_relation_ids:
+                targets = sorted({t for d in docs.values() if d is not None for t in d.relation_keys()})
+                self._relation_ids = sink_state.remote_ids(conn, self.sink.name, targets)
         return docs, states
 
     def _apply(
@@ -349,17 +216,17 @@ class SinkWorker:
         unchanged: list[DocumentKey],
     ) -> None:
         sink = self.sink.name
+        lease = self._lease
         successes = 0
         last_error: str | None = None
         skipped = set(unchanged)
         with conn.transaction():
             for row in claimed:
                 key = row.key
-                base = {"sink": sink, "entity": key.entity, "id": key.id, "worker": self.worker_id}
                 if key in skipped:
                     self.metrics.skipped_unchanged.labels(sink=sink).inc()
                     successes += 1
-                    self._complete(conn, base, row)
+                    outbox.complete(conn, lease, row)
                     continue
                 outcome = outcomes[key]
                 self.metrics.sink_calls.labels(sink=sink, outcome=outcome.kind.value).inc()
@@ -368,49 +235,40 @@ class SinkWorker:
                     assert doc is not None
                     # The worker owns the content hash: it is what the next pass compares against.
                     state = outcome.state or RemoteState(remote_id=None, content_hash="", chunk_count=0)
-                    conn.execute(
-                        RECORD_STATE,
-                        {**base, "remote_id": state.remote_id, "hash": doc.content_hash(), "chunks": state.chunk_count},
-                    )
+                    sink_state.record(conn, sink, key, replace(state, content_hash=doc.content_hash()))
                     successes += 1
-                    self._complete(conn, base, row)
+                    outbox.complete(conn, lease, row)
                 elif outcome.kind is OutcomeKind.DELETED:
-                    conn.execute(FORGET_STATE, base)
+                    sink_state.forget(conn, sink, key)
                     successes += 1
-                    self._complete(conn, base, row)
+                    outbox.complete(conn, lease, row)
                 elif outcome.kind is OutcomeKind.DEFERRED:
                     reason = self._redact(str(outcome.error) if outcome.error else "deferred by the sink")
                     if row.age_s >= self.settings.max_defer_s:
                         message = f"deferred for {row.age_s:.0f}s (REPLICATOR_MAX_DEFER_S): {reason}"
-                        self._dead_letter(conn, base, row, message, permanent=False, count=0, guard_version=False)
+                        self._dead_letter(conn, row, message, permanent=False, count=0, guard_version=False)
                         last_error = message
                     else:
-                        conn.execute(RETRY_LATER, {**base, "count": 0, "delay": self.settings.defer_s, "error": reason})
+                        outbox.retry_later(conn, lease, key, delay_s=self.settings.defer_s, error=reason, attempts=0)
                 else:
-                    last_error = self._failed(conn, base, row, outcome)
+                    last_error = self._failed(conn, row, outcome)
             if successes:
-                conn.execute(SINK_SUCCESS, {"sink": sink})
+                sink_state.record_success(conn, sink)
             if last_error is not None:
-                conn.execute(SINK_ERROR, {"sink": sink, "error": last_error})
+                sink_state.record_error(conn, sink, last_error)
 
-    def _complete(self, conn: psycopg.Connection[Any], base: dict[str, Any], row: ClaimedRow) -> None:
-        """The claimed version is in sync downstream."""
-        conn.execute(RESOLVE_DEAD_LETTER, base)
-        if conn.execute(COMPLETE, {**base, "version": row.version}).rowcount == 0:
-            conn.execute(RELEASE, base)
-
-    def _failed(self, conn: psycopg.Connection[Any], base: dict[str, Any], row: ClaimedRow, outcome: Outcome) -> str:
+    def _failed(self, conn: psycopg.Connection[Any], row: ClaimedRow, outcome: Outcome) -> str:
         error = outcome.error or SinkError("the sink reported a failure without an error", retryable=True)
         message = self._redact(str(error))
         attempt = row.attempts + 1
         if not error.retryable:
-            self._dead_letter(conn, base, row, message, permanent=True, count=1, guard_version=True)
+            self._dead_letter(conn, row, message, permanent=True, count=1, guard_version=True)
         elif attempt >= self.settings.max_attempts:
             text = f"gave up after {attempt} attempts: {message}"
-            self._dead_letter(conn, base, row, text, permanent=False, count=1, guard_version=False)
+            self._dead_letter(conn, row, text, permanent=False, count=1, guard_version=False)
         else:
             delay = self.policy.delay(attempt, error.retry_after)
-            conn.execute(RETRY_LATER, {**base, "count": 1, "delay": delay, "error": message})
+            outbox.retry_later(conn, self._lease, row.key, delay_s=delay, error=message, attempts=1)
             self.metrics.sink_retries.labels(sink=self.sink.name).inc()
             log.info("sink.retry", sink=self.sink.name, key=str(row.key), attempt=attempt, delay_s=round(delay, 3))
         return message
@@ -418,7 +276,6 @@ class SinkWorker:
     def _dead_letter(
         self,
         conn: psycopg.Connection[Any],
-        base: dict[str, Any],
         row: ClaimedRow,
         message: str,
         *,
@@ -426,17 +283,11 @@ class SinkWorker:
         count: int,
         guard_version: bool,
     ) -> None:
-        params = {
-            **base,
-            "version": row.version if guard_version else None,
-            "error": message,
-            "permanent": permanent,
-            "count": count,
-        }
-        if conn.execute(DEAD_LETTER, params).rowcount == 0:
-            # A newer version arrived while the sink rejected the old one: give the new content its own try.
-            conn.execute(RELEASE, base)
-            return
+        moved = outbox.dead_letter(
+            conn, self._lease, row, message, permanent=permanent, attempts=count, guard_version=guard_version
+        )
+        if not moved:
+            return  # a newer version arrived while the sink rejected the old one: it got its own try
         self.metrics.dead_letters.labels(sink=self.sink.name).inc()
         log.warning("sink.dead_letter", sink=self.sink.name, key=str(row.key), permanent=permanent, error=message)
 

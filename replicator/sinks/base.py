@@ -6,11 +6,23 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 
-from replicator.documents import Document, DocumentKey
+from replicator.documents import Document, DocumentKey, RemoteState
+
+__all__ = [
+    "DeleteItem",
+    "Outcome",
+    "OutcomeKind",
+    "RemoteDocument",
+    "RemoteState",
+    "Sink",
+    "SinkConfigError",
+    "SinkError",
+    "UpsertItem",
+]
 
 
 class SinkError(Exception):
@@ -28,18 +40,12 @@ class SinkConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class RemoteState:
-    """What ``replicator.sink_state`` remembers of a document in this sink."""
-
-    remote_id: str | None
-    content_hash: str
-    chunk_count: int
-
-
-@dataclass(frozen=True)
 class UpsertItem:
     document: Document
     state: RemoteState | None  # None: never written to this sink (or state lost)
+    # Remote ids (Notion page ids) of the document's relation targets in this sink, as recorded in its state;
+    # filled by the worker for sinks that set ``wants_relation_ids``.
+    relation_ids: Mapping[DocumentKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class RemoteDocument:
 
 class Sink(ABC):
     name: str
+    # True: the worker hands each UpsertItem the remote ids of its relation targets (Notion relations).
+    wants_relation_ids: bool = False
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Start-up checks; raise ``SinkConfigError`` with a message that says what to fix."""

@@ -157,7 +157,7 @@ def test_a_standby_process_applies_outbox_rows_while_another_holds_the_leader_lo
 ) -> None:
     """Workers run in every process: a standby (here: the lock held by this test's session) still drains the
     outbox, so a second replica adds apply capacity, not only failover."""
-    from replicator.outbox import enqueue
+    from replicator.store.outbox import enqueue
 
     recording = tmp_path / "rec.jsonl"
     dataset = new_dataset(conn, "queued")

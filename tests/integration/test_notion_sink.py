@@ -17,8 +17,9 @@ from replicator.documents import DocumentKey, render
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import OutcomeKind, SinkConfigError, UpsertItem
-from replicator.sinks.notion import NotionSink, SinkStatePages, create_databases, notion_client
+from replicator.sinks.notion import NotionSink, create_databases, notion_client
 from replicator.sinks.notion.render import MANAGED_MARKER
+from replicator.store import sink_state
 from replicator.worker import SinkWorker
 from tests.emulators.notion import NotionEmulator
 
@@ -44,12 +45,9 @@ def database_ids(notion_emulator: NotionEmulator) -> dict[str, str]:
 
 @pytest.fixture
 def sink(notion_emulator: NotionEmulator, database_ids: dict[str, str], db_url: str) -> Iterator[NotionSink]:
-    lookup = SinkStatePages(db_url)
     notion = NotionSink(
         notion_client(notion_emulator.token, notion_emulator.url),
         database_ids,
-        remote_ids=lookup,
-        on_close=lookup.close,
         sleep=lambda _s: None,
     )
     notion.check()
@@ -184,7 +182,9 @@ def test_a_dataset_waits_for_its_program_page_instead_of_writing_a_partial_relat
     assert str(dataset.id) not in _pages(notion_emulator)
 
     _sync(db_url, conn, sink, program)  # the program's page now exists and is recorded
-    [outcome] = sink.upsert([UpsertItem(document, None)])
+    # As the worker does: the relation targets' page ids, from this sink's state.
+    recorded = sink_state.remote_ids(conn, "notion", [program])
+    [outcome] = sink.upsert([UpsertItem(document, None, relation_ids=recorded)])
     assert outcome.kind is OutcomeKind.APPLIED
     assert _page(notion_emulator, dataset)["properties"]["Related Programs"] == [_page(notion_emulator, program)["id"]]
 
@@ -386,7 +386,7 @@ def test_a_database_without_exactly_one_data_source_is_refused(
 ) -> None:
     client = notion_client(notion_emulator.token, notion_emulator.url)
     client.data_sources.create(parent={"database_id": database_ids["program"]}, properties={"Name": {"title": {}}})
-    fresh = NotionSink(client, database_ids, remote_ids=lambda keys: {})
+    fresh = NotionSink(client, database_ids)
     with pytest.raises(SinkConfigError, match=r"NOTION_PROGRAMS_DB_ID=.* has 2 data sources"):
         fresh.check()
     fresh.close()
@@ -402,7 +402,7 @@ def test_notion_init_prints_four_settings_that_the_sink_accepts(notion_emulator:
     assert [line.split("=", 1)[0] for line in lines] == list(ENTITY_SETTING.values())
     values = dict(line.split("=", 1) for line in lines)
     client = notion_client(notion_emulator.token, notion_emulator.url)
-    NotionSink(client, {e: values[n] for e, n in ENTITY_SETTING.items()}, remote_ids=lambda keys: {}).check()
+    NotionSink(client, {e: values[n] for e, n in ENTITY_SETTING.items()}).check()
     client.close()
     assert notion_emulator.token not in result.output
 

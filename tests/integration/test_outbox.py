@@ -9,14 +9,9 @@ import psycopg
 import pytest
 
 from replicator.documents import DocumentKey
-from replicator.outbox import (
-    NOTIFY_CHANNEL,
-    backfill,
-    enqueue,
-    enqueue_entities,
-    load_checkpoint,
-    save_checkpoint,
-)
+from replicator.store.checkpoints import load as load_checkpoint
+from replicator.store.checkpoints import save as save_checkpoint
+from replicator.store.outbox import NOTIFY_CHANNEL, backfill, enqueue, enqueue_entities
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

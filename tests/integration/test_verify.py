@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
-from replicator.outbox import backfill
 from replicator.retry import BackoffPolicy
 from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index
+from replicator.store.outbox import backfill
 from replicator.verify import INVALIDATED_HASH, compare, expected_hashes, repair, verify_sink
 from replicator.worker import SinkWorker
 from tests.emulators.openai_embeddings import EmbeddingsServer, serve_embeddings

@@ -182,3 +182,11 @@ def test_retrying_sink_paces_calls_through_the_bucket_and_charges_extra_calls() 
     sink.upsert([UpsertItem(_doc(), None)])  # costs 3 calls: 1 paid up front, 2 charged after
     sink.upsert([UpsertItem(_doc(), None)])
     assert t.now == pytest.approx(3.0)
+
+
+def test_the_retrying_wrapper_passes_on_whether_its_sink_wants_relation_ids() -> None:
+    class RelationSink(ScriptedSink):
+        wants_relation_ids = True
+
+    assert RetryingSink(RelationSink([]), policy=BackoffPolicy()).wants_relation_ids is True
+    assert RetryingSink(ScriptedSink([]), policy=BackoffPolicy()).wants_relation_ids is False

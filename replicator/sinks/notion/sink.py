@@ -25,7 +25,6 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import psycopg
 from notion_client import APIResponseError, Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
@@ -49,7 +48,6 @@ from replicator.sinks.notion.render import (
     is_managed_block,
     missing_targets,
     plain_text,
-    relation_targets,
     render_page,
 )
 from replicator.sinks.notion.schema import CONTENT_HASH, CREATE_ORDER, DATABASES, POSTGRES_ID, schema_problems
@@ -61,7 +59,6 @@ log = event_logger("replicator.sinks.notion")
 
 # notion-client types every endpoint as ``SyncAsync[Any]`` even on the sync client; we hold it as ``Any``.
 NotionClient = Any
-RemoteIds = Callable[[Sequence[DocumentKey]], dict[DocumentKey, str]]
 
 _RETRYABLE_CODES = frozenset(
     {"rate_limited", "internal_server_error", "service_unavailable", "gateway_timeout", "conflict_error"}
@@ -126,27 +123,24 @@ class NotionSink(Sink):
     """Writes documents as Notion pages. Thread-safe: workers of one process share it (and its token bucket)."""
 
     name = "notion"
+    wants_relation_ids = True
 
     def __init__(
         self,
         client: NotionClient,
         database_ids: Mapping[str, str | None],
         *,
-        remote_ids: RemoteIds,
         bucket: TokenBucket | None = None,
         read_policy: BackoffPolicy | None = None,
         read_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.database_ids = dict(database_ids)
-        self._remote_ids = remote_ids
         self._bucket = bucket
         self._read_policy = read_policy or BackoffPolicy()
         self._read_attempts = read_attempts
         self._sleep = sleep
-        self._on_close = on_close
         self._lock = threading.Lock()
         self._data_sources: dict[str, str] = {}
         # document hash → the hashes written with it: what the page holds when sink_state says that hash was
@@ -242,8 +236,6 @@ class NotionSink(Sink):
         close = getattr(self.client, "close", None)
         if callable(close):
             close()
-        if self._on_close is not None:
-            self._on_close()
 
     # ---- upsert ---------------------------------------------------------------------------------------------
 
@@ -252,8 +244,8 @@ class NotionSink(Sink):
             sources = self.data_sources()
         except SinkConfigError as error:
             raise SinkError(str(error), retryable=False) from None
-        targets = sorted({k for i in items for keys in relation_targets(i.document).values() for k in keys})
-        pages: dict[DocumentKey, str] = dict(self._remote_ids(targets)) if targets else {}
+        # Page ids of relation targets, as the worker read them from this sink's state.
+        pages: dict[DocumentKey, str] = {k: v for i in items for k, v in i.relation_ids.items()}
         outcomes: list[Outcome] = []
         # Relation targets first, so a batch holding a program and its dataset needs no deferral.
         for item in sorted(items, key=lambda i: (CREATE_ORDER.index(i.document.key.entity), i.document.key)):
@@ -491,50 +483,6 @@ def _property_text(page: Mapping[str, Any], name: str) -> str:
 
 # ---- wiring -----------------------------------------------------------------------------------------------------
 
-_PAGE_IDS_SQL = """
-SELECT s.entity, s.entity_id, s.remote_id
-FROM replicator.sink_state s
-JOIN unnest(%(entities)s::text[], %(ids)s::uuid[]) AS k(entity, entity_id)
-  ON (s.entity, s.entity_id) = (k.entity, k.entity_id)
-WHERE s.sink = %(sink)s AND s.remote_id IS NOT NULL
-"""
-
-
-class SinkStatePages:
-    """The ``remote_ids`` lookup: page ids of documents from ``replicator.sink_state`` (sink 'notion'), over one
-    lazily opened autocommit connection shared under a lock (lookups are one short query per batch)."""
-
-    def __init__(self, dsn: str, sink: str = "notion") -> None:
-        self.dsn = dsn
-        self.sink = sink
-        self._conn: psycopg.Connection[Any] | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, keys: Sequence[DocumentKey]) -> dict[DocumentKey, str]:
-        if not keys:
-            return {}
-        params = {"sink": self.sink, "entities": [k.entity for k in keys], "ids": [k.id for k in keys]}
-        with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self.dsn, autocommit=True, application_name="replicator-notion")
-                rows = self._conn.execute(_PAGE_IDS_SQL, params).fetchall()
-            except psycopg.OperationalError as error:
-                self.close_unlocked()
-                raise SinkError(
-                    f"reading notion page ids from sink_state: {type(error).__name__}", retryable=True
-                ) from None
-        return {DocumentKey(entity, id_): str(remote_id) for entity, id_, remote_id in rows}
-
-    def close_unlocked(self) -> None:
-        if self._conn is not None and not self._conn.closed:
-            self._conn.close()
-        self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self.close_unlocked()
-
 
 def notion_client(api_key: str, base_url: str, *, timeout_ms: int = 30_000) -> NotionClient:
     """The real SDK with its own retries off and our logger (the SDK calls ``setLevel`` on the logger it gets, so
@@ -558,19 +506,16 @@ def database_ids(settings: Settings) -> dict[str, str | None]:
     }
 
 
-def build_notion_sink(settings: Settings, *, remote_ids: RemoteIds | None = None) -> NotionSink:
+def build_notion_sink(settings: Settings) -> NotionSink:
     """The sink from settings: ``NOTION_API_KEY``, ``NOTION_BASE_URL``, the four ``NOTION_*_DB_ID``, a token
-    bucket at ``NOTION_RATE_PER_S``, and page ids of relation targets read from ``replicator.sink_state``."""
+    bucket at ``NOTION_RATE_PER_S``, relation targets' page ids come with each item from the worker."""
     if settings.notion_api_key is None:
         raise SinkConfigError("the notion sink needs NOTION_API_KEY")
-    lookup = SinkStatePages(settings.dsn) if remote_ids is None else None
     return NotionSink(
         notion_client(settings.notion_api_key.get_secret_value(), settings.notion_base_url),
         database_ids(settings),
-        remote_ids=remote_ids or lookup or (lambda keys: {}),
         bucket=TokenBucket(settings.notion_rate_per_s),
         read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
-        on_close=lookup.close if lookup is not None else None,
     )
 
 

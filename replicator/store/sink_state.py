@@ -1,0 +1,112 @@
+"""``replicator.sink_state`` and ``replicator.sink_status``: per sink and document, what was written downstream
+(remote id such as the Notion page id, content hash, chunk count: DESIGN.md §4), and per sink, whether it is on and
+how it last fared. Workers, ``verify`` and ``status`` read and write these through here only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from replicator.documents import DocumentKey, RemoteState
+from replicator.store.queries import QUERIES
+
+Conn = psycopg.Connection[Any]
+
+
+def _arrays(keys: Sequence[DocumentKey]) -> dict[str, list[Any]]:
+    entities: list[str] = [k.entity for k in keys]
+    ids: list[uuid.UUID] = [k.id for k in keys]
+    return {"entities": entities, "ids": ids}
+
+
+def read(conn: Conn, sink: str, keys: Sequence[DocumentKey]) -> dict[DocumentKey, RemoteState]:
+    """What ``sink`` last wrote of each of ``keys`` (documents it never wrote are absent)."""
+    if not keys:
+        return {}
+    rows = conn.execute(QUERIES["read_sink_state"], {"sink": sink, **_arrays(keys)}).fetchall()
+    return {
+        DocumentKey(entity, id_): RemoteState(remote_id=remote_id, content_hash=digest, chunk_count=chunks)
+        for entity, id_, remote_id, digest, chunks in rows
+    }
+
+
+def remote_ids(conn: Conn, sink: str, keys: Sequence[DocumentKey]) -> dict[DocumentKey, str]:
+    """The remote ids (Notion page ids) ``sink`` recorded for ``keys``."""
+    return {key: state.remote_id for key, state in read(conn, sink, keys).items() if state.remote_id}
+
+
+def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
+    params = {
+        "sink": sink,
+        "entity": key.entity,
+        "id": key.id,
+        "remote_id": state.remote_id,
+        "hash": state.content_hash,
+        "chunks": state.chunk_count,
+    }
+    conn.execute(QUERIES["record_state"], params)
+
+
+def forget(conn: Conn, sink: str, key: DocumentKey) -> None:
+    conn.execute(QUERIES["forget_state"], {"sink": sink, "entity": key.entity, "id": key.id})
+
+
+def invalidate(conn: Conn, sink: str, keys: Sequence[DocumentKey], marker: str) -> int:
+    """Replace the stored hash of ``keys`` with ``marker`` (a hash no render produces): the next pass rewrites them."""
+    if not keys:
+        return 0
+    return max(conn.execute(QUERIES["invalidate_states"], {"sink": sink, "hash": marker, **_arrays(keys)}).rowcount, 0)
+
+
+def forget_many(conn: Conn, sink: str, keys: Sequence[DocumentKey]) -> int:
+    if not keys:
+        return 0
+    return max(conn.execute(QUERIES["forget_states"], {"sink": sink, **_arrays(keys)}).rowcount, 0)
+
+
+# ---- sink status --------------------------------------------------------------------------------------------------
+
+
+def known_sinks(conn: Conn) -> list[str]:
+    return [row[0] for row in conn.execute(QUERIES["known_sinks"])]
+
+
+def sync_status(conn: Conn, sink: str, *, enabled: bool, streamed_before: bool) -> bool:
+    """Record whether ``sink`` is on; returns whether it needs a resync (see ``sync_sink_status``)."""
+    params = {"sink": sink, "enabled": enabled, "streamed_before": streamed_before}
+    row = conn.execute(QUERIES["sync_sink_status"], params).fetchone()
+    return bool(row and row[0])
+
+
+def record_success(conn: Conn, sink: str) -> None:
+    conn.execute(QUERIES["sink_success"], {"sink": sink})
+
+
+def record_error(conn: Conn, sink: str, error: str) -> None:
+    conn.execute(QUERIES["sink_error"], {"sink": sink, "error": error})
+
+
+@dataclass(frozen=True)
+class SinkCounts:
+    name: str
+    pending: int
+    oldest_pending_age_s: float | None
+    dead_letters: int
+    needs_resync: bool
+    last_success_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+
+def counts(conn: Conn, configured: Iterable[str]) -> list[SinkCounts]:
+    """Every sink the replicator knows of (configured ones, and any with rows in its tables), with its backlog."""
+    rows = conn.execute(QUERIES["sink_counts"], {"configured": list(configured)}).fetchall()
+    return [
+        SinkCounts(name, pending, max(0.0, oldest) if oldest is not None else None, dead, resync, ok_at, err, err_at)
+        for name, pending, oldest, dead, resync, ok_at, err, err_at in rows
+    ]
