@@ -30,7 +30,7 @@ def test_every_query_the_store_uses_is_in_the_sql_file_and_every_statement_is_us
 
 def test_only_the_store_holds_sql_on_the_replicator_schema() -> None:
     root = Path(replicator.store.__file__).parent.parent
-    statement = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+replicator\.\w+", re.IGNORECASE)
+    statement = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+replicator\.\w+")  # our SQL keywords are upper case
     offenders = [
         str(path.relative_to(root))
         for path in root.rglob("*.py")
