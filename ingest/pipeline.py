@@ -329,7 +329,7 @@ def ingest_dataset(
     progress: Progress | None = None,
 ) -> WriteResult:
     progress = progress or NoProgress()
-    progress.phase("writing", 2 * len(dataset.features))
+    progress.phase("writing", len(dataset.features))
     return _in_transaction(
         conn, dry_run, lambda c: write_dataset(c, dataset, scoring=scoring, progress=progress.advance)
     )
