@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -19,7 +19,6 @@ from ingest.duplicates import RULES as DUPLICATE_RULES
 from ingest.duplicates import MeasuredRow, MergedGroup, merge_duplicates
 from ingest.errors import IngestError
 from ingest.normalize import FEATURE_TYPE_FOR_OMICS, NormalizedFeature, normalize
-from ingest.readers.mwtab import MwTabStudy, read_mwtab
 from ingest.readers.signature import read_signature
 from ingest.readers.table import IDENTITY_CANDIDATES, TableScan
 from ingest.scoring import ScoringOptions
@@ -39,6 +38,9 @@ from ingest.writer import (
 )
 from ingest.writer.rows import Conn
 from ingest.writer.staging import FeatureSpool, feature_ids, format_row, json_text
+
+if TYPE_CHECKING:
+    from ingest.readers.mwtab import MwTabStudy
 
 OMICS_TYPES = tuple(IDENTITY_CANDIDATES)
 UNPARSED_EXAMPLES = 5
@@ -330,6 +332,9 @@ def prepare_mwtab_dataset(
     path: Path, options: DatasetOptions, progress: Progress | None = None, normalizer: Normalizer = normalize
 ) -> tuple[DatasetInput, ReadReport]:
     """Read a Metabolomics Workbench deposit into a dataset to write. Raises IngestError."""
+    # Imported here: the mwtab package loads pandas (most of a second and ~60 MB), which tables never need.
+    from ingest.readers.mwtab import read_mwtab
+
     progress = progress or NoProgress()
     progress.phase(f"reading {path.name}", None)
     study: MwTabStudy = read_mwtab(path, allow_bins=options.allow_bins)
