@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from ingest.errors import IngestError
 
@@ -54,9 +54,8 @@ _NOT_FINITE = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", 
 _DELIMITERS = ("\t", ",", ";", "|")
 
 
-@dataclass(frozen=True)
-class TableRow:
-    """One data row as written, with its statistics parsed."""
+class TableRow(NamedTuple):
+    """One data row as written, with its statistics parsed (a named tuple: one is built per row)."""
 
     line: int
     raw_name: str
@@ -277,7 +276,8 @@ class TableScan:
         reader = self._reader
         try:
             for record in reader:
-                if "".join(record).strip():
+                # A blank record (no cells, or only empty ones) is skipped; the first cell usually decides.
+                if (record and record[0].strip()) or "".join(record).strip():
                     yield reader.line_num, record
         except csv.Error as exc:
             raise IngestError(

@@ -21,15 +21,6 @@ from ingest.writer.matches import score_dataset
 from ingest.writer.rows import ChangeTally, Conn, ensure_named, link, upsert_row
 from ingest.writer.staging import STAGE_COLUMNS, STAGE_TABLE_DDL, StagedFeatures, feature_ids, format_row, json_text
 
-# The distinct features of the staged rows, in the shape insert_staged_features reads.
-_STAGED_FEATURES = """
-CREATE TEMP TABLE ingest_feature ON COMMIT DROP AS
-SELECT DISTINCT ON (feature_type, normalized_name)
-       feature_type, normalized_name, name, species_name, lipid_class, parsed, external_ids
-FROM ingest_dataset_feature
-ORDER BY feature_type, normalized_name, line
-"""
-
 _RESOLVE_LINKS = """
 CREATE TEMP TABLE ingest_link ON COMMIT DROP AS
 SELECT f.id AS feature_id, s.raw_name, s.log2_fold_change, s.p_value, s.intensity, s.extra
@@ -105,8 +96,8 @@ def write_dataset(
 
     _stage(conn, dataset.features, progress)
     conn.execute("ANALYZE ingest_dataset_feature")
-    conn.execute(_STAGED_FEATURES)
-    insert_staged_features(conn, tally)
+    # A dataset names each feature once (duplicate rows were merged before), so the staged rows are the features.
+    insert_staged_features(conn, tally, "ingest_dataset_feature")
     conn.execute(_RESOLVE_LINKS)
     conn.execute("ANALYZE ingest_link")
     params = {"dataset_id": row.id}
