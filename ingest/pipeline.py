@@ -11,16 +11,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
+from ingest.duplicates import RULES as DUPLICATE_RULES
 from ingest.duplicates import MeasuredRow, MergedGroup, merge_duplicates
 from ingest.errors import IngestError
 from ingest.normalize import FEATURE_TYPE_FOR_OMICS, NormalizedFeature, normalize
-from ingest.readers.mwtab import MwTabStudy, read_mwtab
 from ingest.readers.signature import read_signature
-from ingest.readers.table import IDENTITY_CANDIDATES, TableFile, read_table
+from ingest.readers.table import IDENTITY_CANDIDATES, TableScan
 from ingest.scoring import ScoringOptions
 from ingest.writer import (
     DatasetFeatureInput,
@@ -37,9 +37,14 @@ from ingest.writer import (
     write_signature,
 )
 from ingest.writer.rows import Conn
+from ingest.writer.staging import FeatureSpool, feature_ids, format_row, json_text
+
+if TYPE_CHECKING:
+    from ingest.readers.mwtab import MwTabStudy
 
 OMICS_TYPES = tuple(IDENTITY_CANDIDATES)
 UNPARSED_EXAMPLES = 5
+UNPARSED_KEPT = 1_000  # first unparsed names remembered while streaming, for the examples after merging
 # Every dataset and signature write takes this transaction-scoped lock, so that scoring "both ways" cannot miss a
 # pair: a dataset and a signature committed concurrently would each be scored without seeing the other.
 INGEST_LOCK_KEY = 0x6F6D6963  # "omic"
@@ -145,68 +150,177 @@ def _parse_counts(kept: Sequence[MeasuredRow]) -> tuple[int, int, tuple[str, ...
     return len(kept) - len(unparsed), len(unparsed), examples
 
 
+# Distinct names whose normalization is remembered while a table is read (repeated names are common; a bound
+# keeps a file of a million distinct names from holding a million results).
+NORMALIZE_CACHE_SIZE = 100_000
+
+
 def prepare_table_dataset(
     path: Path, options: DatasetOptions, progress: Progress | None = None, normalizer: Normalizer = normalize
 ) -> tuple[DatasetInput, ReadReport]:
-    """Read and normalize a CSV/TSV table into a dataset to write. Raises IngestError."""
+    """Read, check and normalize a CSV/TSV table into a dataset to write. Raises IngestError.
+
+    One streaming pass: each row is checked, normalized and appended to a spool file of staging rows, so memory
+    holds one entry per distinct feature (to find duplicates) rather than the rows themselves, and the database
+    is not touched until the whole file has been read. Rows of a duplicate group are read again, merged by
+    ``merge_duplicates`` and replace their spooled rows.
+    """
     progress = progress or NoProgress()
     omics_type = options.omics_type
     if omics_type not in FEATURE_TYPE_FOR_OMICS:
         raise IngestError(f"unknown omics type {omics_type!r} (expected one of: {', '.join(OMICS_TYPES)})", path=path)
+    if options.on_duplicate not in DUPLICATE_RULES:
+        merge_duplicates([], options.on_duplicate, path=str(path))  # raises the unknown-rule error
     progress.phase(f"reading {path.name}", None)
-    table: TableFile = read_table(path, omics_type, feature_column=options.feature_column)
+    scan = TableScan(path, omics_type, feature_column=options.feature_column)
     feature_type = FEATURE_TYPE_FOR_OMICS[omics_type]
-    features = _normalize_all([r.raw_name for r in table.rows], feature_type, progress, normalizer)
-    rows = [
-        MeasuredRow(
-            line=r.line,
-            raw_name=r.raw_name,
-            feature=feature,
-            log2_fold_change=r.log2_fold_change,
-            p_value=r.p_value,
-            intensity=r.intensity,
-            samples=r.samples,
+    sample_matrix = scan.is_sample_matrix
+    spool = FeatureSpool()
+    cache: dict[str, NormalizedFeature] = {}
+    first_line: dict[object, int] = {}  # feature key -> line of its first row
+    duplicate_lines: set[int] = set()
+    # The first rows that could not be normalized: how many, and the first few (key, raw name) for the summary.
+    unparsed_first = 0
+    unparsed: list[tuple[object, str]] = []
+    rows_read = 0
+    for row in scan.rows():
+        rows_read += 1
+        raw = row.raw_name
+        feature = cache.get(raw)
+        if feature is None:
+            feature = normalizer(raw, feature_type)
+            if len(cache) < NORMALIZE_CACHE_SIZE:
+                cache[raw] = feature
+        key = _key(feature, feature_type)
+        seen = first_line.setdefault(key, row.line)
+        if seen != row.line:
+            duplicate_lines.add(seen)
+            duplicate_lines.add(row.line)
+        elif not feature.parsed:
+            unparsed_first += 1
+            if len(unparsed) < UNPARSED_KEPT:
+                unparsed.append((key, raw))
+        intensity, extra = row.intensity, "{}"
+        if sample_matrix:
+            intensity, summary = _sample_summary(row.samples)
+            extra = json_text(summary)
+        spool.add(
+            format_row(
+                row.line,
+                feature,
+                feature_ids(feature, {}),
+                raw,
+                row.log2_fold_change,
+                row.p_value,
+                intensity,
+                extra,
+            )
         )
-        for r, feature in zip(table.rows, features, strict=True)
-    ]
-    kept, merged = merge_duplicates(rows, options.on_duplicate, path=str(path))
-    normalized, unparsed, examples = _parse_counts(kept)
+        if rows_read % 10_000 == 0:
+            progress.advance(10_000)
+    merged: list[MergedGroup] = []
+    replacements: list[str] = []
+    merged_rows: dict[object, MeasuredRow] = {}
+    unparsed_count = unparsed_first
+    if duplicate_lines:
+        kept, merged, first_rows = _merge_groups(scan, omics_type, duplicate_lines, options.on_duplicate, normalizer)
+        for kept_row in kept:
+            key = _key(kept_row.feature, feature_type)
+            replacements.append(_staged_row(kept_row, sample_matrix))
+            merged_rows[key] = kept_row
+            # A merged group counts once, as its kept row, where the first pass counted its first row.
+            unparsed_count += (not kept_row.feature.parsed) - (not first_rows[key].feature.parsed)
+    staged = spool.finish(tuple(sorted(duplicate_lines)), tuple(replacements), features=len(first_line))
+    examples = tuple(
+        merged_rows[k].raw_name if k in merged_rows else raw
+        for k, raw in unparsed
+        if k not in merged_rows or not merged_rows[k].feature.parsed
+    )[:UNPARSED_EXAMPLES]
     notes = []
-    if table.ignored_columns:
-        notes.append(f"columns ignored (not statistics or samples): {', '.join(table.ignored_columns)}")
-    stats = [c for c in (table.fold_change_column, table.p_value_column, table.intensity_column) if c]
+    if scan.ignored_columns:
+        notes.append(f"columns ignored (not statistics or samples): {', '.join(scan.ignored_columns)}")
+    stats = [c for c in (scan.fold_change_column, scan.p_value_column, scan.intensity_column) if c]
     notes.append(
-        f"feature column {table.identity_column!r}; "
-        + (f"{len(table.sample_columns)} sample columns summarised" if table.is_sample_matrix else "")
+        f"feature column {scan.identity_column!r}; "
+        + (f"{len(scan.sample_columns)} sample columns summarised" if sample_matrix else "")
         + (f"statistics: {', '.join(stats)}" if stats else "")
     )
     dataset = DatasetInput(
         natural_key=options.key or f"{omics_type}:{path.name}",
         name=options.name or f"Internal {omics_type.capitalize()} — {path.stem}",
         omics_type=omics_type,
-        features=tuple(_to_input(r, table.is_sample_matrix) for r in kept),
-        source_sha256=table.sha256,
+        features=staged,
+        source_sha256=scan.sha256,
         description=options.description,
         organism=options.organism,
         disease=options.disease,
         data_origin="Internal",
-        dataset_source_type="Sample matrix" if table.is_sample_matrix else "Processed table",
+        dataset_source_type="Sample matrix" if sample_matrix else "Processed table",
         file_paths=(str(path.resolve()),),
         programs=options.programs,
         experiments=options.experiments,
     )
     report = ReadReport(
         path=str(path),
-        kind="sample matrix" if table.is_sample_matrix else "table",
-        rows_read=len(table.rows),
-        features=len(kept),
-        normalized=normalized,
-        unparsed=unparsed,
+        kind="sample matrix" if sample_matrix else "table",
+        rows_read=rows_read,
+        features=len(first_line),
+        normalized=len(first_line) - unparsed_count,
+        unparsed=unparsed_count,
         unparsed_examples=examples,
         merged=tuple(merged),
         notes=tuple(notes),
     )
     return dataset, report
+
+
+def _key(feature: NormalizedFeature, feature_type: str) -> object:
+    # A table's features share one type (the normalizer's answer, checked): the name alone is the key.
+    name = feature.normalized_name
+    return name if feature.feature_type == feature_type else (feature.feature_type, name)
+
+
+def _merge_groups(
+    scan: TableScan, omics_type: str, lines: set[int], rule: str, normalizer: Normalizer
+) -> tuple[list[MeasuredRow], list[MergedGroup], dict[object, MeasuredRow]]:
+    """Read the rows at ``lines`` again (the duplicate groups) and merge each group by ``rule``.
+
+    Returns the merged rows, the groups for the summary, and each group's first row by key.
+    """
+    feature_type = FEATURE_TYPE_FOR_OMICS[omics_type]
+    again = TableScan(scan.path, omics_type, feature_column=scan.identity_column)
+    rows = [
+        MeasuredRow(
+            line=r.line,
+            raw_name=r.raw_name,
+            feature=normalizer(r.raw_name, feature_type),
+            log2_fold_change=r.log2_fold_change,
+            p_value=r.p_value,
+            intensity=r.intensity,
+            samples=r.samples,
+        )
+        for r in again.rows()
+        if r.line in lines
+    ]
+    kept, merged = merge_duplicates(rows, rule, path=str(scan.path))
+    first_rows: dict[object, MeasuredRow] = {}
+    for row in rows:
+        first_rows.setdefault(_key(row.feature, feature_type), row)
+    return kept, merged, first_rows
+
+
+def _staged_row(row: MeasuredRow, sample_matrix: bool) -> str:
+    item = _to_input(row, sample_matrix)
+    return format_row(
+        row.line,
+        item.feature,
+        feature_ids(item.feature, {}),
+        item.raw_name,
+        item.log2_fold_change,
+        item.p_value,
+        item.intensity,
+        json_text(item.extra),
+    )
 
 
 def _bin_feature(raw: str) -> NormalizedFeature:
@@ -218,6 +332,9 @@ def prepare_mwtab_dataset(
     path: Path, options: DatasetOptions, progress: Progress | None = None, normalizer: Normalizer = normalize
 ) -> tuple[DatasetInput, ReadReport]:
     """Read a Metabolomics Workbench deposit into a dataset to write. Raises IngestError."""
+    # Imported here: the mwtab package loads pandas (most of a second and ~60 MB), which tables never need.
+    from ingest.readers.mwtab import read_mwtab
+
     progress = progress or NoProgress()
     progress.phase(f"reading {path.name}", None)
     study: MwTabStudy = read_mwtab(path, allow_bins=options.allow_bins)
@@ -329,7 +446,7 @@ def ingest_dataset(
     progress: Progress | None = None,
 ) -> WriteResult:
     progress = progress or NoProgress()
-    progress.phase("writing", 2 * len(dataset.features))
+    progress.phase("writing", len(dataset.features))
     return _in_transaction(
         conn, dry_run, lambda c: write_dataset(c, dataset, scoring=scoring, progress=progress.advance)
     )

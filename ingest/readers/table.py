@@ -4,7 +4,8 @@ Two shapes are understood. A *statistics* table has an identity column and any o
 intensity columns. A *sample matrix* (``ST004396.csv``: ``Metabolite,FXS1,FXS3,…``) has an identity column and
 numeric sample columns; each row keeps its sample values and is summarised (mean intensity, count, min, max).
 A column whose first value is not a number is an annotation and is ignored (and reported). Normalization and
-duplicate handling happen later; this module only reads.
+duplicate handling happen later; this module only reads. :class:`TableScan` reads as a stream (bounded memory
+whatever the file's size); :func:`read_table` collects the rows of one.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
 
 from ingest.errors import IngestError
 
@@ -51,9 +54,8 @@ _NOT_FINITE = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", 
 _DELIMITERS = ("\t", ",", ";", "|")
 
 
-@dataclass(frozen=True)
-class TableRow:
-    """One data row as written, with its statistics parsed."""
+class TableRow(NamedTuple):
+    """One data row as written, with its statistics parsed (a named tuple: one is built per row)."""
 
     line: int
     raw_name: str
@@ -171,107 +173,229 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def read_table(path: Path, omics_type: str, *, feature_column: str | None = None) -> TableFile:
-    """Read and check a CSV/TSV feature table. Raises IngestError (with file, line, column) on bad input."""
-    if omics_type not in IDENTITY_CANDIDATES:
-        known = ", ".join(IDENTITY_CANDIDATES)
-        raise IngestError(f"unknown omics type {omics_type!r} (expected one of: {known})", path=path)
+class _HashingReader(io.RawIOBase):
+    """The file's bytes as read, hashed on the way; a NUL byte stops the read (it is reported by ``_refuse``)."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.saw_nul = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)
+        if n:
+            chunk = bytes(memoryview(buffer)[:n])
+            self.sha256.update(chunk)
+            if b"\x00" in chunk:
+                self.saw_nul = True
+                raise _BadBytesError
+        return n or 0
+
+
+class _BadBytesError(Exception):
+    """Raised inside the stream; turned into the precise IngestError by re-reading the file (a rare path)."""
+
+
+def _refuse(path: Path) -> NoReturn:
+    """The error for a file with bytes that are not UTF-8 text, with its line (and byte column)."""
     data = read_bytes(path)
     text = decode_utf8(path, data)
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise IngestError("contains NUL bytes: not a text table", path=path, line=line)
-    first_line = next((ln for ln in text.splitlines() if ln.strip()), "")
-    delimiter = detect_delimiter(first_line)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    raise IngestError("cannot be read as UTF-8 text", path=path)  # pragma: no cover - the checks above raise
+
+
+def _open(path: Path) -> tuple[_HashingReader, io.TextIOWrapper]:
     try:
-        records = [(reader.line_num, record) for record in reader]
-    except csv.Error as exc:
-        raise IngestError(
-            f"malformed {_delimiter_name(delimiter)} table: {exc}", path=path, line=reader.line_num
-        ) from None
-    records = [(n, r) for n, r in records if "".join(r).strip()]
-    if not records:
-        raise IngestError("the file is empty", path=path)
-    header_line, raw_headers = records[0]
-    headers = [h.strip() for h in raw_headers]
-    for index, header in enumerate(headers):
-        if not header:
-            raise IngestError(f"column {index + 1} has no name", path=path, line=header_line)
-        if headers.index(header) != index:
-            raise IngestError(f"column name {header!r} appears twice", path=path, line=header_line, column=header)
-    body = records[1:]
-    if not body:
-        raise IngestError("the table has a header but no data rows", path=path, line=header_line)
+        raw = path.open("rb")
+    except IsADirectoryError:
+        raise IngestError("is a directory, not a file", path=path) from None
+    except FileNotFoundError:
+        raise IngestError("no such file", path=path) from None
+    except OSError as exc:
+        raise IngestError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
+    hashing = _HashingReader(raw)
+    return hashing, io.TextIOWrapper(io.BufferedReader(hashing, 1 << 16), encoding="utf-8-sig", newline="")
 
-    identity = _resolve_identity(path, headers, omics_type, feature_column, header_line)
-    used = {identity}
-    fold_change = _find_stat_column(headers, FOLD_CHANGE_KEYS, used)
-    used |= {fold_change} if fold_change else set()
-    p_value = _find_stat_column(headers, P_VALUE_KEYS, used)
-    used |= {p_value} if p_value else set()
-    intensity = _find_stat_column(headers, INTENSITY_KEYS, used)
-    used |= {intensity} if intensity else set()
 
-    index_of = {h: i for i, h in enumerate(headers)}
-    samples: list[str] = []
-    ignored: list[str] = []
-    for header in headers:
-        if header in used:
-            continue
-        column_at = index_of[header]
-        first = next(
-            (
-                r[column_at].strip()
-                for _, r in body
-                if len(r) > column_at and r[column_at].strip().lower() not in MISSING
-            ),
-            "",
-        )
+class TableScan:
+    """A CSV/TSV feature table read as a stream: the layout from its header, then its rows one at a time.
+
+    Only the header (and, for a table without statistics columns, the first value of each other column) is read
+    up front; :meth:`rows` checks and yields the data rows, so memory stays bounded whatever the file's size.
+    ``sha256`` is the file's digest once :meth:`rows` has run to the end.
+    """
+
+    def __init__(self, path: Path, omics_type: str, *, feature_column: str | None = None) -> None:
+        if omics_type not in IDENTITY_CANDIDATES:
+            known = ", ".join(IDENTITY_CANDIDATES)
+            raise IngestError(f"unknown omics type {omics_type!r} (expected one of: {known})", path=path)
+        self.path = path
+        self.sha256 = ""
+        self.delimiter = detect_delimiter(self._first_line())
+        self._hashing, self._text = _open(path)
+        try:
+            self._reader = csv.reader(self._text, delimiter=self.delimiter, strict=True)
+            self._records = self._nonblank()
+            first = next(self._records, None)
+            if first is None:
+                raise IngestError("the file is empty", path=path)
+            self.header_line, raw_headers = first
+            self.headers = [h.strip() for h in raw_headers]
+            for index, header in enumerate(self.headers):
+                if not header:
+                    raise IngestError(f"column {index + 1} has no name", path=path, line=self.header_line)
+                if self.headers.index(header) != index:
+                    raise IngestError(
+                        f"column name {header!r} appears twice", path=path, line=self.header_line, column=header
+                    )
+            self._first_body = next(self._records, None)
+            if self._first_body is None:
+                raise IngestError("the table has a header but no data rows", path=path, line=self.header_line)
+            self._layout(omics_type, feature_column)
+        except BaseException:
+            self._text.close()
+            raise
+
+    def _first_line(self) -> str:
+        _, text = _open(self.path)
+        with text:
+            try:
+                for physical in text:
+                    if physical.strip():
+                        return next(ln for ln in physical.splitlines() if ln.strip())
+            except (_BadBytesError, UnicodeDecodeError):
+                _refuse(self.path)
+        return ""
+
+    def _nonblank(self) -> Iterator[tuple[int, list[str]]]:
+        reader = self._reader
+        try:
+            for record in reader:
+                # A blank record (no cells, or only empty ones) is skipped; the first cell usually decides.
+                if (record and record[0].strip()) or "".join(record).strip():
+                    yield reader.line_num, record
+        except csv.Error as exc:
+            raise IngestError(
+                f"malformed {_delimiter_name(self.delimiter)} table: {exc}", path=self.path, line=reader.line_num
+            ) from None
+        except (_BadBytesError, UnicodeDecodeError):
+            _refuse(self.path)
+
+    def _layout(self, omics_type: str, feature_column: str | None) -> None:
+        headers = self.headers
+        identity = _resolve_identity(self.path, headers, omics_type, feature_column, self.header_line)
+        used = {identity}
+        fold_change = _find_stat_column(headers, FOLD_CHANGE_KEYS, used)
+        used |= {fold_change} if fold_change else set()
+        p_value = _find_stat_column(headers, P_VALUE_KEYS, used)
+        used |= {p_value} if p_value else set()
+        intensity = _find_stat_column(headers, INTENSITY_KEYS, used)
+        used |= {intensity} if intensity else set()
+        others = [h for h in headers if h not in used]
         # Only a table without statistics columns is a sample matrix; otherwise extra columns are annotations.
-        if fold_change is None and p_value is None and intensity is None and _is_number(first):
-            samples.append(header)
+        if fold_change is None and p_value is None and intensity is None:
+            first = self._first_values([headers.index(h) for h in others])
+            samples = [h for h, value in zip(others, first, strict=True) if _is_number(value)]
         else:
-            ignored.append(header)
+            samples = []
+        self.identity_column = identity
+        self.fold_change_column = fold_change
+        self.p_value_column = p_value
+        self.intensity_column = intensity
+        self.sample_columns = tuple(samples)
+        self.ignored_columns = tuple(h for h in others if h not in samples)
 
-    rows: list[TableRow] = []
-    for line, record in body:
-        if len(record) != len(headers):
-            raise IngestError(f"has {len(record)} cells, the header has {len(headers)}", path=path, line=line)
-        name = record[index_of[identity]].strip()
-        if not name:
-            raise IngestError("the feature name is empty", path=path, line=line, column=identity)
+    def _first_values(self, columns: list[int]) -> list[str]:
+        """The first present value of each column, looking ahead with a second reader (usually one row)."""
+        found: dict[int, str] = {}
+        _, text = _open(self.path)
+        with text:
+            reader = csv.reader(text, delimiter=self.delimiter, strict=True)
+            try:
+                for record in reader:
+                    if reader.line_num <= self.header_line:
+                        continue
+                    for at in columns:
+                        if at not in found and _present(record, at):
+                            found[at] = record[at].strip()
+                    if len(found) == len(columns):
+                        break
+            except (csv.Error, _BadBytesError, UnicodeDecodeError):
+                pass  # reported, with its line, by the pass over the rows
+        return [found.get(at, "") for at in columns]
 
-        def number(column: str | None, cells: list[str] = record, at: int = line) -> float | None:
-            if column is None:
-                return None
-            return parse_number(cells[index_of[column]], path=path, line=at, column=column)
+    @property
+    def is_sample_matrix(self) -> bool:
+        return bool(self.sample_columns)
 
-        p = number(p_value)
-        if p is not None and not 0.0 <= p <= 1.0:
-            raise IngestError(f"p-value {p} is outside [0, 1]", path=path, line=line, column=p_value)
-        sample_values = tuple(number(column) for column in samples)
-        rows.append(
-            TableRow(
-                line=line,
-                raw_name=name,
-                log2_fold_change=number(fold_change),
-                p_value=p,
-                intensity=number(intensity),
-                samples=sample_values,
-            )
-        )
+    def rows(self) -> Iterator[TableRow]:
+        """The data rows, checked; raises IngestError at the first bad cell (file, line, column)."""
+        path = self.path
+        headers = self.headers
+        width = len(headers)
+        index_of = {h: i for i, h in enumerate(headers)}
+        name_at = index_of[self.identity_column]
+        fold_change, p_value, intensity = self.fold_change_column, self.p_value_column, self.intensity_column
+        fc_at = index_of[fold_change] if fold_change else None
+        p_at = index_of[p_value] if p_value else None
+        intensity_at = index_of[intensity] if intensity else None
+        samples = [(index_of[c], c) for c in self.sample_columns]
+        assert self._first_body is not None
+        body = itertools.chain((self._first_body,), self._records)
+        with self._text:
+            for line, record in body:
+                if len(record) != width:
+                    raise IngestError(f"has {len(record)} cells, the header has {width}", path=path, line=line)
+                name = record[name_at].strip()
+                if not name:
+                    raise IngestError("the feature name is empty", path=path, line=line, column=self.identity_column)
+                fc = None if fc_at is None else _cell(record[fc_at], path, line, fold_change)
+                p = None if p_at is None else _cell(record[p_at], path, line, p_value)
+                if p is not None and not 0.0 <= p <= 1.0:
+                    raise IngestError(f"p-value {p} is outside [0, 1]", path=path, line=line, column=p_value)
+                value = None if intensity_at is None else _cell(record[intensity_at], path, line, intensity)
+                yield TableRow(
+                    line,
+                    name,
+                    fc,
+                    p,
+                    value,
+                    tuple(_cell(record[at], path, line, column) for at, column in samples) if samples else (),
+                )
+            self.sha256 = self._hashing.sha256.hexdigest()
+
+
+def _cell(text: str, path: Path, line: int, column: str | None) -> float | None:
+    # Fast path for the common case (a finite number); everything else goes through parse_number's checks.
+    try:
+        value = float(text)
+    except ValueError:
+        return parse_number(text, path=path, line=line, column=column or "")
+    if value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+        return value
+    return parse_number(text, path=path, line=line, column=column or "")
+
+
+def read_table(path: Path, omics_type: str, *, feature_column: str | None = None) -> TableFile:
+    """Read and check a whole CSV/TSV feature table into memory. Raises IngestError (with file, line, column)."""
+    scan = TableScan(path, omics_type, feature_column=feature_column)
+    rows = tuple(scan.rows())
     return TableFile(
         path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
-        delimiter=delimiter,
-        identity_column=identity,
-        fold_change_column=fold_change,
-        p_value_column=p_value,
-        intensity_column=intensity,
-        sample_columns=tuple(samples),
-        ignored_columns=tuple(ignored),
-        rows=tuple(rows),
+        sha256=scan.sha256,
+        delimiter=scan.delimiter,
+        identity_column=scan.identity_column,
+        fold_change_column=scan.fold_change_column,
+        p_value_column=scan.p_value_column,
+        intensity_column=scan.intensity_column,
+        sample_columns=scan.sample_columns,
+        ignored_columns=scan.ignored_columns,
+        rows=rows,
     )
 
 

@@ -1,32 +1,25 @@
 """Write one dataset — its row, features, per-feature statistics and links — then rescore it, in the caller's
 transaction.
 
-``dataset_feature`` is merged set-wise from a COPY-filled temporary table: changed rows are updated (compared
-with ``IS DISTINCT FROM``, so equal values are never rewritten), new rows inserted, and rows for features no
-longer in the file deleted. Re-running an unchanged input therefore writes nothing at all.
+Features and their statistics are staged with one COPY into a temporary table (streamed from a spool file for a
+large table, see ``staging``); unknown features are inserted from it, and ``dataset_feature`` is merged set-wise:
+changed rows are updated (compared with ``IS DISTINCT FROM``, so equal values are never rewritten), new rows
+inserted, and rows for features no longer in the file deleted.
+Re-running an unchanged input therefore writes nothing at all.
 """
 
 from __future__ import annotations
 
 import uuid
 
+from psycopg import sql
+
 from ingest.scoring import ScoringOptions
-from ingest.writer.features import Progress, json_text, upsert_features
-from ingest.writer.inputs import DatasetInput, WriteResult
+from ingest.writer.features import Progress, insert_staged_features
+from ingest.writer.inputs import DatasetFeatureInput, DatasetInput, WriteResult
 from ingest.writer.matches import score_dataset
 from ingest.writer.rows import ChangeTally, Conn, ensure_named, link, upsert_row
-
-_STAGE_LINKS = """
-CREATE TEMP TABLE ingest_dataset_feature (
-    feature_type text NOT NULL,
-    normalized_name text NOT NULL,
-    raw_name text NOT NULL,
-    log2_fold_change double precision,
-    p_value double precision,
-    intensity double precision,
-    extra jsonb NOT NULL
-) ON COMMIT DROP
-"""
+from ingest.writer.staging import STAGE_COLUMNS, STAGE_TABLE_DDL, StagedFeatures, feature_ids, format_row, json_text
 
 _RESOLVE_LINKS = """
 CREATE TEMP TABLE ingest_link ON COMMIT DROP AS
@@ -101,33 +94,10 @@ def write_dataset(
     )
     created_links = _link_programs_and_experiments(conn, tally, row.id, dataset)
 
-    upsert_features(
-        conn,
-        tally,
-        ((f.feature, _identifiers(f.extra)) for f in dataset.features),
-        progress,
-    )
-    conn.execute(_STAGE_LINKS)
-    with conn.cursor().copy(
-        "COPY ingest_dataset_feature (feature_type, normalized_name, raw_name, log2_fold_change, p_value, "
-        "intensity, extra) FROM STDIN"
-    ) as copy:
-        for done, item in enumerate(dataset.features, start=1):
-            copy.write_row(
-                (
-                    item.feature.feature_type,
-                    item.feature.normalized_name,
-                    item.raw_name,
-                    item.log2_fold_change,
-                    item.p_value,
-                    item.intensity,
-                    json_text(item.extra),
-                )
-            )
-            if progress is not None and done % 5000 == 0:
-                progress(5000)
-    if progress is not None:
-        progress(len(dataset.features) % 5000)
+    _stage(conn, dataset.features, progress)
+    conn.execute("ANALYZE ingest_dataset_feature")
+    # A dataset names each feature once (duplicate rows were merged before), so the staged rows are the features.
+    insert_staged_features(conn, tally, "ingest_dataset_feature")
     conn.execute(_RESOLVE_LINKS)
     conn.execute("ANALYZE ingest_link")
     params = {"dataset_id": row.id}
@@ -147,6 +117,44 @@ def write_dataset(
         changes=changes,
         matches=matches,
         created_links=created_links,
+    )
+
+
+def _stage(conn: Conn, features: tuple[DatasetFeatureInput, ...] | StagedFeatures, progress: Progress | None) -> None:
+    """Fill ``ingest_dataset_feature`` with one COPY: spooled bytes as they are, in-memory rows formatted alike."""
+    conn.execute(STAGE_TABLE_DDL)
+    copy_sql = sql.SQL("COPY ingest_dataset_feature ({}) FROM STDIN").format(
+        sql.SQL(", ").join(map(sql.Identifier, STAGE_COLUMNS))
+    )
+    with conn.cursor().copy(copy_sql) as copy:
+        if isinstance(features, StagedFeatures):
+            for chunk in features.chunks():
+                copy.write(chunk)
+        else:
+            for done, item in enumerate(features, start=1):
+                copy.write(_row(item))
+                if progress is not None and done % 5000 == 0:
+                    progress(5000)
+    if isinstance(features, StagedFeatures) and (features.replaced_lines or features.replacements):
+        # Rows of merged duplicate groups give way to the merged rows.
+        conn.execute("DELETE FROM ingest_dataset_feature WHERE line = ANY(%s)", (list(features.replaced_lines),))
+        with conn.cursor().copy(copy_sql) as copy:
+            for row in features.replacements:
+                copy.write(row)
+    if progress is not None:
+        progress(len(features) if isinstance(features, StagedFeatures) else len(features) % 5000)
+
+
+def _row(item: DatasetFeatureInput) -> str:
+    return format_row(
+        None,
+        item.feature,
+        feature_ids(item.feature, _identifiers(item.extra)),
+        item.raw_name,
+        item.log2_fold_change,
+        item.p_value,
+        item.intensity,
+        json_text(item.extra),
     )
 
 

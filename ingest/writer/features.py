@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import orjson
+from psycopg import sql
 
 from ingest.normalize import NormalizedFeature
 from ingest.writer.rows import ChangeTally, Conn
+from ingest.writer.staging import json_text
 
 Progress = Callable[[int], None]
+
+__all__ = ["Progress", "insert_staged_features", "json_text", "upsert_features"]
 
 _STAGE_FEATURES = """
 CREATE TEMP TABLE ingest_feature (
@@ -33,7 +36,7 @@ CREATE TEMP TABLE ingest_feature (
 _INSERT_NEW_FEATURES = """
 INSERT INTO feature (feature_type, normalized_name, name, species_name, lipid_class, parsed, external_ids)
 SELECT s.feature_type, s.normalized_name, s.name, s.species_name, s.lipid_class, s.parsed, s.external_ids
-FROM ingest_feature s
+FROM {staged} s
 WHERE NOT EXISTS (
     SELECT 1 FROM feature f WHERE f.feature_type = s.feature_type AND f.normalized_name = s.normalized_name
 )
@@ -45,17 +48,12 @@ ON CONFLICT (feature_type, normalized_name) DO NOTHING
 _MERGE_IDENTIFIERS = """
 UPDATE feature f
 SET external_ids = s.external_ids || f.external_ids
-FROM ingest_feature s
+FROM {staged} s
 WHERE f.feature_type = s.feature_type
   AND f.normalized_name = s.normalized_name
-  AND s.external_ids <> '{}'::jsonb
+  AND s.external_ids <> '{{}}'::jsonb
   AND (s.external_ids || f.external_ids) IS DISTINCT FROM f.external_ids
 """
-
-
-def json_text(value: object) -> str:
-    """Deterministic JSON for jsonb columns (sorted keys; floats as Python's shortest round-trip repr)."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def upsert_features(
@@ -99,6 +97,15 @@ def upsert_features(
     if progress is not None:
         progress(len(merged) % 5000)
     conn.execute("ANALYZE ingest_feature")
-    tally.add("feature", inserted=conn.execute(_INSERT_NEW_FEATURES).rowcount)
-    tally.add("feature", updated=conn.execute(_MERGE_IDENTIFIERS).rowcount)
+    insert_staged_features(conn, tally)
     return len(merged)
+
+
+def insert_staged_features(conn: Conn, tally: ChangeTally, staged: str = "ingest_feature") -> None:
+    """Insert the unknown features of the temporary table ``staged`` and merge new identifiers into known ones.
+
+    ``staged`` has the columns of ``ingest_feature`` and holds each (feature type, normalized name) once.
+    """
+    table = sql.Identifier(staged)
+    tally.add("feature", inserted=conn.execute(sql.SQL(_INSERT_NEW_FEATURES).format(staged=table)).rowcount)
+    tally.add("feature", updated=conn.execute(sql.SQL(_MERGE_IDENTIFIERS).format(staged=table)).rowcount)

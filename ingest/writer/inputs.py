@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ingest.normalize import NormalizedFeature
+from ingest.writer.staging import StagedFeatures
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class DatasetInput:
     natural_key: str
     name: str
     omics_type: str
-    features: tuple[DatasetFeatureInput, ...]
+    # In memory, or staged on disk by a streaming reader (ingest.writer.staging).
+    features: tuple[DatasetFeatureInput, ...] | StagedFeatures
     source_sha256: str | None = None
     description: str | None = None
     organism: tuple[str, ...] | None = None
