@@ -38,6 +38,7 @@ from ingest.pipeline import (
 from ingest.scoring import ScoringOptions
 from ingest.summary import IngestSummary, render
 from ingest.writer import DatasetInput, ExperimentInput, ProgramInput, WriteResult
+from schema.redaction import redact, url_secrets
 
 app = typer.Typer(
     help="Ingest omics files into Postgres (and nowhere else). One transaction per command; re-running an "
@@ -127,13 +128,8 @@ def _progress_for(path: Path | None, json_output: bool) -> Iterator[_RichProgres
 
 
 def _redact(message: str, url: str) -> str:
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    if password:
-        message = message.replace(str(password), "***")
-    return message
+    # The password is taken from the URL's text (a URL psycopg cannot parse quotes it in its own error).
+    return redact(message, url_secrets(url))
 
 
 def _where(url: str) -> str:
@@ -159,6 +155,9 @@ def _with_database(url: str | None, work: Callable[[psycopg.Connection[Any]], T]
             f"the database at {_where(url)} is not migrated ({_redact(str(exc).splitlines()[0], url)}); "
             "run `make migrate` or `alembic upgrade head`"
         ) from None
+    except psycopg.ProgrammingError as exc:
+        # Raised before any statement for a URL psycopg cannot parse (e.g. a password with a bad % escape).
+        raise _FailedError(f"cannot use the database at {_where(url)}: {_redact(str(exc).strip(), url)}") from None
     except psycopg.Error as exc:
         raise _FailedError(f"database error: {_redact(str(exc).strip(), url)}") from None
 

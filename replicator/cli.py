@@ -32,10 +32,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from replicator.config import Settings, mask_url
+from replicator.config import Settings
 from replicator.documents import ENTITIES
 from replicator.status import Health, Status, collect_status, configured_secrets, evaluate_health, redact
 from replicator.store import outbox
+from schema.redaction import mask_url
 
 app = typer.Typer(help="Replicate Postgres changes to Notion and Pinecone.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: outbox rows a sink rejected for good or after its retries.")
@@ -96,7 +97,7 @@ def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     try:
         with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=10) as conn:
             yield conn
-    except psycopg.OperationalError as error:
+    except psycopg.Error as error:  # OperationalError, and ProgrammingError for a URL psycopg cannot parse
         message = redact(str(error).strip(), configured_secrets(settings))
         _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {message}", markup=False)
         raise typer.Exit(EXIT_FAILED) from None

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from replicator.sinks.base import SinkConfigError, SinkError
+from replicator.status import configured_secrets, redact
 
 
 class _NotionAccess(BaseSettings):
@@ -24,8 +25,9 @@ class _NotionAccess(BaseSettings):
     notion_base_url: str = Field("https://api.notion.com", alias="NOTION_BASE_URL")
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, secrets: tuple[str, ...] = ()) -> typer.Exit:
+    """Print the (redacted: a server's error body may echo the token) message; the exit to raise."""
+    print(f"error: {redact(message, secrets)}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -39,11 +41,12 @@ def init(
         access = _NotionAccess()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError:
         raise _fail("NOTION_API_KEY is not set", 2) from None
-    client = notion_client(access.notion_api_key.get_secret_value(), access.notion_base_url)
+    token = access.notion_api_key.get_secret_value()
+    client = notion_client(token, access.notion_base_url)
     try:
         ids = create_databases(client, parent_page)
     except (SinkError, SinkConfigError) as error:
-        raise _fail(str(error), 1) from None
+        raise _fail(str(error), 1, (token,)) from None
     finally:
         client.close()
     for name, value in ids.items():
@@ -66,9 +69,9 @@ def check() -> None:
         finally:
             sink.close()
     except SinkConfigError as error:
-        raise _fail(str(error), 2) from None
+        raise _fail(str(error), 2, configured_secrets(settings)) from None
     except SinkError as error:
-        raise _fail(str(error), 1) from None
+        raise _fail(str(error), 1, configured_secrets(settings)) from None
     print("notion databases: ok")
 
 

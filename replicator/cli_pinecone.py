@@ -22,6 +22,7 @@ from rich.table import Table
 
 from replicator.config import Settings
 from replicator.sinks.base import SinkConfigError, SinkError
+from replicator.status import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
 
@@ -42,7 +43,8 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    # Redacted: an SDK's error text may quote a key or echo a request's headers.
+    Console(stderr=True).print(f"[red]error:[/red] {escape(redact(message))}", highlight=False)
     raise typer.Exit(code)
 
 

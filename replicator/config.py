@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schema.redaction import mask_url
+
 KNOWN_SINKS = ("notion", "pinecone", "recording")
 # The sinks an operator sees in `replicator status` even when off; "recording" is for tests and shows only when used.
 PRODUCTION_SINKS = ("notion", "pinecone")
@@ -129,11 +131,3 @@ class Settings(BaseSettings):
                 value = mask_url(value.get_secret_value()) if name == "postgres_url" else "********"
             out[info.alias or name] = value
         return out
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a ``scheme://user:password@host`` URL (and of a ``password=`` conninfo)."""
-    import re
-
-    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1********@", url)
-    return re.sub(r"(password=)\S+", r"\1********", url)

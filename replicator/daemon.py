@@ -34,6 +34,7 @@ from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.sinks.base import SinkConfigError
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
+from replicator.status import configured_secrets, redact
 from replicator.store import checkpoints, sink_state
 from replicator.store.outbox import backfill
 
@@ -196,6 +197,7 @@ def _signals(stop: threading.Event) -> Iterator[None]:
 
 def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Metrics | None = None) -> int:
     """Run the replicator until ``stop`` is set or a signal arrives; returns the process exit code."""
+    logs.remember_secrets(configured_secrets(settings))
     if not logging.getLogger("replicator").handlers:
         logs.configure(settings.log_level, settings.log_format)
     stop = stop or threading.Event()
@@ -245,7 +247,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             loop.run(stop)
             return EXIT_OK
         except SlotLostError as exc:
-            state.incident = str(exc)
+            state.incident = redact(str(exc), configured_secrets(settings))
             log.error("slot.lost", slot=slot, reason=exc.reason, action="replicator slot drop, then run again")
             return EXIT_UNHEALTHY
         except SinkConfigError as exc:

@@ -16,22 +16,24 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
-from replicator.config import mask_url
+from schema.redaction import MASK, mask_url
+from schema.redaction import redact as redact_text
 
 _SECRET_FIELD = re.compile(r"(password|passwd|secret|token|api_key|apikey|authorization)", re.IGNORECASE)
-_URL_WITH_PASSWORD = re.compile(r"://[^:/@\s]+:[^@\s]*@|password=\S+")
-_MASK = "********"
+# The configured secret values (``remember_secrets``): removed from every line whatever their shape.
+_secrets: tuple[str, ...] = ()
 
 
 def redact(value: object) -> object:
-    """Mask a URL password or ``password=`` in a string; leave other values alone."""
-    if isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
-        return mask_url(value)
+    """A string without secrets (the one redaction, ``schema.redaction``; URL passwords read ``********``);
+    other values as they are."""
+    if isinstance(value, str):
+        return redact_text(mask_url(value), _secrets)
     return value
 
 
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_MASK if _SECRET_FIELD.search(k) else redact(v)) for k, v in fields.items()}
+    return {k: (MASK if _SECRET_FIELD.search(k) else redact(v)) for k, v in fields.items()}
 
 
 class EventLogger:
@@ -90,8 +92,23 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def configure(level: str = "INFO", fmt: Literal["auto", "json", "text"] = "auto", stream: TextIO | None = None) -> None:
-    """Route the ``replicator`` loggers to one handler on ``stream`` (stderr by default)."""
+def remember_secrets(secrets: tuple[str, ...]) -> None:
+    """The configured secret values every line is cleaned of (the keys, the database password)."""
+    global _secrets
+    _secrets = tuple(secrets)
+
+
+def configure(
+    level: str = "INFO",
+    fmt: Literal["auto", "json", "text"] = "auto",
+    stream: TextIO | None = None,
+    *,
+    secrets: tuple[str, ...] = (),
+) -> None:
+    """Route the ``replicator`` loggers (the SDKs' loggers under it included: ``replicator.notion.sdk``) to one
+    handler on ``stream`` (stderr by default); ``secrets`` (when given) are removed from every line."""
+    if secrets:
+        remember_secrets(secrets)
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     handler = logging.StreamHandler(out)

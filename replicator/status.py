@@ -6,7 +6,6 @@ with reasons (``replicator health``, ``/healthz``). ``redact`` strips secrets fr
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,38 +15,12 @@ import psycopg
 from replicator.config import Settings
 from replicator.metrics import Metrics
 from replicator.store import checkpoints, sink_state
+from schema.redaction import redact as _redact
+from schema.redaction import url_secrets
 
-# ---- redaction ---------------------------------------------------------------------------------------------------
+# ---- redaction: one function for every path (schema/redaction.py) -------------------------------------------------
 
-_REDACTED = "[REDACTED]"
-_SECRET_PATTERNS = (
-    # URL user-info passwords: postgresql://user:secret@host, https://user:token@host
-    (re.compile(r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?=@)"), r"\g<keep>" + _REDACTED),
-    # libpq conninfo and similar key=value secrets
-    (re.compile(r"(?i)(?P<keep>\b(?:password|passwd|pwd)\s*=\s*)('[^']*'|\S+)"), r"\g<keep>" + _REDACTED),
-    # Authorization headers
-    (re.compile(r"(?i)(?P<keep>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\g<keep>" + _REDACTED),
-    # Notion integration tokens (new ntn_ and legacy secret_ forms)
-    (re.compile(r"\b(?:ntn|secret)_[A-Za-z0-9]{16,}"), _REDACTED),
-    # Pinecone API keys (pcsk_… and legacy UUID-shaped keys after an api-key marker), OpenAI-style sk-… keys
-    (re.compile(r"\bpcsk_[A-Za-z0-9_]{16,}"), _REDACTED),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), _REDACTED),
-    (
-        re.compile(r"(?i)(?P<keep>\b(?:api[-_ ]?key|x-api-key|token|apikey)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]{6,}"),
-        r"\g<keep>" + _REDACTED,
-    ),
-)
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove tokens, API keys and passwords from error text. ``secrets`` are exact values to remove as well
-    (the configured keys), for shapes no pattern knows."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, _REDACTED)
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+redact = _redact
 
 
 def configured_secrets(settings: Settings) -> tuple[str, ...]:
@@ -56,9 +29,8 @@ def configured_secrets(settings: Settings) -> tuple[str, ...]:
     for key in (settings.notion_api_key, settings.pinecone_api_key, settings.openai_api_key):
         if key is not None:
             values.append(key.get_secret_value())
-    password = psycopg.conninfo.conninfo_to_dict(settings.dsn).get("password")
-    if password:
-        values.append(str(password))
+    # Taken from the URL text, not parsed: a password psycopg cannot decode must not leak either.
+    values.extend(url_secrets(settings.dsn))
     return tuple(values)
 
 
