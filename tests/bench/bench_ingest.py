@@ -28,6 +28,7 @@ from psycopg import sql
 from ingest.pipeline import DatasetOptions, connect, ingest_dataset, prepare_table_dataset
 from ingest.scoring import ScoringOptions
 from schema.migrate import upgrade
+from tests.bench.report import figure, vm_hwm_mb
 from tests.pgcluster import PgCluster, free_port, pg_bindir
 
 
@@ -136,6 +137,9 @@ def main() -> None:
     print(f"psql \\copy ceiling               : {copy_seconds:7.2f} s  {rows / copy_seconds:>10,.0f} rows/s")
     ratio = total / copy_seconds
     print(f"ingest / ceiling                 : {1 / ratio:7.1%} of the \\copy rate ({ratio:.1f}x slower)")
+    print(f"ingest peak RSS (VmHWM)          : {vm_hwm_mb():7.0f} MB")
+    figure("ingest rate", rows / total, "rows/s", baseline=rows / copy_seconds, goal=">= 0.15x")
+    figure("ingest peak RSS", vm_hwm_mb(), "MB", goal="<= 300")
 
 
 if __name__ == "__main__":
