@@ -75,7 +75,10 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: bench-source bench-ingest bench-sinks  ## every benchmark, printing figures
+BENCH_RUNS ?= 3
+
+bench: install  ## every benchmark BENCH_RUNS times, then one table: figure, value, baseline, ratio, goal
+	$(PY) -m tests.bench.report --runs $(BENCH_RUNS)
 
 bench-source: install  ## wal2json read rate: pg_recvlogical vs the replicator
 	$(PY) -m tests.bench.bench_source

@@ -164,6 +164,8 @@ class RetryingSink(Sink):
             outcomes = call(batch)
         except SinkError as error:
             return [Outcome(key_of(item), OutcomeKind.FAILED, error=error) for item in batch]
+        if self.metrics is not None:
+            self.metrics.sink_requests.labels(sink=self.name).inc(sum(o.calls for o in outcomes))
         if self.bucket is not None:
             extra = sum(o.calls for o in outcomes) - len(batch)
             if extra > 0:

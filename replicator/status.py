@@ -213,7 +213,11 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
 
 
 def refresh_gauges(status: Status, metrics: Metrics) -> None:
-    """Copy what ``collect_status`` read into the Prometheus gauges (pending, oldest pending age, lag)."""
+    """Copy what ``collect_status`` read into the Prometheus gauges (pending, oldest pending age, dead letters,
+    lag, wal_status)."""
+    metrics.set_wal_status(status.slot.wal_status if status.slot.exists else None)
+    if status.slot.safe_wal_size is not None:
+        metrics.slot_safe_wal_size.set(status.slot.safe_wal_size)
     if status.slot.lag_bytes is not None:
         metrics.lag_bytes.set(status.slot.lag_bytes)
     if status.slot.lag_seconds is not None:
@@ -221,3 +225,4 @@ def refresh_gauges(status: Status, metrics: Metrics) -> None:
     for sink in status.sinks:
         metrics.outbox_pending.labels(sink=sink.name).set(sink.pending)
         metrics.oldest_pending_seconds.labels(sink=sink.name).set(sink.oldest_pending_age_s or 0.0)
+        metrics.dead_letter_rows.labels(sink=sink.name).set(sink.dead_letters)

@@ -18,7 +18,7 @@ from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBu
 from replicator.sinks.base import Sink, SinkConfigError
 
 
-def _build_recording(settings: Settings) -> Sink:
+def _build_recording(settings: Settings, metrics: Metrics | None) -> Sink:
     from replicator.sinks.recording import RecordingSink
 
     if settings.recording_path is None:
@@ -26,19 +26,19 @@ def _build_recording(settings: Settings) -> Sink:
     return RecordingSink.from_settings(settings)
 
 
-def _build_pinecone(settings: Settings) -> Sink:
+def _build_pinecone(settings: Settings, metrics: Metrics | None) -> Sink:
     from replicator.sinks.pinecone import build_pinecone_sink
 
-    return build_pinecone_sink(settings)
+    return build_pinecone_sink(settings, metrics=metrics)
 
 
-def _build_notion(settings: Settings) -> Sink:
+def _build_notion(settings: Settings, metrics: Metrics | None) -> Sink:
     from replicator.sinks.notion import build_notion_sink
 
     return build_notion_sink(settings)
 
 
-_BUILDERS: dict[str, Callable[[Settings], Sink]] = {
+_BUILDERS: dict[str, Callable[[Settings, Metrics | None], Sink]] = {
     "recording": _build_recording,
     "notion": _build_notion,
     "pinecone": _build_pinecone,
@@ -70,7 +70,7 @@ def build_sink(
     builder = _BUILDERS.get(name)
     if builder is None:
         raise SinkConfigError(f"unknown sink {name!r}; known: {', '.join(KNOWN_SINKS)}")
-    inner = builder(settings)
+    inner = builder(settings, metrics)
     rate = _rate(name, settings)
     bucket = TokenBucket(rate, clock=clock, sleep=sleep) if rate is not None else None
     return RetryingSink(

@@ -36,6 +36,7 @@ from pinecone import (
 
 from replicator.documents import ENTITIES, Document, DocumentKey
 from replicator.embedding import EmbeddingProvider
+from replicator.metrics import Metrics, metered
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import (
     DeleteItem,
@@ -634,10 +635,12 @@ def _remote_documents(key: DocumentKey, chunks: dict[str, dict[str, Any]]) -> It
 # ---- wiring ------------------------------------------------------------------------------------------------------
 
 
-def build_pinecone_sink(settings: Settings, provider: EmbeddingProvider | None = None) -> PineconeSink:
+def build_pinecone_sink(
+    settings: Settings, provider: EmbeddingProvider | None = None, *, metrics: Metrics | None = None
+) -> PineconeSink:
     """The sink from settings: ``PINECONE_API_KEY``, ``PINECONE_CONTROLLER_HOST``, ``PINECONE_INDEX``,
     ``PINECONE_INDEX_HOST`` (else found through the control plane), ``PINECONE_NAMESPACE``, and the embedding
-    provider named by ``EMBEDDING_PROVIDER``."""
+    provider named by ``EMBEDDING_PROVIDER`` (its texts and call times counted in ``metrics`` when given)."""
     from replicator.embedding import build_provider
 
     if settings.pinecone_api_key is None:
@@ -649,7 +652,7 @@ def build_pinecone_sink(settings: Settings, provider: EmbeddingProvider | None =
     )
     return PineconeSink(
         index=index,
-        provider=provider or build_provider(settings),
+        provider=metered(provider or build_provider(settings), metrics),
         namespace=settings.pinecone_namespace,
         index_name=settings.pinecone_index,
         control=pc,

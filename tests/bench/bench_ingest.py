@@ -38,6 +38,7 @@ import psycopg
 from psycopg import sql
 
 from schema.migrate import upgrade
+from tests.bench.report import figure
 from tests.pgcluster import PgCluster, free_port, pg_bindir
 
 POLL_SECONDS = 0.005
@@ -218,6 +219,10 @@ def main() -> None:
             finally:
                 _drop(admin_url, dbname)
             print(f"run {run + 1}/{args.runs}: ingest {first.seconds:.2f} s, \\copy {ceiling[-1]:.2f} s", flush=True)
+            figure(
+                "ingest rate", args.rows / first.seconds, "rows/s", baseline=args.rows / ceiling[-1], goal=">= 0.15x"
+            )
+            figure("ingest peak RSS (VmHWM)", first.peak_rss_mb, "MB", goal="<= 300")
 
     rows = args.rows
     print(f"\nrows: {rows:,}; {args.runs} runs, median [min–max]; each ingest a child process, fresh database per run")

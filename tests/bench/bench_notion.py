@@ -31,6 +31,7 @@ from replicator.daemon import run
 from replicator.documents import DocumentKey, render
 from replicator.sinks.notion import create_databases, notion_client
 from schema.migrate import upgrade
+from tests.bench.report import figure
 from tests.emulators.notion import NotionEmulator
 from tests.pgcluster import PgCluster, free_port
 
@@ -170,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50.0, help="NOTION_RATE_PER_S for the sink's token bucket")
     args = parser.parse_args(argv)
-    print(report(notion_calls_per_document(datasets=args.datasets, updates=args.updates, rate=args.rate), args.rate))
+    figures = notion_calls_per_document(datasets=args.datasets, updates=args.updates, rate=args.rate)
+    print(report(figures, args.rate))
+    for name, goal in (("properties only", "<= 1"), ("properties and body", "<= 2")):
+        figure(f"notion calls per document ({name})", figures[name]["calls_per_document"], "calls", goal=goal)
     return 0
 
 

@@ -5,14 +5,15 @@ A throwaway cluster (tests.pgcluster) is migrated to head; two wal2json slots ar
 reference/wal2json-workload.sql, adapted to our schema (50k dataset inserts and 150k dataset_feature inserts in
 1,000-row transactions, 50k dataset updates, 10k dataset_feature deletes: ~260k wal2json records), is written
 once. Then, one after the other, ``pg_recvlogical`` reads slot 1 to /dev/null and the replicator's source (in a
-child process, so its peak RSS is its own) reads slot 2 up to committed outbox rows (one sink name, no workers).
-Both use the same wal2json options. Printed: both rates (wal2json records/s), their ratio and the peak RSS.
+child process, whose own peak RSS is its ``VmHWM``: ``ru_maxrss`` would carry the parent's high-water
+mark into the child) reads slot 2 up to committed outbox rows (one sink name, no workers).
+Both use the same wal2json options. Printed: both rates (wal2json records/s), their ratio and the peak RSS,
+also as ``FIGURE`` lines for ``make bench`` (tests/bench/report.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from replicator.changes import format_lsn
 from replicator.metrics import Metrics
 from replicator.source import SourceLoop, SourceOptions, create_slot, stream_tables
 from schema.migrate import upgrade
+from tests.bench.report import figure, vm_hwm_mb
 from tests.pgcluster import PgCluster, free_port, pg_bindir
 
 DATASETS = 50_000
@@ -125,10 +127,9 @@ def child_read(url: str, slot: str, endpos: int) -> None:
     elapsed = time.perf_counter() - started
     stop.set()
     thread.join()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         orjson.dumps(
-            {"seconds": elapsed, "changes": loop.changes, "batches": loop.batches, "peak_kb": peak_kb}
+            {"seconds": elapsed, "changes": loop.changes, "batches": loop.batches, "peak_mb": vm_hwm_mb()}
         ).decode()
     )
 
@@ -173,7 +174,9 @@ def main() -> int:
             f"{outbox[0] if outbox else 0:,} outbox rows)"
         )
         print(f"ratio replicator / pg_recvlogical: {our_rate / recv_rate:.2f}  (aim: >= 0.5)")
-        print(f"replicator peak RSS: {ours['peak_kb'] / 1024:.0f} MB")
+        print(f"replicator peak RSS (VmHWM of the reading process): {ours['peak_mb']:.0f} MB")
+        figure("source rate", our_rate, "records/s", baseline=recv_rate, goal=">= 0.9x")
+        figure("source peak RSS", ours["peak_mb"], "MB")
         return 0
     finally:
         cluster.stop()

@@ -180,6 +180,9 @@ def test_http_serves_health_readiness_and_refreshed_metrics(conn: Conn, db_url: 
         code, body = _get(server.url + "/metrics")
         assert code == 200
         assert b'replicator_outbox_pending{sink="recording"} 1.0' in body
+        assert b'replicator_slot_wal_status{wal_status="reserved"} 1.0' in body
+        assert b'replicator_slot_wal_status{wal_status="lost"} 0.0' in body
+        assert b'replicator_dead_letter_rows{sink="recording"} 0.0' in body
         assert _get(server.url + "/nope")[0] == 404
     finally:
         server.shutdown()

@@ -132,6 +132,8 @@ def test_retrying_sink_retries_only_the_items_that_failed_retryably() -> None:
     assert inner.calls == [[a.key, b.key, c.key], [b.key]]
     assert len(t.sleeps) == 1
     assert metrics.registry.get_sample_value("replicator_sink_retries_total", {"sink": "scripted"}) == 1
+    # API requests as the sink reports them: 3 + 1 + 1 on the first call, 3 on the retry.
+    assert metrics.registry.get_sample_value("replicator_sink_requests_total", {"sink": "scripted"}) == 8
 
 
 def test_retrying_sink_honours_retry_after_and_gives_up_after_its_attempts() -> None:
