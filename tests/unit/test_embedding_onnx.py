@@ -154,6 +154,18 @@ def test_the_onnx_provider_refuses_a_model_it_would_have_to_download() -> None:
         OnnxProvider.from_model_setting("sentence-transformers/all-mpnet-base-v2")
 
 
+def test_batches_hold_every_text_once_shortest_first_within_the_token_budget() -> None:
+    from replicator.embedding.onnx import OnnxProvider
+
+    lengths = [200, 5, 256, 12, 12, 130, 7, 256, 40]
+    batches = OnnxProvider(Path("unused.onnx"), batch_tokens=512)._batches(lengths)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths)
+    assert all(lengths[batch[-1]] * len(batch) <= 512 for batch in batches)
+    assert batches == [[1, 6, 3, 4, 8], [5, 0], [2, 7]]  # short texts share a run; 2 x 256 tokens just fit
+
+
 def _settings(provider: str) -> Settings:
     return Settings.model_validate({"POSTGRES_URL": "postgresql://x@127.0.0.1/db", "EMBEDDING_PROVIDER": provider})
 
