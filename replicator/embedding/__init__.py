@@ -1,7 +1,9 @@
 """Embedding providers: turn chunk text (and query text) into vectors for the Pinecone sink and ``replicator query``.
 
-One small interface, three implementations: ``local`` (the packaged all-MiniLM-L6-v2 model, offline),
-``openai`` (any OpenAI-compatible ``/embeddings`` endpoint over HTTP) and ``pinecone`` (Pinecone inference).
+One small interface, four implementations: ``local`` (the packaged all-MiniLM-L6-v2 model on ONNX Runtime, offline,
+no torch), ``sentence-transformers`` (the same model, or another one stored on disk, through sentence-transformers
+and torch), ``openai`` (any OpenAI-compatible ``/embeddings`` endpoint over HTTP) and ``pinecone`` (Pinecone
+inference).
 Failures surface as the sink's typed errors: ``SinkConfigError`` when the provider cannot start (missing package,
 model or key), ``SinkError`` (retryable or not) when one call fails, so the worker's single retry policy covers
 embedding calls too.
@@ -17,7 +19,7 @@ from replicator.sinks.base import SinkConfigError
 if TYPE_CHECKING:
     from replicator.config import Settings
 
-PROVIDERS = ("local", "openai", "pinecone")
+PROVIDERS = ("local", "sentence-transformers", "openai", "pinecone")
 
 
 class EmbeddingProvider(Protocol):
@@ -44,6 +46,10 @@ def build_provider(settings: Settings) -> EmbeddingProvider:
     """The provider named by ``EMBEDDING_PROVIDER``, configured from the settings."""
     name = settings.embedding_provider
     if name == "local":
+        from replicator.embedding.onnx import OnnxProvider
+
+        return OnnxProvider.from_model_setting(settings.embedding_model)
+    if name == "sentence-transformers":
         from replicator.embedding.local import LocalProvider
 
         return LocalProvider.from_model_setting(settings.embedding_model)

