@@ -43,9 +43,9 @@ _CLONE_NAME = re.compile(r"^(?:[A-Z]{1,2}\d{5,6}|[A-Z]{2,4}\d*-\d+[A-Z]\d+)\.\d+
 
 
 # Excel turns MARCH1, SEPT1 and DEC1 into dates ("1-Mar", "1-Sep", "1-Dec"; Ziemann et al. 2016,
-# https://doi.org/10.1186/s13059-016-1044-7). HGNC renamed them in 2020 (MARCHF*,
-# SEPTIN*, DELEC1; Bruford et al. 2020, https://doi.org/10.1038/s41588-020-0669-3). A date is mapped to today's symbol only where one gene can have made it: "1-Mar" and "2-Mar" are
-# also MARC1/MARC2 (now MTARC1/MTARC2), so those, and every other date, are refused.
+# https://doi.org/10.1186/s13059-016-1044-7). HGNC renamed them in 2020 (MARCHF*, SEPTIN*, DELEC1; Bruford et al.
+# 2020, https://doi.org/10.1038/s41588-020-0669-3). A date is mapped to today's symbol only where one gene can have
+# made it: "1-Mar" and "2-Mar" are also MARC1/MARC2 (now MTARC1/MTARC2), so those, and every other date, are refused.
 _EXCEL_DATE = re.compile(
     r"^(?:(?P<day>\d{1,2})-(?P<month>[A-Za-z]{3})|(?P<month2>[A-Za-z]{3})-(?P<day2>\d{1,2}))(?:-\d{2,4})?$"
 )

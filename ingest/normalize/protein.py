@@ -63,10 +63,9 @@ def normalize_protein(raw: str) -> NormalizedFeature:
         accession = header["acc"].upper()
         entry = header["entry"].upper()
         named = _GENE_NAME_FIELD.search(stripped)
-        if named:  # UniProt's own gene field wins over the entry mnemonic (ALBU_HUMAN is ALB)
-            gene = clean_gene_symbol(named["gene"])
-        else:
-            gene = None if entry == accession else clean_gene_symbol(entry)
+        # UniProt's own gene field wins over the entry mnemonic (ALBU_HUMAN is ALB).
+        mnemonic = None if entry == accession else clean_gene_symbol(entry)
+        gene = clean_gene_symbol(named["gene"]) if named else mnemonic
         return _with_accession(accession, header["isoform"], gene, {})
     accession_match = _ACCESSION.match(stripped)
     if accession_match:
