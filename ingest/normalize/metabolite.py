@@ -12,8 +12,8 @@ that is only an identifier is keyed by that identifier.
 
 Synonyms: a small table maps the spellings the team meets to one display name — amino acids with and without the
 ``L-`` prefix and all twenty three-letter codes (``L-Glutamine``, ``glutamine``, ``Gln`` → ``Glutamine``) and the
-acid/anion pairs of central metabolism (``L-Glutamic acid``, ``glutamic acid`` → ``Glutamate``; ``lactic acid`` → ``Lactate``). ``D-`` forms are different
-compounds (D-serine is not serine) and are never folded into the L form.
+acid/anion pairs of central metabolism (``L-Glutamic acid``, ``glutamic acid`` → ``Glutamate``; ``lactic acid`` →
+``Lactate``). ``D-`` forms are different compounds (D-serine is not serine) and are never folded into the L form.
 
 Case: ``normalized_name`` is the casefolded display name (with Greek letters spelled out, ``α`` → ``alpha``), so
 ``glutamine``, ``Glutamine`` and ``L-Glutamine`` are one feature. ``display_name`` keeps the case as written (or the
