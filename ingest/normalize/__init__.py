@@ -60,6 +60,56 @@ _METABOLITE_SHAPE = re.compile(
     re.IGNORECASE,
 )
 _GENE_LIKE = re.compile(r"^[A-Z0-9][A-Z0-9-]*(?:\.\d+)?$")
+# A lipid name writes its chains ("PC 34:1", "hex_cer_24_0"); pygoslin also reads systematic names (Ethanol → FOH 2:0),
+# which must not turn a metabolite into a lipid.
+_CHAIN_WRITTEN = re.compile(r"\d:\d|_\d{1,2}_\d{1,2}$")
+# Gangliosides written by class only (GM3, GD1a, GT1b): lipids, not genes.
+_GANGLIOSIDE = re.compile(r"^G[MDTQ][1-4][abc]?$")
+# Metabolites whose usual names are upper-case abbreviations, which would otherwise pass for gene symbols.
+_METABOLITE_ABBREVIATIONS = frozenset(
+    {
+        "atp",
+        "adp",
+        "amp",
+        "gtp",
+        "gdp",
+        "gmp",
+        "ctp",
+        "utp",
+        "udp",
+        "camp",
+        "cgmp",
+        "nad",
+        "nadh",
+        "nadp",
+        "nadph",
+        "fad",
+        "fadh2",
+        "fmn",
+        "gaba",
+        "gsh",
+        "gssg",
+        "coa",
+        "sam",
+        "sah",
+        "tmao",
+        "dopa",
+        "l-dopa",
+        "5-ht",
+        "acetyl-coa",
+        "imp",
+        "xmp",
+        "prpp",
+        "dhap",
+        "pep",
+        "g6p",
+        "f6p",
+        "3pg",
+        "2pg",
+        "bh4",
+        "atp-",
+    }
+)
 
 
 def infer_feature_type(raw: str) -> str:
@@ -67,7 +117,9 @@ def infer_feature_type(raw: str) -> str:
 
     In order: UniProt FASTA headers and accessions → protein; Ensembl ids (ENSP… → protein, other ENS… → gene) and
     RefSeq → gene; metabolite identifiers (HMDB, KEGG, ChEBI, PubChem, InChIKey) → metabolite; a name pygoslin reads
-    with a chain (``PC 34:1``, ``CER 16:0``, ``hex_cer_24_0``) → lipid; an all-upper-case symbol (``TP53``,
+    with a chain written in the name (``PC 34:1``, ``CER 16:0``, ``hex_cer_24_0``; not ``Ethanol``, which pygoslin reads
+    as ``FOH 2:0``) or a ganglioside class (``GM3``) → lipid; common metabolite abbreviations (``ATP``, ``GABA``,
+    ``NAD+``) → metabolite; an all-upper-case symbol (``TP53``,
     ``TP53_HUMAN``) → gene; a name in the metabolite synonym table or with a chemical shape (``Glutamine``,
     ``3-Hydroxybutyrate``, ``citric acid``) → metabolite; anything else → gene, as in the earlier system.
     """
@@ -83,8 +135,14 @@ def infer_feature_type(raw: str) -> str:
     metabolite = normalize_metabolite(name)
     if metabolite.external_ids:
         return "metabolite"
+    if excel_date_symbol(name)[0]:
+        return "gene"  # "1-Sep": what a spreadsheet made of SEPT1, not a locant
+    if _GANGLIOSIDE.match(name):
+        return "lipid"
+    if name.casefold().rstrip("+-") in _METABOLITE_ABBREVIATIONS:
+        return "metabolite"
     lipid = normalize_lipid(name)
-    if lipid.parsed and ":" in lipid.normalized_name:
+    if lipid.parsed and _CHAIN_WRITTEN.search(name):
         return "lipid"
     symbol = clean_gene_symbol(name)
     if symbol is not None and _GENE_LIKE.match(name.split("_")[0].split(" ")[0]):
@@ -95,7 +153,7 @@ def infer_feature_type(raw: str) -> str:
 
 
 # The normalizers import NormalizedFeature from this module, so they are imported after it is defined.
-from ingest.normalize.gene import ENSEMBL_ID, clean_gene_symbol, normalize_gene  # noqa: E402
+from ingest.normalize.gene import ENSEMBL_ID, clean_gene_symbol, excel_date_symbol, normalize_gene  # noqa: E402
 from ingest.normalize.lipid import normalize_lipid  # noqa: E402
 from ingest.normalize.metabolite import SYNONYMS, normalize_metabolite  # noqa: E402
 from ingest.normalize.protein import normalize_protein  # noqa: E402

@@ -1,15 +1,19 @@
 """Metabolite names → one case-insensitive key, a human display name, and the identifiers found in the name.
 
+Inorganic ions are one spelling each, charge kept (``Ca2+``, ``Ca++``, ``ca 2+`` → ``Ca2+``; ``Cl-`` → ``Cl-``; the
+key is the casefolded spelling ``ca2+``): an ion's charge is its identity, not an adduct.
+
 Cleaning removes what describes the measurement, not the compound: adducts (``[M+H]+``, ``[M-H]-``), polarity tags
 (``(pos)``, ``(neg)``) and trailing charges (``NAD+`` → ``NAD``, ``Lactate 1-``; a bare trailing ``-`` is kept, it is an
 inverted prefix as in ``inositol myo-``); ``_`` becomes a space and whitespace is collapsed.
-Identifiers written in the name (HMDB, KEGG compound, ChEBI, PubChem CID, InChIKey) move to ``external_ids``; a name
+Identifiers written in the name (HMDB, KEGG compound — also as KEGG REST writes it, ``cpd:C00025`` —, ChEBI, PubChem
+CID, InChIKey) move to ``external_ids``; a name
 that is only an identifier is keyed by that identifier.
 
 Synonyms: a small table maps the spellings the team meets to one display name — amino acids with and without the
-``L-`` prefix (``L-Glutamine``, ``glutamine`` → ``Glutamine``) and the acid/anion pairs of central metabolism
-(``L-Glutamic acid``, ``glutamic acid`` → ``Glutamate``; ``lactic acid`` → ``Lactate``). ``D-`` forms are different
-compounds (D-serine is not serine) and are never folded into the L form.
+``L-`` prefix and all twenty three-letter codes (``L-Glutamine``, ``glutamine``, ``Gln`` → ``Glutamine``) and the
+acid/anion pairs of central metabolism (``L-Glutamic acid``, ``glutamic acid`` → ``Glutamate``; ``lactic acid`` →
+``Lactate``). ``D-`` forms are different compounds (D-serine is not serine) and are never folded into the L form.
 
 Case: ``normalized_name`` is the casefolded display name (with Greek letters spelled out, ``α`` → ``alpha``), so
 ``glutamine``, ``Glutamine`` and ``L-Glutamine`` are one feature. ``display_name`` keeps the case as written (or the
@@ -43,11 +47,54 @@ _IDENTIFIERS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("hmdb", re.compile(r"(?:\bHMDB\s*(?:ID)?\s*[:=]\s*)?\bHMDB(\d{5,7})\b", re.IGNORECASE)),
     ("chebi", re.compile(r"\bCHEBI\s*(?:ID)?\s*[:_= ]?\s*(\d+)\b", re.IGNORECASE)),
     ("pubchem", re.compile(r"\b(?:PubChem(?:\s*CID)?|CID)\s*[:_= ]?\s*(\d+)\b", re.IGNORECASE)),
-    ("kegg", re.compile(r"(?:\bKEGG\s*(?:ID)?\s*[:=]?\s*)?\b(C\d{5})\b")),
+    ("kegg", re.compile(r"(?:\bKEGG\s*(?:ID)?\s*[:=]?\s*)?(?:\bcpd:)?\b(C\d{5})\b")),  # KEGG REST: cpd:C00025
 )
 # What is left around an identifier once it is cut out: brackets, separators.
 _LEFTOVER = re.compile(r"\(\s*[,;|/]?\s*\)|\[\s*[,;|/]?\s*\]")
 _EDGE_PUNCTUATION = " \t,;|/:"
+
+# Inorganic ions keep their charge (Fe2+ and Fe3+ are different species); written "Ca2+", "Ca++", "Cl-", "NH4+".
+_ION = re.compile(r"^(?P<symbol>[A-Za-z][A-Za-z0-9]{0,4}?)\s?(?P<count>[1-4])?(?P<signs>\+{1,4}|-{1,4})$")
+_ION_SYMBOLS = {
+    symbol.casefold(): symbol
+    for symbol in (
+        "H",
+        "Li",
+        "Na",
+        "K",
+        "Rb",
+        "Cs",
+        "Mg",
+        "Ca",
+        "Sr",
+        "Ba",
+        "Mn",
+        "Fe",
+        "Co",
+        "Ni",
+        "Cu",
+        "Zn",
+        "Cd",
+        "Hg",
+        "Pb",
+        "Al",
+        "F",
+        "Cl",
+        "Br",
+        "I",
+        "NH4",
+        "OH",
+        "HCO3",
+        "CO3",
+        "NO3",
+        "NO2",
+        "SO4",
+        "HSO4",
+        "PO4",
+        "HPO4",
+        "H2PO4",
+    )
+}
 
 _GREEK = {"α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "ω": "omega", "ε": "epsilon"}
 
@@ -96,6 +143,9 @@ _SYNONYM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Urate", ("uric acid",)),
     ("Kynurenine", ("l-kynurenine",)),
     ("Alanine", ("ala",)),
+    ("Asparagine", ("asn",)),
+    ("Cysteine", ("cys",)),
+    ("Isoleucine", ("ile",)),
     ("Arginine", ("arg",)),
     ("Glutamine", ("gln",)),
     ("Glycine", ("gly",)),
@@ -174,9 +224,30 @@ def clean_metabolite_name(raw: str) -> str:
     return name
 
 
+def _ion(name: str) -> str | None:
+    """The canonical spelling of an inorganic ion ("Ca2+", "Ca++", "ca 2+" → "Ca2+"; "Cl-" → "Cl-"), else None."""
+    match = _ION.match(name)
+    if not match:
+        return None
+    symbol = _ION_SYMBOLS.get(match["symbol"].casefold())
+    written_count = match["count"]
+    if symbol is None and written_count:  # "NH4+": the digit belongs to the formula, not the charge
+        symbol, written_count = _ION_SYMBOLS.get((match["symbol"] + written_count).casefold()), None
+    if symbol is None:
+        return None
+    signs = match["signs"]
+    count = int(written_count) if written_count else len(signs)
+    if len(signs) > 1 and written_count:
+        return None  # "Ca2++": not a charge anyone writes
+    return f"{symbol}{count if count > 1 else ''}{signs[0]}"
+
+
 def normalize_metabolite(raw: str) -> NormalizedFeature:
     """Normalize a metabolite name; see the module docstring for the rules."""
     stripped = raw.strip()
+    ion = _ion(" ".join(unicodedata.normalize("NFKC", stripped).split()))
+    if ion is not None:
+        return NormalizedFeature("metabolite", ion.casefold(), ion, None, None, True, {})
     name, ids = find_identifiers(clean_metabolite_name(stripped))
     name = clean_metabolite_name(name)
     if not name:

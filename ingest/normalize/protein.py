@@ -2,13 +2,17 @@
 
 Recognised forms:
 
-* UniProt FASTA headers ``sp|P04637|TP53_HUMAN`` (and ``tr|…``): accession ``P04637``, gene ``TP53`` from the entry
-  name (TrEMBL entry names that are just the accession give no gene).
+* UniProt FASTA headers ``sp|P04637|TP53_HUMAN`` (and ``tr|…``): accession ``P04637``; the gene from the header's
+  ``GN=`` field when there is one (``sp|P02768|ALBU_HUMAN Serum albumin OS=Homo sapiens OX=9606 GN=ALB`` → ``ALB``,
+  not the mnemonic ``ALBU``), else from the entry name (TrEMBL entry names that are just the accession give no
+  gene).
 * Bare accessions by UniProt's official pattern, isoforms included: ``Q9Y6K9-2`` → ``Q9Y6K9``, the isoform kept in
   ``external_ids["uniprot_isoform"]``. Protein groups (``P04637;Q9Y6K9``, MaxQuant) are keyed by their leading
   accession; the whole group is kept in ``external_ids["uniprot_group"]``.
 * ``TP53 (P04637)``, the display form written below, reads back to the same key.
-* Gene-symbol-only names (``actb``, ``TP53_HUMAN``, ``TP53 (Human)``) → upper-case symbol, as for genes.
+* Gene-symbol-only names (``actb``, ``TP53_HUMAN``, ``TP53 (Human)``) → upper-case symbol, as for genes. A string
+  of ten or more letters and digits shaped like an accession (``A0B1C2D3E4F``) that fails UniProt's pattern is
+  neither an accession nor a gene: kept as written, ``parsed=False``.
 
 **Key choice.** ``normalized_name`` is the accession when there is one, because an accession names one protein
 sequence while a symbol may name several products and changes with HGNC renames; a symbol-only name is keyed by the
@@ -32,6 +36,10 @@ _FASTA_HEADER = re.compile(
     r"(?:\s.*)?$",
     re.IGNORECASE,
 )
+# FASTA header fields (https://www.uniprot.org/help/fasta-headers): "... OS=Homo sapiens OX=9606 GN=ALB PE=1 SV=2".
+_GENE_NAME_FIELD = re.compile(r"\sGN=(?P<gene>[^\s=]+)(?=\s|$)")
+# Upper-case letter-digit strings of accession length that fail UniProt's pattern: not accessions, and not genes.
+_ACCESSION_SHAPED = re.compile(r"^[A-Z][0-9][A-Z0-9]{4,}$")
 _SYMBOL_WITH_ACCESSION = re.compile(
     rf"^(?P<symbol>\S+)\s*\(\s*(?P<acc>{UNIPROT_ACCESSION})(?:-(?P<isoform>\d+))?\s*\)$"
 )
@@ -54,7 +62,10 @@ def normalize_protein(raw: str) -> NormalizedFeature:
     if header:
         accession = header["acc"].upper()
         entry = header["entry"].upper()
-        gene = None if entry == accession else clean_gene_symbol(entry)
+        named = _GENE_NAME_FIELD.search(stripped)
+        # UniProt's own gene field wins over the entry mnemonic (ALBU_HUMAN is ALB).
+        mnemonic = None if entry == accession else clean_gene_symbol(entry)
+        gene = clean_gene_symbol(named["gene"]) if named else mnemonic
         return _with_accession(accession, header["isoform"], gene, {})
     accession_match = _ACCESSION.match(stripped)
     if accession_match:
@@ -68,6 +79,6 @@ def normalize_protein(raw: str) -> NormalizedFeature:
     if labelled:
         return _with_accession(labelled["acc"], labelled["isoform"], clean_gene_symbol(labelled["symbol"]), {})
     symbol = clean_gene_symbol(stripped)
-    if symbol is None:
+    if symbol is None or (len(stripped) >= 10 and _ACCESSION_SHAPED.match(stripped)):
         return NormalizedFeature("protein", stripped, stripped, None, None, False, {})
     return NormalizedFeature("protein", symbol, symbol, None, None, True, {"gene": symbol})
