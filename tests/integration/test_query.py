@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from replicator.cli_pinecone import register
+from replicator.cli.pinecone import register
 from replicator.config import Settings
 from replicator.documents import DocumentKey, render
 from replicator.query import QueryInputError, parse_filters, search

@@ -190,7 +190,7 @@ def test_verify_command_exits_0_in_sync_and_1_with_drift_and_prints_json(
 
     import typer
 
-    from replicator.cli_pinecone import register
+    from replicator.cli.pinecone import register
 
     keys = _synced(conn, db_url, settings, sink)
     app, pinecone_app = typer.Typer(), typer.Typer()

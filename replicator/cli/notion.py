@@ -1,7 +1,7 @@
 """``replicator notion …``: set up the Notion side. ``init --parent-page ID`` creates the four databases with
 every property the sink writes and prints their ids as ``NAME=value`` lines (nothing else on stdout), so a shell
 can ``eval "$(replicator notion init --parent-page …)"``. ``check`` runs the sink's start-up check.
-``replicator/cli.py`` registers these on its ``notion`` group through ``register``.
+``replicator/cli/__init__.py`` registers these on its ``notion`` group through ``register``.
 """
 
 from __future__ import annotations

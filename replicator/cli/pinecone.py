@@ -5,7 +5,7 @@
 Exit codes (STYLE.md §4, the same scale as ``health``): 0 ok / in sync; 1 failed, or drift found by ``verify``;
 2 bad input or configuration; 3 a sink could not be reached (unhealthy).
 
-Registered in ``replicator/cli.py`` with ``register(app, pinecone_app)``.
+Registered in ``replicator/cli/__init__.py`` with ``register(app, pinecone_app)``.
 """
 
 from __future__ import annotations

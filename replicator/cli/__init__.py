@@ -417,13 +417,13 @@ def _empty_group(name: str) -> Any:
 notion_app.callback(invoke_without_command=True)(_empty_group("notion"))
 pinecone_app.callback(invoke_without_command=True)(_empty_group("pinecone"))
 
-# `pinecone init`, `query` and `verify` live in replicator/cli_pinecone.py.
-from replicator.cli_pinecone import register as _register_pinecone_commands  # noqa: E402
+# `pinecone init`, `query` and `verify` live in replicator/cli/pinecone.py.
+from replicator.cli.pinecone import register as _register_pinecone_commands  # noqa: E402
 
 _register_pinecone_commands(app, pinecone_app)
 
-# `notion init` and `notion check` live in replicator/cli_notion.py.
-from replicator.cli_notion import register as _register_notion_commands  # noqa: E402
+# `notion init` and `notion check` live in replicator/cli/notion.py.
+from replicator.cli.notion import register as _register_notion_commands  # noqa: E402
 
 _register_notion_commands(notion_app)
 
