@@ -18,7 +18,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-ENTITIES = ("program", "experiment", "dataset", "signature")
+from replicator.graph import ENTITIES, RELATIONS
 
 
 @dataclass(frozen=True, order=True)
@@ -142,28 +142,6 @@ _DATASET_FIELDS = (
 )
 _SIGNATURE_FIELDS = ("short_id", "description", "modalities", "biomarker_role", "phenotype_axes", "data_ownership")
 
-# Which link tables relate an entity to others: (role, link table, this side's column, other side's column,
-# other entity). Signature relations to datasets come from dataset_signature (the matches).
-_RELATIONS: dict[str, tuple[tuple[str, str, str, str, str], ...]] = {
-    "program": (
-        ("experiments", "program_experiment", "program_id", "experiment_id", "experiment"),
-        ("datasets", "program_dataset", "program_id", "dataset_id", "dataset"),
-        ("signatures", "program_signature", "program_id", "signature_id", "signature"),
-    ),
-    "experiment": (
-        ("programs", "program_experiment", "experiment_id", "program_id", "program"),
-        ("datasets", "experiment_dataset", "experiment_id", "dataset_id", "dataset"),
-    ),
-    "dataset": (
-        ("programs", "program_dataset", "dataset_id", "program_id", "program"),
-        ("experiments", "experiment_dataset", "dataset_id", "experiment_id", "experiment"),
-        ("signatures", "dataset_signature", "dataset_id", "signature_id", "signature"),
-    ),
-    "signature": (
-        ("programs", "program_signature", "signature_id", "program_id", "program"),
-        ("datasets", "dataset_signature", "signature_id", "dataset_id", "dataset"),
-    ),
-}
 _FIELDS = {
     "program": _PROGRAM_FIELDS,
     "experiment": _EXPERIMENT_FIELDS,
@@ -223,13 +201,17 @@ def _render_entity(
             key=key,
             name=row[1],
             fields=dict(zip(columns, row[2:], strict=True)),
-            relations={role: relations.get((role, id_), ()) for role, *_ in _RELATIONS[entity]},
-            relation_names={role: relation_names.get((role, id_), ()) for role, *_ in _RELATIONS[entity]},
+            relations={role: relations.get((role, id_), ()) for role in _relation_roles(entity)},
+            relation_names={role: relation_names.get((role, id_), ()) for role in _relation_roles(entity)},
             features=features.get(id_, ()),
             feature_count=counts.get(id_, 0),
             signature_matches=matches.get(id_, ()),
         )
     return out
+
+
+def _relation_roles(entity: str) -> tuple[str, ...]:
+    return tuple(r.role for r in RELATIONS[entity])
 
 
 def _relations(
@@ -253,7 +235,9 @@ def _relations(
             link=sql.Identifier(link),
             other_table=sql.Identifier(other_entity),
         )
-        for role, link, this, other, other_entity in _RELATIONS[entity]
+        for role, link, this, other, other_entity in (
+            (r.role, r.link, r.this_column, r.other_column, r.other) for r in RELATIONS[entity]
+        )
     ]
     query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY role, owner, other")
     for role, other_entity, owner, other, name in conn.execute(query, {"ids": ids}):

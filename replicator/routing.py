@@ -25,37 +25,34 @@ import psycopg
 
 from replicator.changes import ROW_ACTIONS, Action, Change
 from replicator.documents import DocumentKey
+from replicator.graph import ENTITIES, FEATURE_HOLDERS, FEATURE_TABLE, LINKS, PARENTS, SOURCE_TABLES
 
 DOMAIN_SCHEMA = "public"
 
-# table → the (entity, key column) pairs one of its rows dirties.
-PARENTS: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "program": (("program", "id"),),
-    "experiment": (("experiment", "id"),),
-    "dataset": (("dataset", "id"),),
-    "signature": (("signature", "id"),),
-    "dataset_feature": (("dataset", "dataset_id"),),
-    "dataset_signature": (("dataset", "dataset_id"), ("signature", "signature_id")),
-    "signature_component": (("signature", "signature_id"),),
-    "program_dataset": (("program", "program_id"), ("dataset", "dataset_id")),
-    "program_experiment": (("program", "program_id"), ("experiment", "experiment_id")),
-    "experiment_dataset": (("experiment", "experiment_id"), ("dataset", "dataset_id")),
-    "program_signature": (("program", "program_id"), ("signature", "signature_id")),
-}
-FEATURE_TABLE = "feature"
-
-# Every domain table the stream must carry (wal2json ``add-tables``).
-SOURCE_TABLES: tuple[str, ...] = (*PARENTS, FEATURE_TABLE)
+__all__ = [
+    "DOMAIN_SCHEMA",
+    "ENTITY_TABLES",
+    "FEATURE_TABLE",
+    "PARENTS",
+    "SOURCE_TABLES",
+    "DirtyBatch",
+    "DirtyDocuments",
+    "FeatureHolders",
+    "Routed",
+    "SqlFeatureHolders",
+    "route",
+    "truncated_entities",
+]
 
 
 def truncated_entities(table: str) -> frozenset[str]:
     """Entities whose every document a TRUNCATE of ``table`` may change."""
     if table == FEATURE_TABLE:
-        return frozenset({"dataset", "signature"})
+        return frozenset(holder.entity for holder in FEATURE_HOLDERS)
     return frozenset(entity for entity, _ in PARENTS.get(table, ()))
 
 
-ENTITY_TABLES = frozenset({"program", "experiment", "dataset", "signature"})
+ENTITY_TABLES = frozenset(ENTITIES)
 
 
 class FeatureHolders(Protocol):
@@ -164,28 +161,24 @@ class SqlFeatureHolders:
 
     # Holders are read from the CURRENT rows: a holder that let go of the feature since is dirtied by its own
     # dataset_feature / signature_component delete, so nothing is missed.
-    HOLDERS_SQL = """
-        SELECT 'dataset', dataset_id FROM dataset_feature WHERE feature_id = ANY(%(ids)s::uuid[])
-        UNION
-        SELECT 'signature', signature_id FROM signature_component WHERE feature_id = ANY(%(ids)s::uuid[])
-    """
+    HOLDERS_SQL = "\nUNION\n".join(
+        f"SELECT '{h.entity}', {h.column} FROM {h.table} WHERE feature_id = ANY(%(ids)s::uuid[])"
+        for h in FEATURE_HOLDERS
+    )
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    # Neighbours of updated entities, over the current links: every relation a document renders by name.
-    RELATED_SQL = """
-        SELECT 'dataset', dataset_id FROM program_dataset WHERE program_id = ANY(%(program)s::uuid[])
-        UNION SELECT 'experiment', experiment_id FROM program_experiment WHERE program_id = ANY(%(program)s::uuid[])
-        UNION SELECT 'signature', signature_id FROM program_signature WHERE program_id = ANY(%(program)s::uuid[])
-        UNION SELECT 'program', program_id FROM program_experiment WHERE experiment_id = ANY(%(experiment)s::uuid[])
-        UNION SELECT 'dataset', dataset_id FROM experiment_dataset WHERE experiment_id = ANY(%(experiment)s::uuid[])
-        UNION SELECT 'program', program_id FROM program_dataset WHERE dataset_id = ANY(%(dataset)s::uuid[])
-        UNION SELECT 'experiment', experiment_id FROM experiment_dataset WHERE dataset_id = ANY(%(dataset)s::uuid[])
-        UNION SELECT 'signature', signature_id FROM dataset_signature WHERE dataset_id = ANY(%(dataset)s::uuid[])
-        UNION SELECT 'program', program_id FROM program_signature WHERE signature_id = ANY(%(signature)s::uuid[])
-        UNION SELECT 'dataset', dataset_id FROM dataset_signature WHERE signature_id = ANY(%(signature)s::uuid[])
-    """
+    # Neighbours of updated entities, over the current links (both directions of every link in the graph):
+    # every relation a document renders by name.
+    RELATED_SQL = "\nUNION ".join(
+        f"SELECT '{other}', {other_column} FROM {link.table} WHERE {this_column} = ANY(%({this})s::uuid[])"
+        for link in LINKS
+        for this, this_column, other, other_column in (
+            (link.left, link.left_column, link.right, link.right_column),
+            (link.right, link.right_column, link.left, link.left_column),
+        )
+    )
 
     def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
         ids = list(feature_ids)
