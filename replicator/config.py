@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+import orjson
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schema.redaction import mask_url
 
-KNOWN_SINKS = ("notion", "pinecone", "recording")
-# The sinks an operator sees in `replicator status` even when off; "recording" is for tests and shows only when used.
-PRODUCTION_SINKS = ("notion", "pinecone")
+# The sinks of this package; an operator sees them in `replicator status` even when off. Sinks from elsewhere (the
+# test suite's recording sink, a site's own) are registered with REPLICATOR_SINK_PLUGINS.
+KNOWN_SINKS = ("notion", "pinecone")
 
 
 class Settings(BaseSettings):
@@ -31,7 +32,11 @@ class Settings(BaseSettings):
     shutdown_deadline_s: float = Field(20.0, alias="REPLICATOR_SHUTDOWN_DEADLINE_S", gt=0)
 
     # ---- sinks and workers ---------------------------------------------------------------------------
-    replicator_sinks: str = Field("", alias="REPLICATOR_SINKS")
+    # Sinks outside this package, as a JSON object: sink name -> its options, where "factory" names the builder
+    # ("module:callable", called as factory(settings, options, metrics) and returning a Sink). The test suite
+    # registers its recording sink this way; production settings know nothing of it.
+    sink_plugins: dict[str, dict[str, Any]] = Field({}, alias="REPLICATOR_SINK_PLUGINS")
+    replicator_sinks: str = Field("", alias="REPLICATOR_SINKS")  # validated after sink_plugins, which it may name
     enable_dual_write: bool = Field(True, alias="ENABLE_DUAL_WRITE")
     worker_batch_size: int = Field(50, alias="REPLICATOR_WORKER_BATCH", gt=0)
     workers_per_sink: int = Field(1, alias="REPLICATOR_WORKERS_PER_SINK", gt=0)
@@ -39,12 +44,6 @@ class Settings(BaseSettings):
     lease_s: float = Field(120.0, alias="REPLICATOR_LEASE_S", gt=0)
     retry_base_s: float = Field(0.5, alias="REPLICATOR_RETRY_BASE_S", gt=0)
     retry_max_s: float = Field(60.0, alias="REPLICATOR_RETRY_MAX_S", gt=0)
-    recording_path: str | None = Field(None, alias="REPLICATOR_RECORDING_PATH")
-    # Fault injection for the recording sink (tests): fail every call, or only while the fail file exists (its
-    # text, "retryable" or "permanent", picks the kind; empty means retryable).
-    recording_fail: Literal["none", "retryable", "permanent"] = Field("none", alias="REPLICATOR_RECORDING_FAIL")
-    recording_fail_file: str | None = Field(None, alias="REPLICATOR_RECORDING_FAIL_FILE")
-    recording_delay_ms: int = Field(0, alias="REPLICATOR_RECORDING_DELAY_MS", ge=0)
     # DEFERRED outcomes (e.g. relation targets without a page yet) come back after defer_s, without counting as
     # an attempt, and are dead-lettered once the row has waited max_defer_s in total.
     defer_s: float = Field(5.0, alias="REPLICATOR_DEFER_S", gt=0)
@@ -86,14 +85,42 @@ class Settings(BaseSettings):
     openai_base_url: str = Field("https://api.openai.com/v1", alias="OPENAI_BASE_URL")
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
 
+    @field_validator("sink_plugins", mode="before")
+    @classmethod
+    def _plugins_from_json(cls, value: Any) -> Any:
+        """The environment gives JSON text (pydantic-settings decodes it); a value passed in code may be text too."""
+        if isinstance(value, str):
+            try:
+                return orjson.loads(value) if value.strip() else {}
+            except orjson.JSONDecodeError as error:
+                raise ValueError(f"not a JSON object ({error})") from None
+        return value
+
+    @field_validator("sink_plugins")
+    @classmethod
+    def _plugin_factories(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, options in value.items():
+            if name in KNOWN_SINKS:
+                raise ValueError(f"sink plugin {name!r} would shadow the built-in sink of that name")
+            factory = options.get("factory")
+            if not isinstance(factory, str) or factory.count(":") != 1:
+                raise ValueError(f'sink plugin {name!r} needs "factory": "module:callable"')
+        return value
+
     @field_validator("replicator_sinks")
     @classmethod
-    def _known_sinks(cls, value: str) -> str:
+    def _known_sinks(cls, value: str, info: ValidationInfo) -> str:
+        known = (*KNOWN_SINKS, *info.data.get("sink_plugins", {}))
         names = [n.strip() for n in value.split(",") if n.strip()]
-        unknown = [n for n in names if n not in KNOWN_SINKS]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown sink(s) {unknown}; known: {', '.join(KNOWN_SINKS)}")
+            raise ValueError(f"unknown sink(s) {unknown}; known: {', '.join(known)}")
         return ",".join(names)
+
+    @property
+    def known_sinks(self) -> tuple[str, ...]:
+        """The built-in sinks and the registered plugins."""
+        return (*KNOWN_SINKS, *self.sink_plugins)
 
     @field_validator("http_addr")
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from replicator import logs
-from replicator.config import PRODUCTION_SINKS, Settings
+from replicator.config import KNOWN_SINKS, Settings
 from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
@@ -71,7 +71,7 @@ def sync_sink_status(conn: psycopg.Connection[Any], settings: Settings) -> list[
         # Every sink an operator may look for, every configured one, and every one recorded before (so a sink that
         # was removed from REPLICATOR_SINKS is recorded as off, and flagged for resync when it comes back).
         known = sink_state.known_sinks(conn)
-        for sink in dict.fromkeys((*PRODUCTION_SINKS, *settings.configured_sinks, *known)):
+        for sink in dict.fromkeys((*KNOWN_SINKS, *settings.configured_sinks, *known)):
             enabled = sink in settings.enabled_sinks
             # A sink that was off (or is new on a slot that already streamed) missed changes: needs_resync.
             if sink_state.sync_status(conn, sink, enabled=enabled, streamed_before=streamed_before) and enabled:

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from replicator.documents import ENTITIES, Document, DocumentKey, render
+from replicator.documents import Document, DocumentKey, render
+from replicator.graph import ENTITIES
 from replicator.sinks.pinecone import LIST_METADATA_KEYS, PineconeSink
 
 # Chunks asked for per wanted document: several chunks of one document often rank together.

@@ -25,7 +25,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from replicator.documents import ENTITIES, DocumentKey, render
+from replicator.documents import DocumentKey, render
+from replicator.graph import ENTITIES
 from replicator.sinks.base import RemoteDocument, Sink
 from replicator.store import sink_state
 from replicator.store.outbox import current_lsn, enqueue

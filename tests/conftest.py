@@ -23,11 +23,18 @@ from psycopg import sql
 
 from schema.migrate import upgrade
 from tests.pgcluster import PgCluster, free_port
+from tests.support.recording_sink import recording_plugin
 
 pytest_plugins = ["tests.emulators.notion_fixtures", "tests.emulators.pinecone_fixtures"]
 
 TEMPLATE_DB = "omics_test_template"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The test-only recording sink (tests/support/recording_sink.py) is known to every Settings the tests build and to
+# every child process they start (the tests package importable there too): registered here by the harness, never
+# in the production settings. A test that needs its file or its faults passes its own recording_plugin(...).
+os.environ.setdefault("REPLICATOR_SINK_PLUGINS", recording_plugin()["REPLICATOR_SINK_PLUGINS"])
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH"))))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

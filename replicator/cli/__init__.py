@@ -33,7 +33,7 @@ from rich.live import Live
 from rich.table import Table
 
 from replicator.config import Settings
-from replicator.documents import ENTITIES
+from replicator.graph import ENTITIES
 from replicator.status import Health, Status, collect_status, configured_secrets, evaluate_health, redact
 from replicator.store import outbox
 from schema.redaction import mask_url

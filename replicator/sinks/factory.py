@@ -2,28 +2,22 @@
 bucket. The daemon builds ONE sink per name and shares it between that sink's worker threads, so the bucket
 limits the whole process (the sinks and the wrapper are thread-safe).
 
-Adding a sink: write ``replicator/sinks/<name>.py`` with a ``Sink`` subclass, add a builder to ``_BUILDERS``
+Adding a sink here: write ``replicator/sinks/<name>.py`` with a ``Sink`` subclass, add a builder to ``_BUILDERS``
 (import inside the builder so an unused sink's SDK is never imported) and, if it is rate limited, its rate to
-``_rate``. Nothing else changes.
+``_rate``. Nothing else changes. A sink kept elsewhere (the test suite's recording sink, a site's own) is
+registered without touching this package: ``REPLICATOR_SINK_PLUGINS='{"name": {"factory": "module:callable", ...}}'``.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 
-from replicator.config import KNOWN_SINKS, Settings
+from replicator.config import Settings
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket
 from replicator.sinks.base import Sink, SinkConfigError
-
-
-def _build_recording(settings: Settings, metrics: Metrics | None) -> Sink:
-    from replicator.sinks.recording import RecordingSink
-
-    if settings.recording_path is None:
-        raise SinkConfigError("the recording sink needs REPLICATOR_RECORDING_PATH (a file it appends to)")
-    return RecordingSink.from_settings(settings)
 
 
 def _build_pinecone(settings: Settings, metrics: Metrics | None) -> Sink:
@@ -39,10 +33,28 @@ def _build_notion(settings: Settings, metrics: Metrics | None) -> Sink:
 
 
 _BUILDERS: dict[str, Callable[[Settings, Metrics | None], Sink]] = {
-    "recording": _build_recording,
     "notion": _build_notion,
     "pinecone": _build_pinecone,
 }
+
+
+def _build_plugin(name: str, settings: Settings, metrics: Metrics | None) -> Sink:
+    """A sink registered in REPLICATOR_SINK_PLUGINS: import its factory and call it with its options."""
+    options = dict(settings.sink_plugins[name])
+    module_name, _, attribute = str(options.pop("factory")).partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise SinkConfigError(f"sink plugin {name!r}: cannot load {module_name}:{attribute} ({error})") from None
+    try:
+        sink = factory(settings, options, metrics)
+    except (TypeError, ValueError) as error:
+        raise SinkConfigError(f"sink plugin {name!r}: {error}") from None
+    if not isinstance(sink, Sink):
+        raise SinkConfigError(
+            f"sink plugin {name!r}: {module_name}:{attribute} returned {type(sink).__name__}, not a Sink"
+        )
+    return sink
 
 
 def _rate(name: str, settings: Settings) -> float | None:
@@ -68,9 +80,12 @@ def build_sink(
     """The sink called ``name``, ready to use (its ``check()`` is left to the caller), wrapped with retries and
     rate limiting. Raises ``SinkConfigError`` for an unknown or unconfigured sink."""
     builder = _BUILDERS.get(name)
-    if builder is None:
-        raise SinkConfigError(f"unknown sink {name!r}; known: {', '.join(KNOWN_SINKS)}")
-    inner = builder(settings, metrics)
+    if builder is not None:
+        inner = builder(settings, metrics)
+    elif name in settings.sink_plugins:
+        inner = _build_plugin(name, settings, metrics)
+    else:
+        raise SinkConfigError(f"unknown sink {name!r}; known: {', '.join(settings.known_sinks)}")
     rate = _rate(name, settings)
     bucket = TokenBucket(rate, clock=clock, sleep=sleep) if rate is not None else None
     return RetryingSink(

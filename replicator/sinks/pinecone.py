@@ -34,8 +34,9 @@ from pinecone import (
     ServerlessSpec,
 )
 
-from replicator.documents import ENTITIES, Document, DocumentKey
+from replicator.documents import Document, DocumentKey
 from replicator.embedding import EmbeddingProvider
+from replicator.graph import ENTITIES
 from replicator.metrics import Metrics, metered
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import (

@@ -25,7 +25,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from replicator.documents import ENTITIES, DocumentKey
+from replicator.documents import DocumentKey
+from replicator.graph import ENTITIES
 from replicator.store.queries import QUERIES
 
 NOTIFY_CHANNEL = "replicator_outbox"

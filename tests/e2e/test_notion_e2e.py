@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator.documents import ENTITIES, DocumentKey, render
+from replicator.documents import DocumentKey, render
+from replicator.graph import ENTITIES
 from tests.daemon_harness import wait_for
 from tests.e2e.test_pinecone_e2e import (
     INDEX,

@@ -22,7 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.cli import app as ingest_app
-from replicator.documents import ENTITIES, DocumentKey, render
+from replicator.documents import DocumentKey, render
+from replicator.graph import ENTITIES
 from replicator.sinks.pinecone import id_prefix, vector_id
 from replicator.text import chunk_document
 from tests.conftest import REPO_ROOT

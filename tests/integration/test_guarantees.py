@@ -29,14 +29,15 @@ import pytest
 
 from replicator.config import Settings
 from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY
-from replicator.documents import ENTITIES, DocumentKey, render
-from replicator.sinks.recording import load_recording
+from replicator.documents import DocumentKey, render
+from replicator.graph import ENTITIES
 from replicator.source import drop_slot
 from replicator.status import collect_status, evaluate_health
 from schema.migrate import upgrade
 from tests.conftest import REPO_ROOT
 from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
 from tests.pgcluster import PgCluster, free_port
+from tests.support.recording_sink import load_recording, recording_plugin
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -49,7 +50,7 @@ def replicator_env(db_url: str, recording: Path, **extra: str) -> dict[str, str]
         POSTGRES_URL=db_url,
         REPLICATOR_SLOT=slot_of(db_url),
         REPLICATOR_SINKS="recording",
-        REPLICATOR_RECORDING_PATH=str(recording),
+        **recording_plugin(recording),
         REPLICATOR_HTTP_ADDR="127.0.0.1:0",
         REPLICATOR_HEARTBEAT_INTERVAL_S="0.5",
         REPLICATOR_BATCH_MAX_WAIT_MS="50",
@@ -302,7 +303,9 @@ def test_a_hundred_quick_updates_of_one_dataset_reach_the_sink_as_a_handful_of_a
     ds = new_dataset(conn, "hot")
     key = DocumentKey("dataset", ds)
     # The default batch window (200 ms) and a sink call that takes as long as a Notion request.
-    settings = settings_for(db_url, recording, REPLICATOR_BATCH_MAX_WAIT_MS="200", REPLICATOR_RECORDING_DELAY_MS="300")
+    settings = settings_for(
+        db_url, recording, REPLICATOR_BATCH_MAX_WAIT_MS="200", **recording_plugin(recording, delay_ms=300)
+    )
     with InProcessDaemon(settings) as daemon:
         wait_for(lambda: key in load_recording(recording).documents, what="first application")
         before = load_recording(recording).applications[key]
@@ -321,7 +324,7 @@ def test_a_hundred_quick_updates_of_one_dataset_reach_the_sink_as_a_handful_of_a
 
 def test_while_the_sink_is_down_the_slot_keeps_up_with_the_writer(conn: Conn, db_url: str, tmp_path: Path) -> None:
     recording = tmp_path / "rec.jsonl"
-    settings = settings_for(db_url, recording, REPLICATOR_RECORDING_FAIL="retryable")
+    settings = settings_for(db_url, recording, **recording_plugin(recording, fail="retryable"))
     with InProcessDaemon(settings):
         wait_for(lambda: slot_active(conn), what="streaming")
         for i in range(50):

@@ -25,11 +25,11 @@ from psycopg import errors, sql
 from replicator.config import Settings
 from replicator.daemon import EXIT_OK
 from replicator.documents import DocumentKey
-from replicator.sinks.recording import load_recording
 from replicator.source import drop_slot
 from replicator.status import collect_status, evaluate_health
 from tests.conftest import REPO_ROOT
 from tests.daemon_harness import InProcessDaemon, wait_for
+from tests.support.recording_sink import load_recording, recording_plugin
 
 ROLES_SQL = REPO_ROOT / "docker" / "roles.sql"
 
@@ -272,7 +272,7 @@ def test_the_replicator_runs_end_to_end_as_the_replicator_role(roles: Roles, tmp
             "POSTGRES_URL": roles.replicator_url,
             "REPLICATOR_SLOT": slot,
             "REPLICATOR_SINKS": "recording",
-            "REPLICATOR_RECORDING_PATH": str(recording),
+            **recording_plugin(recording),
             "REPLICATOR_HTTP_ADDR": "127.0.0.1:0",
             "REPLICATOR_HEARTBEAT_INTERVAL_S": 0.5,
             "REPLICATOR_BATCH_MAX_WAIT_MS": 50,

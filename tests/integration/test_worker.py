@@ -19,9 +19,9 @@ from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
-from replicator.sinks.recording import RecordingSink, load_recording
 from replicator.worker import SinkWorker
 from tests.daemon_harness import wait_for
+from tests.support.recording_sink import RecordingSink, load_recording
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 SINK = "recording"

@@ -1,9 +1,14 @@
-"""The recording sink: a sink for tests that appends every application to a JSON-lines log and fsyncs it before
+"""The recording sink: a test-only sink (registered by the test harness through ``REPLICATOR_SINK_PLUGINS``, never
+part of the production settings) that appends every application to a JSON-lines log and fsyncs it before
 returning, so its record survives ``kill -9`` of the replicator. ``load_recording`` replays the log into the final
 state per document and the number of times each was applied; the guarantee tests compare that with Postgres.
 
-Faults can be injected from outside a running process (``REPLICATOR_RECORDING_FAIL``, or a fail file whose
-presence makes every call fail) to simulate a sink that is down.
+Faults can be injected from outside a running process (the plugin option ``fail``, or a ``fail_file`` whose
+presence makes every call fail) to simulate a sink that is down; ``delay_ms`` slows every call.
+
+``recording_plugin(path, ...)`` gives the setting that registers it: a test passes it to ``Settings(...)`` or puts
+it in a child process's environment (``tests/conftest.py`` registers an in-memory one for the whole session, so a
+sink named ``recording`` is always known to the tests).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
 from replicator.config import Settings
 from replicator.documents import DocumentKey
+from replicator.metrics import Metrics
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
 
 FailMode = Literal["none", "retryable", "permanent"]
@@ -104,16 +110,6 @@ class RecordingSink(Sink):
         self._lock = threading.Lock()
         self.log: list[tuple[str, DocumentKey, str | None]] = []  # (op, key, content hash) in order, in memory
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> RecordingSink:
-        return cls(
-            settings.recording_path,
-            fail=settings.recording_fail,
-            fail_file=settings.recording_fail_file,
-            delay_s=settings.recording_delay_ms / 1000.0,
-            sleep=sleep,
-        )
-
     def _failure(self) -> SinkError | None:
         mode: str = self.fail
         if self.fail_file is not None and self.fail_file.exists():
@@ -166,3 +162,35 @@ class RecordingSink(Sink):
             self._append(entries)
             self.log.extend(("delete", item.key, None) for item in items)
         return [Outcome(item.key, OutcomeKind.DELETED, calls=1) for item in items]
+
+
+FACTORY = f"{__name__}:build"
+
+
+def build(settings: Settings, options: dict[str, Any], metrics: Metrics | None) -> RecordingSink:
+    """The plugin factory (``REPLICATOR_SINK_PLUGINS``): options ``path``, ``fail``, ``fail_file``, ``delay_ms``."""
+    fail = options.get("fail", "none")
+    if fail not in ("none", "retryable", "permanent"):
+        raise ValueError(f"recording sink: fail must be none, retryable or permanent, not {fail!r}")
+    return RecordingSink(
+        options.get("path"),
+        fail=fail,
+        fail_file=options.get("fail_file"),
+        delay_s=float(options.get("delay_ms", 0)) / 1000.0,
+    )
+
+
+def recording_plugin(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    fail: FailMode = "none",
+    fail_file: str | os.PathLike[str] | None = None,
+    delay_ms: int = 0,
+) -> dict[str, str]:
+    """``{"REPLICATOR_SINK_PLUGINS": ...}`` registering the recording sink with these options."""
+    options: dict[str, Any] = {"factory": FACTORY, "fail": fail, "delay_ms": delay_ms}
+    if path is not None:
+        options["path"] = str(path)
+    if fail_file is not None:
+        options["fail_file"] = str(fail_file)
+    return {"REPLICATOR_SINK_PLUGINS": orjson.dumps({"recording": options}).decode()}

@@ -45,7 +45,8 @@ def test_a_missing_url_is_named() -> None:
         ("REPLICATOR_SLOT", "Bad-Name"),
         ("REPLICATOR_MAX_ATTEMPTS", "0"),
         ("ENABLE_DUAL_WRITE", "perhaps"),
-        ("REPLICATOR_RECORDING_FAIL", "sometimes"),
+        ("REPLICATOR_SINK_PLUGINS", '{"notion": {"factory": "x:y"}}'),
+        ("REPLICATOR_SINK_PLUGINS", '{"mine": {}}'),
     ],
 )
 def test_a_wrong_value_is_named_by_its_variable(variable: str, value: str) -> None:

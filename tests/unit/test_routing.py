@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from replicator.changes import Action, Change
-from replicator.documents import ENTITIES, DocumentKey
+from replicator.documents import DocumentKey
+from replicator.graph import ENTITIES
 from replicator.routing import PARENTS, DirtyDocuments, Routed, route, truncated_entities
 
 D1, D2, S1, P1, E1, F1, F2 = (uuid.uuid4() for _ in range(7))
