@@ -4,8 +4,9 @@ without the graph fails here, not as a silently stale document."""
 
 from __future__ import annotations
 
+import schema.domain  # noqa: F401  (registers the domain tables on Base.metadata)
 from replicator import graph
-from schema.domain import Base
+from schema.base import Base
 
 DOMAIN_TABLES = {t.name: t for t in Base.metadata.sorted_tables if t.schema in (None, "public")}
 
