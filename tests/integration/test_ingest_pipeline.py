@@ -107,6 +107,8 @@ def test_sample_matrix_rows_keep_mean_intensity_and_sample_summary(db_url: str, 
         ("ST000001_AN000001.txt", "mw:ST000001:AN000001", 108, 107),  # ribitol twice → merged
         ("ST000122_AN000204.txt", "mw:ST000122:AN000204", 14, 14),
         ("ST000122_AN000204.json", "mw:ST000122:AN000204", 14, 14),
+        ("ST000122_AN000204_ids.txt", "mw:ST000122:AN000204", 14, 14),
+        ("ST000122_AN000204_ids.json", "mw:ST000122:AN000204", 14, 14),  # Data rows keyed metabolite_name
     ],
 )
 def test_every_mwtab_fixture_ingests_with_its_metabolite_count(
