@@ -218,15 +218,24 @@ def check_text_rows(path: Path, text: str) -> None:
 
 
 def _check_json_rows(path: Path, section: str, rows: list[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The samples of a JSON Data block (keys of its first row), refusing rows with other sample keys."""
-    samples = tuple(k for k in rows[0] if not _is_name_key(k))
+    """The samples of a JSON Data block, refusing a row that lacks one or has a key most rows do not have.
+
+    A key is a sample when at least half of the rows have it: a row without it lacks a value; a key fewer rows have
+    is a value that belongs to no sample.
+    """
+    counts: dict[str, int] = {}
+    for row in rows:
+        for key in row:
+            if not _is_name_key(key):
+                counts[key] = counts.get(key, 0) + 1
+    samples = tuple(key for key, count in counts.items() if 2 * count >= len(rows))
     expected = set(samples)
-    for index, row in enumerate(rows[1:], start=2):
+    for index, row in enumerate(rows, start=1):
         keys = {k for k in row if not _is_name_key(k)}
         if keys == expected:
             continue
         name = _name_of(row) or "?"
-        missing = [s for s in samples if s not in keys]
+        missing = [sample for sample in samples if sample not in keys]
         if missing:
             raise IngestError(
                 f"{section} Data row {index} ({name!r}) has no value for sample {missing[0]!r} "
@@ -235,9 +244,10 @@ def _check_json_rows(path: Path, section: str, rows: list[Mapping[str, Any]]) ->
                 path=path,
                 column=missing[0],
             )
-        extra = sorted(keys - expected)
+        extra = [key for key in row if key in keys - expected]
         raise IngestError(
-            f"{section} Data row {index} ({name!r}) has a value for {extra[0]!r}, which is not a sample of row 1",
+            f"{section} Data row {index} ({name!r}) has a value for {extra[0]!r}, which most rows do not have: "
+            "it belongs to no sample",
             path=path,
             column=extra[0],
         )

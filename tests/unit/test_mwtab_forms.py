@@ -145,3 +145,14 @@ def test_a_json_data_row_without_a_sample_is_refused_naming_the_sample(tmp_path:
         read_mwtab(path)
     assert error.value.column == "CER055_249947_ML_3"
     assert "Data row 3 ('Allodihydrotestosterone') has no value for sample" in error.value.message
+
+
+def test_a_json_data_row_with_a_key_no_other_row_has_is_refused(tmp_path: Path) -> None:
+    raw = json.loads((MWTAB / "ST000122_AN000204.json").read_text())
+    raw["MS_METABOLITE_DATA"]["Data"][4]["CER999_extra"] = "1.0"
+    path = tmp_path / "deposit.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(IngestError) as error:
+        read_mwtab(path)
+    assert error.value.column == "CER999_extra"
+    assert "Data row 5 ('Androstenolone (DHEA)') has a value for 'CER999_extra'" in error.value.message
