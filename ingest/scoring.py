@@ -6,9 +6,28 @@ is missing *or* present without a usable direction on either side. The score is 
 components, in [0, 1] (0.5 = no evidence either way). A dataset matches only when at least one component matched and
 ``matched / total ≥ overlap_threshold``; otherwise :func:`score_signature` returns None and nothing is stored.
 
-Matching is within one feature type: the exact normalized name first; for lipids with no exact match, the species
-level (``PC 34:1`` ↔ ``PC 16:0/18:1``), the most specific level both sides share. There is no class-only fallback
-(the earlier system matched any ceramide to any ceramide, which inflated overlap).
+Matching is within one feature type, at the most specific level both sides share (#13):
+
+* **exact**: the same normalized name;
+* **molecular** (lipids): the same chains once positions are set aside (``PC 16:0/18:1`` ↔ ``PC 16:0_18:1``,
+  ``PC 16:0/18:1(9Z)`` ↔ ``PC 16:0_18:1``) — the same molecule told at two levels of detail;
+* **species** (lipids): only when at least one side is known *only* at species level (``PC 34:1`` ↔
+  ``PC 16:0/18:1``). Two names both known at molecular-species level or better that differ are different molecules
+  and never match (``PC 16:0/18:1`` ≠ ``PC 16:1_18:0``; ``Cer 18:1;O2/24:0`` ≠ the dihydroceramide
+  ``Cer 18:0;O2/24:1``), however alike their sums.
+
+There is no class-only fallback (the earlier system matched any ceramide to any ceramide, which inflated overlap).
+Components are matched level by level (every exact match first, then molecular, then species), and **one dataset
+feature satisfies at most one component**: a species-level feature cannot count for two components, of the same or
+opposite direction. Labelled internal standards (``is_standard``: the normalizer's heavy label) are never evidence.
+Two components with the same feature are refused (ValueError): a signature lists a feature once.
+
+**Missing p-values.** A dataset feature counts with a direction only when its p-value is given and ``p <= max_p_value``:
+a missing p-value is *no* evidence, exactly like a non-significant one (before #13 a missing p-value counted as full
+evidence while ``p = 0.06`` counted as none, so leaving the column out made a dataset look stronger). A dataset
+without a p-value column still matches on overlap; its score is 0.5 (no directional evidence). The earlier system's
+0.3 rule (reference/original-system.md §3: "present, no usable direction" scored +0.3) is not kept either, see
+:func:`component_value`.
 
 Pure functions over typed inputs; the writer loads components and features from Postgres and stores the result.
 """
@@ -16,6 +35,7 @@ Pure functions over typed inputs; the writer loads components and features from 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,6 +68,7 @@ class MeasuredFeature:
     species_name: str | None
     log2_fold_change: float | None
     p_value: float | None
+    is_standard: bool = False  # a labelled internal standard (heavy label in the key): never evidence
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,7 @@ class ScoreResult:
     overlap_fraction: float
     matched_components: int
     total_components: int
-    match_level: str  # "exact" | "species" | "mixed"
+    match_level: str  # "exact" | "molecular" | "species" | "mixed"
     # per matched component: component, feature, level, signature_direction, dataset_direction, value, weight
     details: tuple[dict[str, object], ...]
 
@@ -67,13 +88,14 @@ DIRECTIONS = ("up", "down", "neutral", "complex")
 def dataset_direction(feature: MeasuredFeature, options: ScoringOptions) -> str | None:
     """ "up" / "down" from the sign of log2FC when the change is usable, else None.
 
-    Usable: a finite log2FC with ``|log2FC| > min_abs_log2fc``, and, where the dataset gives a p-value, ``p <=
-    max_p_value`` (a non-finite p-value is not evidence). Without a p-value column the sign alone counts.
+    Usable: a finite log2FC with ``|log2FC| > min_abs_log2fc`` and a finite p-value with ``p <= max_p_value``. A
+    missing p-value is treated as a non-significant one (module docstring): never more lenient.
     """
     fold_change = feature.log2_fold_change
     if fold_change is None or not math.isfinite(fold_change) or abs(fold_change) <= options.min_abs_log2fc:
         return None
-    if feature.p_value is not None and not (math.isfinite(feature.p_value) and feature.p_value <= options.max_p_value):
+    p_value = feature.p_value
+    if p_value is None or not (math.isfinite(p_value) and p_value <= options.max_p_value):
         return None
     return "up" if fold_change > 0 else "down"
 
@@ -92,7 +114,7 @@ def component_value(signature_direction: str, measured_direction: str | None) ->
 
 
 def _strength(feature: MeasuredFeature, options: ScoringOptions) -> tuple[int, float, float, str]:
-    """Sort key: the best candidate first among several dataset features matching one component at species level."""
+    """Sort key among candidates at one level: a usable direction first, then p, then |log2FC|, then the name."""
     usable = dataset_direction(feature, options) is not None
     p_value = feature.p_value if feature.p_value is not None and math.isfinite(feature.p_value) else math.inf
     fold_change = feature.log2_fold_change
@@ -100,33 +122,84 @@ def _strength(feature: MeasuredFeature, options: ScoringOptions) -> tuple[int, f
     return (0 if usable else 1, p_value, -magnitude, feature.normalized_name)
 
 
+_POSITIONS = re.compile(r"\([^()]*\)")
+
+
+def molecular_key(normalized_name: str) -> str | None:
+    """A lipid name with chain positions set aside: class, then its chains sorted; None for a single chain.
+
+    ``PC 16:0/18:1``, ``PC 18:1_16:0`` and ``PC 16:0/18:1(9Z)`` → ``PC 16:0_18:1``. Sphingoid bases keep their
+    hydroxyl suffix (``18:1;O2``), so a base is never confused with an acyl chain; ``0:0`` placeholders are dropped.
+    """
+    head, _, chains = normalized_name.partition(" ")
+    if not chains:
+        return None
+    pieces = [piece for piece in re.split(r"[/_]", _POSITIONS.sub("", chains)) if piece != "0:0"]
+    if len(pieces) < 2:
+        return None
+    return f"{head} " + "_".join(sorted(pieces))
+
+
+def _species_only(normalized_name: str, species_name: str | None) -> bool:
+    return species_name is not None and normalized_name == species_name
+
+
 class _FeatureIndex:
-    """Dataset features looked up by exact key and, for lipids, by species-level name."""
+    """Dataset features by exact key and, for lipids, by molecular key and species; labelled standards left out."""
 
     def __init__(self, features: Sequence[MeasuredFeature]) -> None:
         self.exact: dict[tuple[str, str], list[MeasuredFeature]] = {}
+        self.molecular: dict[str, list[MeasuredFeature]] = {}
         self.by_species: dict[str, list[MeasuredFeature]] = {}
-        self.by_name: dict[str, list[MeasuredFeature]] = {}
         for feature in features:
+            if feature.is_standard:
+                continue
             self.exact.setdefault((feature.feature_type, feature.normalized_name), []).append(feature)
-            if feature.feature_type == "lipid":
-                self.by_name.setdefault(feature.normalized_name, []).append(feature)
-                if feature.species_name is not None:
-                    self.by_species.setdefault(feature.species_name, []).append(feature)
+            if feature.feature_type != "lipid":
+                continue
+            key = molecular_key(feature.normalized_name)
+            if key is not None:
+                self.molecular.setdefault(key, []).append(feature)
+            if feature.species_name is not None:
+                self.by_species.setdefault(feature.species_name, []).append(feature)
 
-    def species_candidates(self, component: ComponentInput) -> list[MeasuredFeature]:
-        """Dataset lipids sharing the component's species: same species name, or one side *is* the other's species."""
-        found: dict[int, MeasuredFeature] = {}
-        keys = {component.normalized_name}
-        if component.species_name is not None:
-            keys.add(component.species_name)
-        for key in keys:
-            for feature in self.by_species.get(key, ()):  # dataset species == component species / component name
-                found[id(feature)] = feature
-        if component.species_name is not None:
-            for feature in self.by_name.get(component.species_name, ()):  # dataset name is the component's species
-                found[id(feature)] = feature
-        return list(found.values())
+    def candidates(self, component: ComponentInput, level: str) -> list[MeasuredFeature]:
+        if level == "exact":
+            return self.exact.get((component.feature_type, component.normalized_name), [])
+        if component.feature_type != "lipid":
+            return []
+        if level == "molecular":
+            key = molecular_key(component.normalized_name)
+            found = self.molecular.get(key, []) if key is not None else []
+            return [f for f in found if f.normalized_name != component.normalized_name]
+        # species: same species, and one side known only at species level
+        if component.species_name is None:
+            return []
+        component_species_only = _species_only(component.normalized_name, component.species_name)
+        return [
+            feature
+            for feature in self.by_species.get(component.species_name, [])
+            if component_species_only or _species_only(feature.normalized_name, feature.species_name)
+        ]
+
+
+_LEVELS = ("exact", "molecular", "species")
+
+
+def _check(components: Sequence[ComponentInput]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for component in components:
+        if component.direction not in DIRECTIONS:
+            raise ValueError(f"component {component.display_name!r}: unknown direction {component.direction!r}")
+        if not (math.isfinite(component.weight) and component.weight > 0):
+            raise ValueError(f"component {component.display_name!r}: weight must be finite and > 0")
+        key = (component.feature_type, component.normalized_name)
+        if key in seen:
+            raise ValueError(
+                f"component {component.display_name!r} is listed twice ({component.feature_type} "
+                f"{component.normalized_name!r}); a signature lists each feature once"
+            )
+        seen.add(key)
 
 
 def score_signature(
@@ -136,33 +209,38 @@ def score_signature(
 ) -> ScoreResult | None:
     """Score a signature against a dataset; None when it is not a match (no overlap, or overlap below threshold).
 
-    When several dataset features match one component at species level (``PC 34:1`` against ``PC 16:0/18:1`` and
-    ``PC 18:0/16:1``), the component takes the one with the strongest evidence: a usable direction first, then the
-    smallest p-value, then the largest |log2FC|, then the name (for a deterministic result). Averaging them would let
-    a weak, noisy species dilute a significant one; counting each would let one component weigh more than its weight.
+    Components are matched level by level — every exact match first, then molecular, then species — so the most
+    specific candidate is taken first, and a feature taken by one component is not offered to another. Among several
+    candidates at one level (``PC 34:1`` against ``PC 16:0/18:1`` and ``PC 18:0/16:1``) the component takes the one
+    with the strongest evidence: a usable direction first, then the smallest p-value, then the largest |log2FC|, then
+    the name (deterministic). Averaging them would let a weak, noisy species dilute a significant one; counting each
+    would let one component weigh more than its weight. Raises ValueError on an invalid or duplicated component.
     """
     if not components:
         return None
-    for component in components:
-        if component.direction not in DIRECTIONS:
-            raise ValueError(f"component {component.display_name!r}: unknown direction {component.direction!r}")
-        if not (math.isfinite(component.weight) and component.weight > 0):
-            raise ValueError(f"component {component.display_name!r}: weight must be finite and > 0")
+    _check(components)
     index = _FeatureIndex(features)
+    taken: set[tuple[str, str]] = set()
+    chosen: dict[int, tuple[MeasuredFeature, str]] = {}
+    for level in _LEVELS:
+        for position, component in enumerate(components):
+            if position in chosen:
+                continue
+            free = [f for f in index.candidates(component, level) if (f.feature_type, f.normalized_name) not in taken]
+            if not free:
+                continue
+            feature = min(free, key=lambda candidate: _strength(candidate, options))
+            taken.add((feature.feature_type, feature.normalized_name))
+            chosen[position] = (feature, level)
     weighted_sum = 0.0
     total_weight = 0.0
     levels: set[str] = set()
     details: list[dict[str, object]] = []
-    for component in components:
+    for position, component in enumerate(components):
         total_weight += component.weight
-        level = "exact"
-        candidates = index.exact.get((component.feature_type, component.normalized_name), [])
-        if not candidates and component.feature_type == "lipid":
-            level = "species"
-            candidates = index.species_candidates(component)
-        if not candidates:
+        if position not in chosen:
             continue  # missing: value 0, weight still counted
-        feature = min(candidates, key=lambda candidate: _strength(candidate, options))
+        feature, level = chosen[position]
         direction = dataset_direction(feature, options)
         value = component_value(component.direction, direction)
         weighted_sum += component.weight * value

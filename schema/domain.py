@@ -32,7 +32,7 @@ from schema.base import Base
 OMICS_TYPES = ("lipidomics", "metabolomics", "proteomics", "transcriptomics")
 FEATURE_TYPES = ("gene", "protein", "metabolite", "lipid")
 DIRECTIONS = ("up", "down", "neutral", "complex")
-MATCH_LEVELS = ("exact", "species", "mixed")
+MATCH_LEVELS = ("exact", "molecular", "species", "mixed")
 EXPERIMENT_TYPES = ("in_vivo", "in_vitro", "patient")
 
 
@@ -210,7 +210,8 @@ class DatasetSignature(Timestamped, Base):
     overlap_fraction: Mapped[float] = mapped_column(Double, nullable=False)
     matched_components: Mapped[int] = mapped_column(Integer, nullable=False)
     total_components: Mapped[int] = mapped_column(Integer, nullable=False)
-    # exact: every matched component matched by name; species: every one at lipid species level; mixed: both.
+    # exact: every matched component matched by name; molecular: by lipid chains, positions set aside; species: at
+    # lipid species level (one side known only at species level); mixed: more than one of these.
     match_level: Mapped[str] = mapped_column(Text, nullable=False)
     # Per matched component: feature name, level, signature and dataset directions, contribution.
     details: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))

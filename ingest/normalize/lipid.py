@@ -39,12 +39,17 @@ Three steps, each a pure function of the name:
      bonds (``PC 4:8`` is junk), and a name must start with a class (``0`` and ``42`` are not lipids);
    * the result must be a fixed point (normalizing the key again gives the key), or the name is refused.
 
-**A bare sphingolipid chain** (``CER 16:0``, ``Ceramide C24:1``, ``hex_cer_24_0``, Biocrates ``SM C24:1``): pygoslin
-reads ``Cer 16:0`` as a *sum composition*, which no natural ceramide has. We take the vendor convention (Sciex
-Lipidyzer's ``CER(16:0)``, ``SM(24:1)``, ``HCER(24:0)``, Avanti's "C16 ceramide") only where no other reading is
-possible: a ceramide-based class, exactly one chain, **no** sphingoid-base or hydroxyl notation (``Cer 24:1;O2`` is
-shorthand for a species — the C6 ceramide ``Cer 18:1;O2/6:0`` — and stays a species), at most 26 carbons. Then the
-chain is the N-acyl chain on a sphingosine (d18:1; dihydro spellings d18:0) base.
+**A bare sphingolipid chain** (``CER 16:0``, ``Ceramide C24:1``, ``hex_cer_24_0``, Biocrates ``SM C24:1``): the
+vendor convention (Sciex Lipidyzer's ``CER(16:0)``, ``DCER(16:0)``, ``HCER(24:0)``, ``LCER(16:0)``, Avanti's "C16
+ceramide") reads the one chain as the N-acyl chain on a sphingosine (d18:1; dihydro spellings d18:0) base. We take it
+only for a *vendor spelling* — a class word that is not the shorthand class as written (``CER``, ``Ceramide``,
+``HCER``, ``hex_cer``) or a ``C``-prefixed chain (Biocrates) — with exactly one chain, **no** sphingoid-base or
+hydroxyl notation, at most 26 carbons. A name spelled in shorthand (``Cer 18:1``, ``Cer(16:0)``, ``SM 24:1``,
+``SM(24:1)``, ``HexCer 24:0``, labelled or not) is species notation, and stays the species pygoslin reads
+(``Cer 18:1;O2``, ``SM 24:1;O2``): rewriting it as a structure would change its sum formula (``Cer 18:1`` is C18,
+``Cer 18:1;O2/18:1`` C36). This is also how Lipidyzer's ``SM(24:1)`` reads, since it is spelled exactly like the
+shorthand species; write it ``SM(d18:1/24:1)`` to say the chain. ``Cer 24:1;O2`` is a species too (the C6
+ceramide ``Cer 18:1;O2/6:0``).
 
 A name that cannot be read is kept as written (whitespace-trimmed only) with ``parsed=False``: never guessed.
 Parsing is cached (``functools.lru_cache``): the function is pure and datasets repeat names across files.
@@ -269,7 +274,8 @@ def _clean_body(name: str) -> str:
         lipid_class = f"L{lipid_class}"  # LIPID MAPS writes lyso forms as "PC(18:1(9Z)/0:0)": the class is LPC
     if lipid_class in _SPHINGOLIPID_CLASSES:
         single = _SINGLE_CHAIN.match(chains)
-        if single and lipid_class != "SPB" and int(single["c"]) <= _MAX_N_ACYL_CARBONS:
+        vendor_spelling = parts["cls"] != lipid_class or chains.startswith("C")
+        if single and vendor_spelling and lipid_class != "SPB" and int(single["c"]) <= _MAX_N_ACYL_CARBONS:
             base = _SPHINGANINE if dihydro else _SPHINGOSINE
             return f"{lipid_class} {base}/{single['c']}:{single['db']}"
         chains = _SPHINGOID_PREFIX.sub(lambda m: f"{m['c']}:{m['db']};{_HYDROXYLS[m['prefix']]}", chains)

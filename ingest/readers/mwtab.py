@@ -8,6 +8,20 @@ Binned NMR data (``NMR_BINNED_DATA``) has no metabolite identities and is refuse
 
 Cells that are not numbers (``NA``, ``ND``, ``<LOQ``, empty) are counted and treated as missing: public deposits
 use many spellings for "not measured", and refusing them would refuse most real files.
+
+**Text and JSON are one deposit.** The Workbench prints a deposit both ways; both must give the same metabolites,
+values and identifiers. The metabolite name is read from ``Metabolite`` (the ``mwtab`` library's key for the text
+form and for older JSON) or ``metabolite_name`` / ``metabolite name`` (the header of the text form, kept as the key
+in newer JSON), in the ``Data`` rows and in the ``Metabolites`` rows alike. Identifiers kept from ``METABOLITES``:
+PubChem CID, InChIKey, InChI, SMILES, KEGG, HMDB, ChEBI, LIPID MAPS, RefMet name, and ``other_id`` by its type.
+
+**Ragged data rows are refused** (exit 2, file, line, column), not padded: a row with fewer cells than the
+``Samples`` header cannot say *which* samples lack a value (the ``mwtab`` library fills the last ones, so a row
+missing its third value silently shifts every later value one sample to the left), and a row with more cells than
+the header has values that belong to no sample. A value that was not measured keeps its cell, empty or ``NA``, and
+is counted as missing. The same holds for the JSON form: every ``Data`` row must have exactly the samples of the
+first one. These checks run on the file's text before the ``mwtab`` library reads it, so a samples header shorter
+than the data is reported with both lines instead of the library's ``list index out of range``.
 """
 
 from __future__ import annotations
@@ -28,6 +42,8 @@ from ingest.readers.table import decode_utf8, read_bytes
 DATA_SECTIONS = ("MS_METABOLITE_DATA", "NMR_METABOLITE_DATA", "NMR_BINNED_DATA")
 _EMPTY = frozenset({"", "-", "na", "n/a", "none", "null"})
 _HEADER_FIRST_CELLS = frozenset({"samples", "factors", "metabolite_name", "metabolite name", "bin range(ppm)"})
+# Keys that hold the metabolite (or bin) name in a Data or Metabolites row, compared lower-cased.
+_NAME_KEYS = frozenset({"metabolite", "metabolite_name", "metabolite name", "bin range(ppm)"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,8 @@ def _identifier_key(column: str) -> str | None:
     for needle, name in (
         ("pubchem", "pubchem_cid"),
         ("inchikey", "inchikey"),
+        ("inchi", "inchi"),  # after inchikey: "inchi_key" contains both
+        ("smiles", "smiles"),
         ("kegg", "kegg"),
         ("hmdb", "hmdb"),
         ("chebi", "chebi"),
@@ -97,10 +115,22 @@ def _identifier_key(column: str) -> str | None:
     return None
 
 
+def _name_of(row: Mapping[str, Any]) -> str:
+    """The metabolite name of a Data or Metabolites row, whichever key the form uses; "" when it has none."""
+    for key, value in row.items():
+        if isinstance(key, str) and key.strip().lower() in _NAME_KEYS and value is not None and str(value).strip():
+            return str(value).strip()
+    return ""
+
+
+def _is_name_key(key: object) -> bool:
+    return isinstance(key, str) and key.strip().lower() in _NAME_KEYS
+
+
 def _identifiers(row: Mapping[str, Any]) -> dict[str, str]:
     found: dict[str, str] = {}
     for column, value in row.items():
-        if not isinstance(value, str) or value.strip().lower() in _EMPTY:
+        if _is_name_key(column) or not isinstance(value, str) or value.strip().lower() in _EMPTY:
             continue
         key = _identifier_key(column)
         if key is not None:
@@ -129,6 +159,99 @@ def _data_lines(text: str, section: str) -> list[int]:
             continue
         found.append(index + 1)
     return found
+
+
+def _trimmed_width(cells: list[str]) -> int:
+    """Cells up to the last non-empty one (editors and the Workbench leave trailing tabs)."""
+    width = len(cells)
+    while width and not cells[width - 1].strip():
+        width -= 1
+    return width
+
+
+def check_text_rows(path: Path, text: str) -> None:
+    """Refuse ragged data rows of an mwTab text file: IngestError with the line and the 1-based column (tab cell).
+
+    The first line after ``<SECTION>_START`` is the samples header (``Samples`` / ``metabolite_name`` / ``Bin
+    range(ppm)``) and sets the width; ``Factors`` may be shorter, never longer; a data row must have a cell for
+    every sample (empty or ``NA`` for a value not measured) and no non-empty cell beyond the last sample.
+    """
+    lines = text.splitlines()
+    for section in DATA_SECTIONS:
+        start = next((i for i, ln in enumerate(lines) if ln.strip() == f"{section}_START"), None)
+        if start is None or not any(ln.strip() == f"{section}_END" for ln in lines[start:]):
+            continue  # no section, or a file that ends inside it: the parser reports that, with the line
+        header_line = 0
+        width = 0
+        for index in range(start + 1, len(lines)):
+            raw = lines[index]
+            if raw.strip() == f"{section}_END":
+                break
+            if not raw.strip():
+                continue
+            cells = raw.split("\t")
+            if not header_line:
+                header_line, width = index + 1, _trimmed_width(cells)
+                continue
+            filled = _trimmed_width(cells)
+            samples = width - 1
+            if filled > width:
+                what = "factors" if cells[0].strip().lower() == "factors" else "values"
+                raise IngestError(
+                    f"{section}: {filled - 1} {what}, but the samples header on line {header_line} names {samples} "
+                    f"samples; cell {width + 1} onwards belongs to no sample",
+                    path=path,
+                    line=index + 1,
+                    column=width + 1,
+                )
+            if cells[0].strip().lower() == "factors":
+                continue
+            if len(cells) < width:
+                raise IngestError(
+                    f"{section}: {len(cells) - 1} values for {samples} samples (header on line {header_line}); "
+                    f"the row ends at cell {len(cells)}, so which samples lack a value is unknown: write an empty "
+                    "cell or NA for a value not measured",
+                    path=path,
+                    line=index + 1,
+                    column=len(cells) + 1,
+                )
+
+
+def _check_json_rows(path: Path, section: str, rows: list[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The samples of a JSON Data block, refusing a row that lacks one or has a key most rows do not have.
+
+    A key is a sample when at least half of the rows have it: a row without it lacks a value; a key fewer rows have
+    is a value that belongs to no sample.
+    """
+    counts: dict[str, int] = {}
+    for row in rows:
+        for key in row:
+            if not _is_name_key(key):
+                counts[key] = counts.get(key, 0) + 1
+    samples = tuple(key for key, count in counts.items() if 2 * count >= len(rows))
+    expected = set(samples)
+    for index, row in enumerate(rows, start=1):
+        keys = {k for k in row if not _is_name_key(k)}
+        if keys == expected:
+            continue
+        name = _name_of(row) or "?"
+        missing = [sample for sample in samples if sample not in keys]
+        if missing:
+            raise IngestError(
+                f"{section} Data row {index} ({name!r}) has no value for sample {missing[0]!r} "
+                f"({len(missing)} of {len(samples)} samples missing); a value not measured must still be given "
+                '(e.g. "" or "NA")',
+                path=path,
+                column=missing[0],
+            )
+        extra = [key for key in row if key in keys - expected]
+        raise IngestError(
+            f"{section} Data row {index} ({name!r}) has a value for {extra[0]!r}, which most rows do not have: "
+            "it belongs to no sample",
+            path=path,
+            column=extra[0],
+        )
+    return samples
 
 
 def _parse_failure(path: Path, text: str, exc: BaseException) -> IngestError:
@@ -164,12 +287,14 @@ def read_mwtab(path: Path, *, allow_bins: bool = False) -> MwTabStudy:
     """Parse an mwTab deposit. Raises IngestError naming the file (and line when known)."""
     data = read_bytes(path)
     text = decode_utf8(path, data)
+    fmt = "json" if text.lstrip().startswith("{") else "mwtab"
+    if fmt == "mwtab":
+        check_text_rows(path, text)
     tab = mwtab.mwtab.MWTabFile(str(path))
     try:
         tab.read_from_str(text)
     except Exception as exc:  # the library raises TypeError/ValueError/IndexError/KeyError… for bad files
         raise _parse_failure(path, text, exc) from None
-    fmt = "json" if text.lstrip().startswith("{") else "mwtab"
     header = tab.get("METABOLOMICS WORKBENCH") or {}
     study_id, analysis_id = header.get("STUDY_ID"), header.get("ANALYSIS_ID")
     if not study_id or not analysis_id:
@@ -190,14 +315,14 @@ def read_mwtab(path: Path, *, allow_bins: bool = False) -> MwTabStudy:
     rows = block.get("Data") or []
     if not rows:
         raise IngestError(f"{section} has no data rows", path=path)
-    samples = tuple(k for k in rows[0] if k not in ("Metabolite", "Bin range(ppm)"))
+    samples = _check_json_rows(path, section, rows)
     lines = _data_lines(text, section) if fmt == "mwtab" else []
     if len(lines) != len(rows):
         lines = []
 
     identifiers: dict[str, dict[str, str]] = {}
     for row in block.get("Metabolites") or []:
-        name = str(row.get("Metabolite", "")).strip()
+        name = _name_of(row)
         if name:
             for key, value in _identifiers(row).items():
                 identifiers.setdefault(name, {}).setdefault(key, value)
@@ -205,7 +330,7 @@ def read_mwtab(path: Path, *, allow_bins: bool = False) -> MwTabStudy:
     metabolites: list[MwTabMetabolite] = []
     non_numeric = 0
     for index, row in enumerate(rows):
-        name = str(row.get("Metabolite", "")).strip()
+        name = _name_of(row)
         line = lines[index] if lines else None
         if not name:
             raise IngestError(f"{section} row {index + 1} has no metabolite name", path=path, line=line)

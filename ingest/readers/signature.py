@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ingest.errors import IngestError
 from ingest.normalize import FEATURE_TYPES, NormalizedFeature, infer_feature_type, normalize
+from ingest.readers.table import refuse_nul
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,13 @@ def _find_column(keys: list[str], candidates: tuple[str, ...]) -> int | None:
 
 def _decode(data: bytes, path: Path) -> str:
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         bad = data[exc.start : exc.start + 1].hex()
         raise IngestError(f"not UTF-8 text: byte 0x{bad} at offset {exc.start}", path=path, line=line) from exc
+    refuse_nul(path, text)
+    return text
 
 
 def _delimiter(header_line: str) -> str:
@@ -177,9 +180,28 @@ class _Columns:
     implied_type: str | None  # from a feature column named after a type ("gene", "lipid", …)
 
 
+def _refuse_repeated_roles(header: tuple[str, ...], keys: list[str], path: Path, line: int) -> None:
+    """Two columns for one role (``direction`` twice, or ``direction`` and ``regulation``) are refused: which one
+    holds the directions is not ours to guess (the table reader refuses a repeated column name the same way)."""
+    for index, key in enumerate(keys):
+        if key and keys.index(key) != index:
+            raise IngestError(f"column name {header[index]!r} appears twice", path=path, line=line, column=index + 1)
+    for role, candidates in (
+        ("feature", _FEATURE_COLUMNS),
+        ("direction", _DIRECTION_COLUMNS),
+        ("feature type", _TYPE_COLUMNS),
+        ("weight", _WEIGHT_COLUMNS),
+    ):
+        found = [index for index, key in enumerate(keys) if key in candidates]
+        if role != "feature" and len(found) > 1:
+            names = " and ".join(repr(header[i]) for i in found)
+            raise IngestError(f"two {role} columns ({names}); keep one", path=path, line=line, column=found[1] + 1)
+
+
 def _columns(record: list[str], path: Path, line: int) -> _Columns:
     header = tuple(cell.strip() for cell in record)
     keys = [_column_key(cell) for cell in header]
+    _refuse_repeated_roles(header, keys, path, line)
     feature = _find_column(keys, _FEATURE_COLUMNS)
     if feature is None:
         raise IngestError(

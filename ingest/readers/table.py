@@ -103,10 +103,26 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+def refuse_nul(path: Path, text: str) -> None:
+    """A NUL character is refused with its line and column: no text input holds one, and Postgres text cannot
+    store it (it would fail the whole transaction with a database error naming no file)."""
+    at = text.find("\x00")
+    if at < 0:
+        return
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1) + 1
+    raise IngestError(
+        f"a NUL byte (0x00) at character {column}: not text (a UTF-16 or binary file?); save the file as UTF-8 text",
+        path=path,
+        line=line,
+        column=column,
+    )
+
+
 def decode_utf8(path: Path, data: bytes) -> str:
-    """Strict UTF-8 (a BOM is allowed); undecodable bytes are reported with their line and column."""
+    """Strict UTF-8 (a BOM is allowed); undecodable bytes and NUL bytes are reported with their line and column."""
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
@@ -114,6 +130,8 @@ def decode_utf8(path: Path, data: bytes) -> str:
         raise IngestError(
             f"bytes {bad} are not valid UTF-8 (byte column {column}); save the file as UTF-8", path=path, line=line
         ) from None
+    refuse_nul(path, text)
+    return text
 
 
 def detect_delimiter(header_line: str) -> str:

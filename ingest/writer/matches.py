@@ -100,7 +100,7 @@ def _candidates(signature: _Signature, index: dict[_Key, list[MeasuredFeature]])
 _FEATURES_MATCHING = """
 WITH k(feature_type, name) AS (SELECT * FROM unnest(%(types)s::text[], %(names)s::text[]))
 SELECT DISTINCT d.dataset_id, ds.name, f.feature_type, f.normalized_name, f.species_name,
-       d.log2_fold_change, d.p_value
+       d.log2_fold_change, d.p_value, f.external_ids ? 'heavy_label' AS is_standard
 FROM feature f
 JOIN k ON k.feature_type = f.feature_type AND (lower(f.normalized_name) = k.name OR lower(f.species_name) = k.name)
 JOIN dataset_feature d ON d.feature_id = f.id

@@ -54,6 +54,12 @@ BAD_TABLES: dict[str, tuple[bytes, str, str]] = {
     "ragged row": (b"gene,log2FC\nTP53,1,7\n", "transcriptomics", ":2: has 3 cells, the header has 2"),
     "empty feature name": (b"gene,log2FC\n,1\n", "transcriptomics", ":2:gene: the feature name is empty"),
     "nan in a sample matrix": (b"Metabolite,S1,S2\nalanine,1,2\nglycine,3,nan\n", "metabolomics", ":3:S2:"),
+    # #13: before, the NUL reached Postgres ("exit 1, database error: ... NUL (0x00) bytes", no file or line)
+    "NUL in a metabolite name": (
+        b"Metabolite,S1,S2\nalanine,1,2\ngly\x00cine,3,4\n",
+        "metabolomics",
+        ":3:4: a NUL byte",
+    ),
 }
 
 
@@ -118,6 +124,99 @@ def test_mwtab_that_does_not_parse_exits_2_and_writes_nothing(
     assert result.exit_code == 2, result.output
     assert str(path) in result.output
     assert fragment in result.output
+    assert snapshot(conn) == seeded
+
+
+def _mwtab_lines(sample_data: Path) -> tuple[list[str], int]:
+    lines = (sample_data / "mwtab" / "ST000122_AN000204.txt").read_text().split("\n")
+    return lines, lines.index("MS_METABOLITE_DATA_START")
+
+
+def _missing_values(lines: list[str], start: int) -> str:
+    lines[start + 5] = "\t".join(lines[start + 5].split("\t")[:-3])  # data row 3 of 14: 3 of 42 values missing
+    return "\n".join(lines)
+
+
+def _extra_values(lines: list[str], start: int) -> str:
+    lines[start + 3] += "\t1.0\t2.0"  # data row 1: two values beyond the last sample
+    return "\n".join(lines)
+
+
+def _short_header(lines: list[str], start: int) -> str:
+    lines[start + 1] = "\t".join(lines[start + 1].split("\t")[:-2])  # Samples line: two samples fewer than the data
+    return "\n".join(lines)
+
+
+def _nul_in_name(lines: list[str], start: int) -> str:
+    lines[start + 3] = "17-hydroxy\x00pregnenolone" + lines[start + 3].removeprefix("17-hydroxypregnenolone")
+    return "\n".join(lines)
+
+
+# (edit of ST000122_AN000204.txt, data line offset from MS_METABOLITE_DATA_START (0-based), column, message)
+BAD_MWTAB = {
+    "missing values": (_missing_values, 5, 41, "39 values for 42 samples (header on line"),
+    "extra values": (_extra_values, 3, 44, "44 values, but the samples header on line"),
+    "samples header shorter than the data": (_short_header, 2, 42, "names 40 samples"),
+    "NUL in a metabolite name": (_nul_in_name, 3, 11, "a NUL byte (0x00)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MWTAB))
+def test_bad_mwtab_rows_exit_2_with_file_line_and_column_and_write_nothing(
+    case: str, db_url: str, conn: Conn, seeded: dict[str, list[tuple[Any, ...]]], sample_data: Path, tmp_path: Path
+) -> None:
+    """#13 item 6. Ragged rows are refused, not padded: which sample lacks a value is unknown (reader docstring)."""
+    edit, offset, column, fragment = BAD_MWTAB[case]
+    lines, start = _mwtab_lines(sample_data)
+    path = tmp_path / "deposit.txt"
+    path.write_text(edit(lines, start))
+    result = run("mwtab", path, "--db", db_url, "--json")
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{start + offset + 1}:{column}:" in result.output
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert "list index out of range" not in result.output
+    assert snapshot(conn) == seeded
+
+
+def test_a_json_mwtab_row_without_a_sample_exits_2_naming_the_row_and_sample(
+    db_url: str, conn: Conn, seeded: dict[str, list[tuple[Any, ...]]], sample_data: Path, tmp_path: Path
+) -> None:
+    deposit = json.loads((sample_data / "mwtab" / "ST000122_AN000204.json").read_text())
+    del deposit["MS_METABOLITE_DATA"]["Data"][0]["CER040_242995_ML_2"]
+    path = tmp_path / "deposit.json"
+    path.write_text(json.dumps(deposit))
+    result = run("mwtab", path, "--db", db_url)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:CER040_242995_ML_2: MS_METABOLITE_DATA Data row 1 ('17-hydroxypregnenolone') has no value" in (
+        result.output
+    )
+    assert snapshot(conn) == seeded
+
+
+BAD_SIGNATURES: dict[str, tuple[bytes, str]] = {
+    # #13: before, the first direction column was used and the second ignored
+    "two direction columns": (b"species\tdirection\tdirection\nCer(d18:1/16:0)\tup\tdown\n", ":1:3: column name"),
+    "direction and regulation": (
+        b"species\tdirection\tregulation\nCer(d18:1/16:0)\tup\tdown\n",
+        ":1:3: two direction columns ('direction' and 'regulation')",
+    ),
+    # #13: before, the NUL reached Postgres and failed the transaction with a database error
+    "NUL in a signature feature name": (b"species\tdirection\nCer(d18:1/16:0)\x00\tup\n", ":2:16: a NUL byte"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SIGNATURES))
+def test_bad_signature_exits_2_naming_file_line_and_column_and_writes_nothing(
+    case: str, db_url: str, conn: Conn, seeded: dict[str, list[tuple[Any, ...]]], tmp_path: Path
+) -> None:
+    content, fragment = BAD_SIGNATURES[case]
+    path = tmp_path / "ALS-CSF-Core-6Ceramides.tsv"  # the seeded signature's name: a partial write would show
+    path.write_bytes(content)
+    result = run("signature", path, "--db", db_url)
+    assert result.exit_code == 2, result.output
+    assert f"{path}{fragment}" in result.output
+    assert "Traceback" not in result.output
     assert snapshot(conn) == seeded
 
 

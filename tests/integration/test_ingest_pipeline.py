@@ -107,6 +107,8 @@ def test_sample_matrix_rows_keep_mean_intensity_and_sample_summary(db_url: str, 
         ("ST000001_AN000001.txt", "mw:ST000001:AN000001", 108, 107),  # ribitol twice → merged
         ("ST000122_AN000204.txt", "mw:ST000122:AN000204", 14, 14),
         ("ST000122_AN000204.json", "mw:ST000122:AN000204", 14, 14),
+        ("ST000122_AN000204_ids.txt", "mw:ST000122:AN000204", 14, 14),
+        ("ST000122_AN000204_ids.json", "mw:ST000122:AN000204", 14, 14),  # Data rows keyed metabolite_name
     ],
 )
 def test_every_mwtab_fixture_ingests_with_its_metabolite_count(
@@ -295,3 +297,40 @@ def test_repeated_names_in_a_table_are_refused_unless_a_merge_rule_is_named(
     ingest_table(db_url, path, "transcriptomics", on_duplicate="max-abs-fc")
     row = conn.execute("SELECT log2_fold_change, p_value FROM dataset_feature WHERE raw_name = 'TP53'").fetchone()
     assert row == (3.0, 0.02)
+
+
+def test_stored_matches_follow_the_13_rules_molecular_species_and_standards(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    """Through Postgres: the same chains match at molecular level, a species-only dataset lipid at species level, a
+    dihydroceramide never matches a ceramide, a labelled standard is never evidence, and a missing p-value gives no
+    direction (#13 item 4)."""
+    signature = tmp_path / "sig.tsv"
+    signature.write_text(
+        "species\tdirection\tweight\n"
+        "PC 16:0/18:1\tup\t1.0\n"
+        "SM(d18:1/16:0)\tup\t1.0\n"
+        "Cer(d18:1/24:0)\tdown\t1.0\n"
+        "PC(15:0-18:1(d7))\tup\t1.0\n"
+    )
+    dataset = tmp_path / "lipids.csv"
+    dataset.write_text(
+        "Lipid Species,log2FC,p-value\n"
+        "PC 18:1_16:0,1.0,0.01\n"
+        "SM 34:1;O2,1.0,\n"
+        "Cer(d18:0/24:1),-2.0,0.001\n"
+        "PC(15:0-18:1(d7)),3.0,0.001\n"
+    )
+    ingest_sig(db_url, signature)
+    result = ingest_table(db_url, dataset, "lipidomics")
+    [match] = result.matches
+    query = "SELECT score, overlap_fraction, matched_components, match_level, details FROM dataset_signature"
+    stored = conn.execute(query).fetchone()
+    assert stored is not None
+    score, overlap, matched, level, details = stored
+    assert (round(score, 3), overlap, matched, level) == (0.625, 0.5, 2, "mixed")
+    assert sorted((d["feature"], d["level"], d["value"]) for d in details) == [
+        ("PC 16:0_18:1", "molecular", 1.0),
+        ("SM 34:1;O2", "species", 0.0),
+    ]
+    assert match.match_level == "mixed"

@@ -61,7 +61,9 @@ LIPIDYZER = [
     ("DCER(16:0)", "Cer 18:0;O2/16:0", "Cer 34:0;O2"),
     ("HCER(24:0)", "HexCer 18:1;O2/24:0", "HexCer 42:1;O2"),
     ("LCER(16:0)", "LacCer 18:1;O2/16:0", "LacCer 34:1;O2"),
-    ("SM(24:1)", "SM 18:1;O2/24:1", "SM 42:2;O2"),
+    # Lipidyzer's "SM(24:1)" is spelled exactly as the shorthand species SM 24:1 (C29): it stays that species, as
+    # pygoslin reads it (module docstring of ingest.normalize.lipid); the upper-case CER/HCER/LCER/DCER are vendor-only.
+    ("SM(24:1)", "SM 24:1;O2", "SM 24:1;O2"),
     ("TAG52:2-FA18:1", "TG 18:1_34:1", "TG 52:2"),
     ("DAG(16:0/18:1)", "DG 16:0/18:1", "DG 34:1"),
     ("MAG(18:1)", "MG 18:1", "MG 18:1"),
@@ -99,6 +101,12 @@ SHORTHAND = [
     ("GalCer 18:1;O2/16:0", "GalCer 18:1;O2/16:0", "GalCer 34:1;O2"),
     ("Cer 24:1;O2", "Cer 24:1;O2", "Cer 24:1;O2"),
     ("Cer 42:2;O2", "Cer 42:2;O2", "Cer 42:2;O2"),
+    # a bare chain spelled in shorthand is species notation, labelled or not: never rewritten as Cer 18:1;O2/18:1
+    ("Cer 18:1", "Cer 18:1;O2", "Cer 18:1;O2"),
+    ("Cer(16:0)", "Cer 16:0;O2", "Cer 16:0;O2"),
+    ("HexCer 24:0", "HexCer 24:0;O2", "HexCer 24:0;O2"),
+    ("Cer 18:1 [M[2]H5]", "Cer 18:1;O2[M[2]H5]", "Cer 18:1;O2[M[2]H5]"),
+    ("SM(24:1) [M[2]H9]", "SM 24:1;O2[M[2]H9]", "SM 24:1;O2[M[2]H9]"),
     ("MG 18:1", "MG 18:1", "MG 18:1"),
     ("DG 16:0/18:1", "DG 16:0/18:1", "DG 34:1"),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -203,33 +203,43 @@ def _formula(name: str) -> str | None:
         return None
 
 
-# The documented vendor convention (module docstring): "Cer 18:1" is read as the N-acyl chain on d18:1, where
-# pygoslin reads a sum composition; those names are compared through their shorthand form in the vendor tests.
-_BARE_SPHINGOLIPID_CHAIN = re.compile(r"^(?:Cer|SM|HexCer|GlcCer)[ (](?:1\d|2[0-6]):\d+\)?(?:\[M\+H\]1\+)?$")
-
+_FORMULA_CLASSES = ["PC", "PE", "PS", "PG", "PI", "LPC", "LPE", "TG", "DG", "MG", "Cer", "SM", "HexCer", "GlcCer"]
+_FORMULA_CLASSES += ["GalCer", "LacCer", "Hex2Cer", "PA", "LPA", "CE", "FA", "SPB", "CAR"]
+_FORMULA_CHAINS = [
+    "16:0/18:1",
+    "18:1_16:0",
+    "34:1",
+    "O-34:1",
+    "P-18:0/20:4",
+    "18:1",
+    "16:0_18:1_18:2",
+    "d18:1/16:0",
+    "18:1;O2/24:1",
+    "42:2;O2",
+    "18:1(9Z)/16:0",
+    "15:0_18:1(d7)",
+    "18:1(d7)",
+    "4:8",
+    "d18:0/24:1",
+    "18:0;O2",
+    "d18:1",
+    "16:0",
+    "24:1",
+    "t18:0/16:0",
+    "O-16:0/18:1",
+    "18:1(d9)",
+    "16:0/0:0",
+    "0:0/18:1",
+    "d18:1_24:0",
+    "22:6",
+]
+_FORMULA_SUFFIXES = ["", ")", ")[M+H]1+", " [M[2]H5]", ")[M[2]H7]", " [M+H]+"]
 _FORMULA_NAMES = st.builds(
     "{}{}{}{}".format,
-    st.sampled_from(["PC", "PE", "PS", "PG", "PI", "LPC", "LPE", "TG", "DG", "MG", "Cer", "SM", "HexCer", "GlcCer"]),
+    st.sampled_from(_FORMULA_CLASSES),
     st.sampled_from([" ", "("]),
-    st.sampled_from(
-        [
-            "16:0/18:1",
-            "18:1_16:0",
-            "34:1",
-            "O-34:1",
-            "P-18:0/20:4",
-            "18:1",
-            "16:0_18:1_18:2",
-            "d18:1/16:0",
-            "18:1;O2/24:1",
-            "42:2;O2",
-            "18:1(9Z)/16:0",
-            "15:0_18:1(d7)",
-            "18:1(d7)",
-            "4:8",
-        ]
-    ),
-    st.sampled_from(["", ")", ")[M+H]1+", " [M[2]H5]"]),
+    st.sampled_from(_FORMULA_CHAINS),
+    st.sampled_from(_FORMULA_SUFFIXES),
 )
 
 
@@ -243,13 +253,31 @@ def test_normalization_is_idempotent_and_never_gives_one_key_to_two_sum_formulas
             continue
         assert normalize(feature.normalized_name, "lipid").normalized_name == feature.normalized_name
         reference = _formula(raw)
-        if reference is not None and not _BARE_SPHINGOLIPID_CHAIN.match(raw):
+        if reference is not None:
             assert _formula(feature.normalized_name) == reference, (raw, feature.normalized_name)
     if a.parsed and b.parsed and a.normalized_name == b.normalized_name:
         fa, fb = _formula(first), _formula(second)
-        if (
-            fa is not None
-            and fb is not None
-            and not (_BARE_SPHINGOLIPID_CHAIN.match(first) or _BARE_SPHINGOLIPID_CHAIN.match(second))
-        ):
+        if fa is not None and fb is not None:
             assert fa == fb, (first, second)
+
+
+@pytest.mark.slow
+def test_every_generated_name_keeps_its_sum_formula_and_no_key_has_two() -> None:
+    """The property above on the whole generated space (26 classes x 2 x 26 chains x 6 suffixes), not a sample."""
+    formulas_by_key: dict[str, set[str]] = {}
+    problems: list[tuple[str, str]] = []
+    for parts in itertools.product(_FORMULA_CLASSES, [" ", "("], _FORMULA_CHAINS, _FORMULA_SUFFIXES):
+        raw = "".join(parts)
+        feature = normalize(raw, "lipid")
+        if not feature.parsed:
+            continue
+        if normalize(feature.normalized_name, "lipid").normalized_name != feature.normalized_name:
+            problems.append((raw, feature.normalized_name))
+        reference = _formula(raw)
+        if reference is None:
+            continue
+        if _formula(feature.normalized_name) != reference:
+            problems.append((raw, feature.normalized_name))
+        formulas_by_key.setdefault(feature.normalized_name, set()).add(reference)
+    assert problems == []
+    assert {key: found for key, found in formulas_by_key.items() if len(found) > 1} == {}

@@ -119,9 +119,9 @@ def test_a_change_with_p_above_the_cut_off_has_no_direction_and_scores_zero() ->
 
 @pytest.mark.parametrize(
     ("log2fc", "p_value", "value"),
-    [(None, 0.001, 0.0), (1.0, None, 1.0), (0.0, 0.001, 0.0), (math.nan, 0.001, 0.0), (1.0, math.nan, 0.0)],
+    [(None, 0.001, 0.0), (1.0, None, 0.0), (0.0, 0.001, 0.0), (math.nan, 0.001, 0.0), (1.0, math.nan, 0.0)],
 )
-def test_a_direction_needs_a_finite_nonzero_fold_change_and_a_usable_p_value_where_given(
+def test_a_direction_needs_a_finite_nonzero_fold_change_and_a_usable_p_value(
     log2fc: float | None, p_value: float | None, value: float
 ) -> None:
     result = score_signature([_component("PC 34:1")], [_measured("PC 34:1", log2fc, p_value)])
@@ -203,3 +203,100 @@ def test_an_invalid_component_is_a_programming_error() -> None:
         score_signature([_component("PC 34:1", "sideways")], [_measured("PC 34:1")])
     with pytest.raises(ValueError, match="weight"):
         score_signature([_component("PC 34:1", weight=0.0)], [_measured("PC 34:1")])
+
+
+# --- #13: matching never merges two molecules ------------------------------------------------------------------
+
+
+def test_two_molecular_species_with_the_same_sum_do_not_match() -> None:
+    # Before #13, "PC 16:0/18:1" took "PC 16:1_18:0" (same PC 34:1); both are known at molecular level.
+    assert score_signature([_component("PC 16:0/18:1", "up")], [_measured("PC 16:1_18:0", 2.0, 0.001)]) is None
+
+
+def test_a_ceramide_never_matches_a_dihydroceramide_of_the_same_sum() -> None:
+    assert score_signature([_component("Cer(d18:1/24:0)", "up")], [_measured("Cer(d18:0/24:1)", 2.0, 0.001)]) is None
+
+
+def test_the_same_chains_at_two_levels_of_detail_match_at_molecular_level() -> None:
+    result = score_signature([_component("PC 16:0/18:1(9Z)", "up")], [_measured("PC 18:1_16:0", 2.0, 0.001)])
+    assert result is not None
+    assert (result.match_level, result.score) == ("molecular", 1.0)
+
+
+def test_the_most_specific_candidate_is_taken_before_the_strongest() -> None:
+    features = [_measured("PC 34:1", -3.0, 1e-9), _measured("PC 16:0_18:1", 1.0, 0.01)]
+    result = score_signature([_component("PC 16:0/18:1", "up")], features)
+    assert result is not None
+    assert (result.details[0]["feature"], result.details[0]["level"], result.score) == (
+        "PC 16:0_18:1",
+        "molecular",
+        1.0,
+    )
+
+
+def test_a_dataset_with_none_of_the_signatures_molecules_does_not_match() -> None:
+    components = [_component(name, "up") for name in ("PC 16:0/18:1", "PE 18:0/20:4", "Cer(d18:1/24:0)")]
+    features = [_measured("PC 16:1_18:0"), _measured("PE 16:0_22:4"), _measured("Cer(d18:0/24:1)")]
+    assert score_signature(components, features) is None
+
+
+def test_one_dataset_feature_satisfies_at_most_one_component() -> None:
+    # PC 34:1 (species only) is the species of both components; it may count for one of them, not both.
+    components = [_component("PC 16:0/18:1", "up"), _component("PC 18:0/16:1", "down")]
+    result = score_signature(components, [_measured("PC 34:1", 2.0, 0.001)], ScoringOptions(overlap_threshold=0.1))
+    assert result is not None
+    assert result.matched_components == 1
+    assert len({str(d["feature"]) for d in result.details}) == len(result.details)
+
+
+def test_an_exact_match_of_a_later_component_is_not_taken_by_an_earlier_species_match() -> None:
+    components = [_component("PC 34:1", "up"), _component("PC 16:0/18:1", "up")]
+    result = score_signature(components, [_measured("PC 16:0/18:1", 2.0, 0.001)], ScoringOptions(overlap_threshold=0.1))
+    assert result is not None
+    assert [(d["component"], d["level"]) for d in result.details] == [("PC 16:0/18:1", "exact")]
+
+
+def test_duplicate_components_are_refused() -> None:
+    with pytest.raises(ValueError, match="listed twice"):
+        score_signature([_component("PC 34:1", "up"), _component("PC(34:1)", "up")], [_measured("PC 34:1")])
+
+
+def test_a_missing_p_value_is_never_more_lenient_than_a_non_significant_one() -> None:
+    component = [_component("PC 34:1", "up")]
+    missing = score_signature(component, [_measured("PC 34:1", 2.0, None)])
+    not_significant = score_signature(component, [_measured("PC 34:1", 2.0, 0.06)])
+    assert missing is not None
+    assert not_significant is not None
+    # The rule is "no evidence" for both: exactly the score of a non-significant change, never more.
+    assert (missing.score, not_significant.score) == (0.5, 0.5)
+    assert missing.details[0]["dataset_direction"] is None
+
+
+def test_labelled_internal_standards_are_never_evidence() -> None:
+    standard = normalize("PC 15:0_18:1(d7)", "lipid")
+    assert "heavy_label" in standard.external_ids
+    measured = MeasuredFeature("lipid", standard.normalized_name, standard.species_name, 2.0, 0.001, is_standard=True)
+    component = ComponentInput("lipid", standard.normalized_name, standard.species_name, "std", "up", 1.0)
+    assert score_signature([component], [measured]) is None
+    endogenous = [_component("PC 15:0_18:1", "up")]
+    assert score_signature(endogenous, [measured]) is None
+
+
+def test_a_species_feature_taken_by_one_component_is_not_offered_to_one_of_the_opposite_direction() -> None:
+    # Before #13 "PC 34:1" counted +1 for the up component and -1 for the down one (or twice +1 the other way round).
+    components = [_component("PC 16:0/18:1", "up"), _component("PC 18:0/16:1", "down")]
+    result = score_signature(components, [_measured("PC 34:1", 2.0, 0.001)], ScoringOptions(overlap_threshold=0.1))
+    assert result is not None
+    assert [(d["component"], d["value"]) for d in result.details] == [("PC 16:0/18:1", 1.0)]
+    assert result.score == 0.75  # (1 + 0) / 2 weights, mapped to [0, 1]
+
+
+def test_a_species_only_component_takes_a_molecular_species_of_the_dataset() -> None:
+    result = score_signature([_component("Cer 42:1;O2", "down")], [_measured("Cer(d18:0/24:1)", -1.0, 0.01)])
+    assert result is not None
+    assert (result.match_level, result.score) == ("species", 1.0)
+
+
+def test_two_signature_lipids_at_molecular_level_never_meet_at_species_level_in_either_direction() -> None:
+    component = [_component("PC 16:1_18:0", "up")]
+    assert score_signature(component, [_measured("PC 16:0/18:1", 2.0, 0.001)]) is None
