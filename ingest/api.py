@@ -25,7 +25,6 @@ See docs/pipelines.md for the whole surface, with examples.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,11 +55,9 @@ from ingest.scoring import ScoringOptions
 from ingest.writer import (
     DatasetInput,
     ExperimentInput,
-    MatchOutcome,
     ProgramInput,
     SignatureComponentInput,
     SignatureInput,
-    TableChanges,
     WriteResult,
     check_components,
 )
@@ -112,37 +109,18 @@ class Component:
 
 
 @dataclass(frozen=True)
-class IngestResult:
-    """What one call did to Postgres (or would have done, with ``dry_run``)."""
+class IngestResult(WriteResult):
+    """What one call did to Postgres (or would have done, with ``dry_run``): the writer's ``WriteResult`` (entity,
+    Postgres id, created / updated / unchanged, rows changed per table, signature matches), plus what was read."""
 
-    entity: str  # dataset | signature | program | experiment
-    entity_id: uuid.UUID
-    name: str
-    status: str  # created | updated | unchanged
-    changed_columns: tuple[str, ...]
-    changes: tuple[TableChanges, ...]
-    matches: tuple[MatchOutcome, ...]
-    dry_run: bool
+    dry_run: bool = False
     # What was read: rows, features kept, names that could not be normalized (None for values without a file).
     report: ReadReport | None = None
 
-    @property
-    def rows_changed(self) -> int:
-        return sum(c.total for c in self.changes)
-
     @classmethod
     def of(cls, result: WriteResult, report: ReadReport | None, dry_run: bool) -> IngestResult:
-        return cls(
-            entity=result.entity,
-            entity_id=result.entity_id,
-            name=result.name,
-            status=result.status,
-            changed_columns=result.changed_columns,
-            changes=result.changes,
-            matches=result.matches,
-            dry_run=dry_run,
-            report=report,
-        )
+        fields = {name: getattr(result, name) for name in WriteResult.__dataclass_fields__}
+        return cls(**fields, dry_run=dry_run, report=report)
 
 
 # ---- the connection: the caller's transaction, or one of our own ------------------------------------------------
