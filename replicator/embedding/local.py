@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from replicator.sinks.base import SinkConfigError, SinkError
 
@@ -78,7 +78,7 @@ class LocalProvider:
                     from transformers.utils import logging as transformers_logging
                 except ImportError as error:
                     raise SinkConfigError(f"sentence-transformers is not installed: {_INSTALL_HINT}") from error
-                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                cast(Any, transformers_logging).disable_progress_bar()
                 try:
                     self._st = SentenceTransformer(str(self._model_dir), device=self._device)
                 except (OSError, ValueError) as error:
