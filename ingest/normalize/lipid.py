@@ -374,8 +374,9 @@ def _goslin_parse(name: str) -> ParsedLipid | None:
     """
     from pygoslin.domain.LipidLevel import LipidLevel
 
+    parser = _parser()  # outside the try: pygoslin that cannot be imported is an installation error, not a name
     try:
-        adduct = _parser().parse(name)
+        adduct = parser.parse(name)
         heavy: str | None = None
         if adduct.adduct is not None:
             isotopes = adduct.adduct.get_heavy_isotope_string()
