@@ -79,6 +79,49 @@ class ReadReport:
     unparsed_examples: tuple[str, ...]
     merged: tuple[MergedGroup, ...] = ()
     notes: tuple[str, ...] = ()
+    # Gene names a spreadsheet turned into dates: (as written, the symbol stored, or None when refused).
+    excel_dates: tuple[tuple[str, str | None], ...] = ()
+
+
+EXCEL_DATES_KEPT = 1_000  # distinct dates listed in a report (all are counted)
+
+
+class ExcelDates:
+    """The gene names of a file that were Excel dates (``1-Sep``), for the ingest report: which were mapped to
+    today's HGNC symbol and which were refused (kept as written, unparsed)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str | None] = {}
+        self.count = 0
+
+    def add(self, raw: str, feature: NormalizedFeature) -> None:
+        written = feature.external_ids.get("excel_date")
+        if written is None or raw in self._seen:
+            return
+        self.count += 1
+        if len(self._seen) < EXCEL_DATES_KEPT:
+            self._seen[raw] = feature.normalized_name if feature.parsed else None
+
+    def entries(self) -> tuple[tuple[str, str | None], ...]:
+        return tuple(self._seen.items())
+
+    def note(self) -> str | None:
+        if not self.count:
+            return None
+        mapped = [f"{raw} → {symbol}" for raw, symbol in self._seen.items() if symbol is not None]
+        refused = [raw for raw, symbol in self._seen.items() if symbol is None]
+        parts = [f"{self.count} gene name(s) were spreadsheet dates (Excel's SEPT1/MARCH3/DEC1)"]
+        if mapped:
+            parts.append(
+                f"mapped to today's HGNC symbol: {', '.join(mapped[:10])}" + (" …" if len(mapped) > 10 else "")
+            )
+        if refused:
+            parts.append(
+                "refused (more than one gene can have made the date; kept as written, unparsed): "
+                + ", ".join(refused[:10])
+                + (" …" if len(refused) > 10 else "")
+            )
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -182,6 +225,7 @@ def prepare_table_dataset(
     # The first rows that could not be normalized: how many, and the first few (key, raw name) for the summary.
     unparsed_first = 0
     unparsed: list[tuple[object, str]] = []
+    excel_dates = ExcelDates()
     rows_read = 0
     for row in scan.rows():
         rows_read += 1
@@ -191,6 +235,7 @@ def prepare_table_dataset(
             feature = normalizer(raw, feature_type)
             if len(cache) < NORMALIZE_CACHE_SIZE:
                 cache[raw] = feature
+        excel_dates.add(raw, feature)
         key = _key(feature, feature_type)
         seen = first_line.setdefault(key, row.line)
         if seen != row.line:
@@ -245,6 +290,8 @@ def prepare_table_dataset(
         + (f"{len(scan.sample_columns)} sample columns summarised" if sample_matrix else "")
         + (f"statistics: {', '.join(stats)}" if stats else "")
     )
+    if (dates_note := excel_dates.note()) is not None:
+        notes.append(dates_note)
     dataset = DatasetInput(
         natural_key=options.key or f"{omics_type}:{path.name}",
         name=options.name or f"Internal {omics_type.capitalize()} — {path.stem}",
@@ -270,6 +317,7 @@ def prepare_table_dataset(
         unparsed_examples=examples,
         merged=tuple(merged),
         notes=tuple(notes),
+        excel_dates=excel_dates.entries(),
     )
     return dataset, report
 
@@ -359,6 +407,11 @@ def prepare_mwtab_dataset(
     notes = [f"{study.data_section}: {len(study.samples)} samples; omics type {omics_type}"]
     if study.non_numeric_cells:
         notes.append(f"{study.non_numeric_cells} non-numeric cells treated as missing")
+    excel_dates = ExcelDates()
+    for row in rows:
+        excel_dates.add(row.raw_name, row.feature)
+    if (dates_note := excel_dates.note()) is not None:
+        notes.append(dates_note)
     dataset = DatasetInput(
         natural_key=options.key or f"mw:{study.study_id}:{study.analysis_id}",
         name=options.name or study.title,
@@ -389,6 +442,7 @@ def prepare_mwtab_dataset(
         unparsed_examples=examples,
         merged=tuple(merged),
         notes=tuple(notes),
+        excel_dates=excel_dates.entries(),
     )
     return dataset, report
 
@@ -418,6 +472,10 @@ def prepare_signature(
     )
     check_components(signature, str(path))
     unparsed = [r for r in parsed.rows if not r.feature.parsed]
+    excel_dates = ExcelDates()
+    for r in parsed.rows:
+        excel_dates.add(r.raw_name, r.feature)
+    dates_note = excel_dates.note()
     report = ReadReport(
         path=str(path),
         kind="signature",
@@ -426,6 +484,8 @@ def prepare_signature(
         normalized=len(components) - len(unparsed),
         unparsed=len(unparsed),
         unparsed_examples=tuple(r.raw_name for r in unparsed[:UNPARSED_EXAMPLES]),
+        notes=(dates_note,) if dates_note is not None else (),
+        excel_dates=excel_dates.entries(),
     )
     return signature, report
 

@@ -51,6 +51,7 @@ class IngestSummary:
                     for g in report.merged
                 ],
                 "notes": list(report.notes),
+                "excel_dates": [{"written": raw, "stored_as": symbol} for raw, symbol in report.excel_dates],
             }
         out["signature_matches"] = [_match_dict(m) for m in result.matches]
         return out

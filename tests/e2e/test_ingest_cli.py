@@ -263,3 +263,32 @@ def test_program_and_experiment_commands_create_then_leave_unchanged(db_url: str
     assert conn.execute("SELECT count(*) FROM program_experiment").fetchone() == (1,)
     bad = run("experiment", "CSF", "--type", "in_silico", "--db", db_url)
     assert bad.exit_code == 2
+
+
+def test_gene_names_excel_made_into_dates_are_mapped_or_refused_and_reported(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    table = tmp_path / "degs.csv"
+    table.write_text("gene,log2FC,pvalue\nTP53,1.2,0.01\n2-Sep,0.5,0.2\nMar-3,-0.7,0.03\n1-Mar,0.1,0.5\n")
+    result = run("dataset", table, "--omics-type", "transcriptomics", "--db", db_url, "--json")
+    assert result.exit_code == 0, result.output
+    read = json.loads(result.output)["read"]
+    assert read["excel_dates"] == [
+        {"written": "2-Sep", "stored_as": "SEPTIN2"},
+        {"written": "Mar-3", "stored_as": "MARCHF3"},
+        {"written": "1-Mar", "stored_as": None},  # MARCH1 or MARC1: refused, not guessed
+    ]
+    (note,) = (n for n in read["notes"] if "spreadsheet dates" in n)
+    assert "2-Sep → SEPTIN2" in note
+    assert "refused" in note
+    assert "1-Mar" in note
+    assert read["unparsed"] == 1
+    stored = conn.execute(
+        "SELECT f.normalized_name, f.parsed FROM dataset_feature df JOIN feature f ON f.id = df.feature_id "
+        "ORDER BY f.normalized_name"
+    ).fetchall()
+    assert stored == [("1-Mar", False), ("MARCHF3", True), ("SEPTIN2", True), ("TP53", True)]
+
+    person = run("dataset", table, "--omics-type", "transcriptomics", "--key", "again", "--db", db_url)
+    assert person.exit_code == 0, person.output
+    assert "spreadsheet dates" in " ".join(person.output.split())
