@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from replicator.errors import PermanentError
+
 
 class Action(StrEnum):
     INSERT = "I"
@@ -30,7 +32,7 @@ class Action(StrEnum):
 ROW_ACTIONS = frozenset({Action.INSERT, Action.UPDATE, Action.DELETE})
 
 
-class ChangeParseError(ValueError):
+class ChangeParseError(PermanentError, ValueError):
     """A wal2json record that is not valid JSON or lacks what format-version 2 promises; names the LSN."""
 
 

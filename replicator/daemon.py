@@ -27,7 +27,9 @@ from typing import Any
 import psycopg
 
 from replicator import logs
+from replicator.changes import ChangeParseError
 from replicator.config import KNOWN_SINKS, Settings
+from replicator.errors import ReplicatorError
 from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
@@ -117,7 +119,9 @@ def prepare_slot(conn: psycopg.Connection[Any], slot: str, sinks: tuple[str, ...
 # ---- threads -----------------------------------------------------------------------------------------------------
 
 
-def start_workers(settings: Settings, metrics: Metrics, stop: threading.Event) -> list[threading.Thread]:
+def start_workers(
+    settings: Settings, metrics: Metrics, stop: threading.Event, state: DaemonState | None = None
+) -> list[threading.Thread]:
     from replicator.sinks.factory import build_sink
     from replicator.worker import SinkWorker, new_worker_id
 
@@ -128,19 +132,26 @@ def start_workers(settings: Settings, metrics: Metrics, stop: threading.Event) -
         for _ in range(settings.workers_per_sink):
             worker = SinkWorker(settings.dsn, sink, settings=settings, metrics=metrics, worker_id=new_worker_id(name))
             thread = threading.Thread(
-                target=_guarded(worker.run, name), args=(stop,), name=f"worker-{name}", daemon=True
+                target=_guarded(worker.run, name, state), args=(stop,), name=f"worker-{name}", daemon=True
             )
             thread.start()
             threads.append(thread)
     return threads
 
 
-def _guarded(target: Callable[[threading.Event], None], sink: str) -> Callable[[threading.Event], None]:
+def _guarded(
+    target: Callable[[threading.Event], None], sink: str, state: DaemonState | None
+) -> Callable[[threading.Event], None]:
     def run(stop: threading.Event) -> None:
         try:
             target(stop)
-        except Exception as exc:  # a worker must never take the source down; its rows wait in the outbox
-            log.error("worker.crashed", sink=sink, error=str(exc))
+        except Exception as exc:
+            # A worker must never take the source down (its rows wait in the outbox, other replicas' workers may
+            # claim them), but a dead worker must not look alive either: /readyz fails from here on, so an
+            # orchestrator restarts the process, and `health` reports the incident.
+            log.error("worker.crashed", sink=sink, error=str(exc), kind=type(exc).__name__)
+            if state is not None:
+                state.incident = f"worker for sink {sink!r} crashed: {type(exc).__name__}"
 
     return run
 
@@ -217,7 +228,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             # Sink workers run in every process, leader or standby: they claim outbox rows with
             # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
             # Only the source, below, needs the leader lock.
-            workers = start_workers(settings, metrics, worker_stop)
+            workers = start_workers(settings, metrics, worker_stop, state)
             if not lock.acquire(stop, on_standby=standby):
                 return EXIT_OK
             state.role = "leader"
@@ -256,8 +267,20 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
         except LeadershipLostError as exc:
             log.error("leader.lost", slot=slot, error=str(exc))
             return EXIT_FAILED
-        except (SourceError, psycopg.Error) as exc:
-            log.error("daemon.failed", slot=slot, error=str(exc))
+        except ChangeParseError as exc:
+            # A change we cannot read is never skipped: the stream stops before it (the slot keeps it, nothing
+            # after it is confirmed), the incident is logged and counted, and the exit code says so.
+            metrics.source_incidents.labels(kind="unparseable_change").inc()
+            state.incident = f"unparseable change: {exc}"
+            log.error(
+                "source.unparseable_change",
+                slot=slot,
+                error=str(exc),
+                action="the slot keeps this change; report it with the LSN and restart after the fix",
+            )
+            return EXIT_FAILED
+        except (ReplicatorError, psycopg.Error) as exc:
+            log.error("daemon.failed", slot=slot, error=str(exc), kind=type(exc).__name__)
             return EXIT_FAILED
         finally:
             state.role = "stopping"

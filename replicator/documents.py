@@ -18,6 +18,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from replicator.errors import ConfigurationError
 from replicator.graph import ENTITIES, RELATIONS
 
 
@@ -150,7 +151,7 @@ _FIELDS = {
 }
 
 
-class UnknownEntityError(ValueError):
+class UnknownEntityError(ConfigurationError, ValueError):
     """A document key names an entity that is not one of ``ENTITIES``."""
 
 

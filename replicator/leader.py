@@ -15,12 +15,13 @@ from typing import Any
 
 import psycopg
 
+from replicator.errors import ReplicatorError
 from replicator.logs import event_logger
 
 log = event_logger("replicator.leader")
 
 
-class LeadershipLostError(Exception):
+class LeadershipLostError(ReplicatorError):
     """The lock's session died: another process may be leader now, so this one must stop streaming."""
 
 

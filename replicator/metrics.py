@@ -33,6 +33,12 @@ class Metrics:
             "replicator_changes_read", "Row changes read from the wal2json stream", ["table"], registry=r
         )
         self.batches = Counter("replicator_batches", "Outbox batches committed by the source", registry=r)
+        self.source_incidents = Counter(
+            "replicator_source_incidents",
+            "Times the source stopped on a change it cannot take (kind: unparseable_change); never skipped",
+            ["kind"],
+            registry=r,
+        )
         self.documents_enqueued = Counter(
             "replicator_documents_enqueued", "Dirty documents written to the outbox", ["sink"], registry=r
         )

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from replicator.documents import Document, DocumentKey, render
+from replicator.errors import ConfigurationError
 from replicator.graph import ENTITIES
 from replicator.sinks.pinecone import LIST_METADATA_KEYS, PineconeSink
 
@@ -23,7 +24,7 @@ _OVERFETCH = 4
 MAX_TOP_K = 1000
 
 
-class QueryInputError(ValueError):
+class QueryInputError(ConfigurationError, ValueError):
     """A bad ``--filter``, ``--entity`` or ``--top-k``; the message says which and why."""
 
 

@@ -35,6 +35,7 @@ from psycopg.pq.abc import PGconn
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from replicator.changes import Action, format_lsn, parse
+from replicator.errors import PermanentError
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.routing import DOMAIN_SCHEMA, SOURCE_TABLES, DirtyDocuments, SqlFeatureHolders
@@ -56,7 +57,7 @@ STATUS_INTERVAL_S = 10.0
 _DRAIN = 512
 
 
-class SourceError(Exception):
+class SourceError(PermanentError):
     """The source cannot stream (a wrong slot plugin, a protocol error)."""
 
 
@@ -75,6 +76,8 @@ class SlotLostError(SourceError):
 
 class StreamInterruptedError(SourceError):
     """The replication connection ended or broke; the loop reconnects."""
+
+    retryable = True
 
 
 # ---- slot management ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from replicator.documents import Document, DocumentKey, RemoteState
+from replicator.errors import ConfigurationError, ReplicatorError
 
 __all__ = [
     "DeleteItem",
@@ -25,17 +26,17 @@ __all__ = [
 ]
 
 
-class SinkError(Exception):
+class SinkError(ReplicatorError):
     """A sink failure. ``retryable`` errors (429, 5xx, timeouts, dropped connections) are retried with backoff,
     honouring ``retry_after``; permanent ones (validation) dead-letter the row at once."""
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable  # per instance: the same call can fail either way
         self.retry_after = retry_after
 
 
-class SinkConfigError(Exception):
+class SinkConfigError(ConfigurationError):
     """The sink cannot start: missing settings, a database without the properties it writes, a wrong dimension."""
 
 

@@ -183,3 +183,58 @@ def test_renaming_a_program_re_renders_the_datasets_that_show_its_name(conn: Con
         before = wait_for(lambda: load_recording(recording).documents.get(key)).content_hash
         conn.execute("UPDATE program SET name = 'New name' WHERE id = %s", (row[0],))
         wait_for(lambda: load_recording(recording).documents[key].content_hash != before)
+
+
+def test_an_unparseable_change_stops_the_stream_before_it_and_is_never_skipped(
+    conn: Conn, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import replicator.source
+    from replicator.changes import ChangeParseError
+    from replicator.daemon import EXIT_FAILED, run
+    from replicator.metrics import Metrics
+
+    recording = tmp_path / "rec.jsonl"
+    settings = settings_for(db_url, recording)
+    first = new_dataset(conn, "first")
+    real_parse = replicator.source.parse  # type: ignore[attr-defined]
+
+    def parse(data: bytes, lsn: int) -> Any:  # the fault: wal2json sent a record we cannot read
+        if b"poison" in bytes(data):
+            raise ChangeParseError(f"record at {lsn:X} is not what format-version 2 promises")
+        return real_parse(data, lsn)
+
+    monkeypatch.setattr(replicator.source, "parse", parse)
+    metrics, codes = Metrics(), []
+    thread = threading.Thread(target=lambda: codes.append(run(settings, metrics=metrics)), daemon=True)
+    thread.start()
+    wait_for(lambda: DocumentKey("dataset", first) in load_recording(recording).documents)
+    poison = new_dataset(conn, "poison")
+    thread.join(60)
+    assert not thread.is_alive(), "the daemon must stop on its own, not hang or skip"
+    assert codes == [EXIT_FAILED]
+    assert metrics.source_incidents.labels(kind="unparseable_change")._value.get() == 1
+    assert DocumentKey("dataset", poison) not in load_recording(recording).documents
+
+    # After the fix (here: the real parser back), a restart streams the change the slot kept for it.
+    monkeypatch.setattr(replicator.source, "parse", real_parse)
+    with InProcessDaemon(settings) as daemon:
+        wait_for(lambda: DocumentKey("dataset", poison) in load_recording(recording).documents)
+    assert daemon.code == EXIT_OK
+
+
+def test_a_worker_that_crashes_makes_the_process_not_ready() -> None:
+    import threading
+
+    from replicator.daemon import DaemonState, _guarded
+
+    state = DaemonState(role="leader", streaming=True)
+    assert state.ready
+
+    def crashing_worker(stop: threading.Event) -> None:
+        raise RuntimeError("a bug in the worker")
+
+    _guarded(crashing_worker, "recording", state)(threading.Event())
+    assert not state.ready
+    assert state.incident == "worker for sink 'recording' crashed: RuntimeError"
