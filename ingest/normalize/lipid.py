@@ -428,10 +428,14 @@ def _plausible(name: str) -> bool:
     return True
 
 
+# A 0:0 chain as a whole token: "10:0" and "20:0" hold the characters "0:0" but are no empty chain.
+_EMPTY_CHAIN = re.compile(r"(?<![\d.])0:0(?!\d)")
+
+
 def _finish(parsed: ParsedLipid, cleaned: str) -> ParsedLipid | None:
     """The output checks of step 3: no invented ``0:0``, stereo hexoses kept, impossible chains refused."""
     full, species, lipid_class, heavy = parsed
-    if "0:0" not in cleaned and "0:0" in full:
+    if not _EMPTY_CHAIN.search(cleaned) and _EMPTY_CHAIN.search(full):
         full = _drop_invented_placeholders(full)
     written = cleaned.split(" ", 1)[0].split("(", 1)[0]
     if written in _STEREO_HEXOSE_CLASSES and lipid_class == "HexCer":

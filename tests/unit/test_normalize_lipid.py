@@ -281,3 +281,19 @@ def test_every_generated_name_keeps_its_sum_formula_and_no_key_has_two() -> None
         formulas_by_key.setdefault(feature.normalized_name, set()).add(reference)
     assert problems == []
     assert {key: found for key, found in formulas_by_key.items() if len(found) > 1} == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("MG 20:0", "MG 20:0"),  # not "MG 20:0/0:0/0:0": "20:0" holds the characters "0:0" but is no empty chain
+        ("DG 2:0/10:0", "DG 2:0/10:0"),
+        ("DG(16:0/20:0)", "DG 16:0_20:0"),  # LIPID MAPS grammar without sn-3: molecular species
+        ("TG(16:0/10:0/20:0)", "TG 16:0/10:0/20:0"),
+        ("PC(20:0/0:0)", "LPC 20:0/0:0"),  # a 0:0 the name wrote is kept
+    ],
+)
+def test_the_pygoslin_path_invents_no_empty_chain_next_to_a_chain_ending_in_0_0(name: str, expected: str) -> None:
+    parsed = _read(name, use_fast_path=False)
+    assert parsed is not None
+    assert parsed.name == expected
