@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -32,11 +32,14 @@ from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.sinks.base import SinkConfigError
+from replicator.sinks.base import Sink
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
 from replicator.status import configured_secrets, redact
 from replicator.store import checkpoints, sink_state
 from replicator.store.outbox import backfill
+
+if TYPE_CHECKING:
+    from replicator.sink_gate import SinkGate
 
 log = event_logger("replicator.daemon")
 
@@ -117,32 +120,58 @@ def prepare_slot(conn: psycopg.Connection[Any], slot: str, sinks: tuple[str, ...
 # ---- threads -----------------------------------------------------------------------------------------------------
 
 
-def start_workers(settings: Settings, metrics: Metrics, stop: threading.Event) -> list[threading.Thread]:
-    from replicator.sinks.factory import build_sink
-    from replicator.worker import SinkWorker, new_worker_id
+def start_workers(
+    settings: Settings, metrics: Metrics, stop: threading.Event
+) -> tuple[list[threading.Thread], dict[str, SinkGate]]:
+    """One ``SinkGate`` per enabled sink and ``workers_per_sink`` threads on it. Returns at once: building a sink
+    (an embedding model loads then), checking it and waiting for it to answer all happen in its own threads, so the
+    source and the other sinks never wait for one sink (replicator/sink_gate.py)."""
+    from replicator.sink_gate import SinkGate
 
     threads: list[threading.Thread] = []
+    gates: dict[str, SinkGate] = {}
     for name in settings.enabled_sinks:
-        sink = build_sink(name, settings, metrics=metrics)
-        sink.check()
+        gate = SinkGate(name, _builder(name, settings, metrics), settings=settings, metrics=metrics)
+        gates[name] = gate
         for _ in range(settings.workers_per_sink):
-            worker = SinkWorker(settings.dsn, sink, settings=settings, metrics=metrics, worker_id=new_worker_id(name))
             thread = threading.Thread(
-                target=_guarded(worker.run, name), args=(stop,), name=f"worker-{name}", daemon=True
+                target=_sink_worker, args=(gate, settings, metrics, stop), name=f"worker-{name}", daemon=True
             )
             thread.start()
             threads.append(thread)
-    return threads
+    return threads, gates
 
 
-def _guarded(target: Callable[[threading.Event], None], sink: str) -> Callable[[threading.Event], None]:
-    def run(stop: threading.Event) -> None:
+def _builder(name: str, settings: Settings, metrics: Metrics) -> Callable[[], Sink]:
+    def build() -> Sink:
+        from replicator.sinks.factory import build_sink
+
+        return build_sink(name, settings, metrics=metrics)
+
+    return build
+
+
+def _sink_worker(gate: SinkGate, settings: Settings, metrics: Metrics, stop: threading.Event) -> None:
+    """One worker thread: wait for the sink to be up, then apply its outbox; a worker that crashes is started again
+    after a pause (it must never take the source down; its rows wait in the outbox)."""
+    from replicator.worker import SinkWorker, new_worker_id
+
+    crashes = 0
+    while not stop.is_set():
+        sink = gate.ensure(stop)
+        if sink is None:
+            return
+        worker = SinkWorker(
+            settings.dsn, sink, settings=settings, metrics=metrics, worker_id=new_worker_id(gate.name), gate=gate
+        )
         try:
-            target(stop)
-        except Exception as exc:  # a worker must never take the source down; its rows wait in the outbox
-            log.error("worker.crashed", sink=sink, error=str(exc))
-
-    return run
+            worker.run(stop)
+            return
+        except Exception as exc:
+            crashes += 1
+            delay = min(settings.retry_max_s, settings.retry_base_s * 2 ** min(crashes, 10))
+            log.error("worker.crashed", sink=gate.name, error=str(exc), restart_in_s=round(delay, 2))
+            stop.wait(delay)
 
 
 def _status_reader(settings: Settings) -> Callable[[], Any]:
@@ -217,7 +246,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             # Sink workers run in every process, leader or standby: they claim outbox rows with
             # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
             # Only the source, below, needs the leader lock.
-            workers = start_workers(settings, metrics, worker_stop)
+            workers, _gates = start_workers(settings, metrics, worker_stop)
             if not lock.acquire(stop, on_standby=standby):
                 return EXIT_OK
             state.role = "leader"
@@ -250,9 +279,6 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             state.incident = redact(str(exc), configured_secrets(settings))
             log.error("slot.lost", slot=slot, reason=exc.reason, action="replicator slot drop, then run again")
             return EXIT_UNHEALTHY
-        except SinkConfigError as exc:
-            log.error("sink.config_error", error=str(exc))
-            return EXIT_BAD_CONFIG
         except LeadershipLostError as exc:
             log.error("leader.lost", slot=slot, error=str(exc))
             return EXIT_FAILED

@@ -71,6 +71,11 @@ class SinkView:
     last_success_at: datetime | None
     last_error: str | None  # redacted
     last_error_at: datetime | None
+    # What a daemon's sink gate last found (replicator.sink_health): None when no daemon ever checked the sink.
+    up: bool | None = None
+    down_reason: str | None = None  # redacted
+    down_for_s: float | None = None
+    fix: str | None = None  # the command that fixes a configuration an operator must fix
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             backfill_done_at=backfill_done_at,
         )
     secrets = configured_secrets(settings)
+    health = sink_state.read_health(conn)
     sinks = [
         SinkView(
             name=row.name,
@@ -153,12 +159,24 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             last_success_at=row.last_success_at,
             last_error=redact(row.last_error, secrets) if row.last_error else None,
             last_error_at=row.last_error_at,
+            **_sink_health(health.get(row.name), secrets),
         )
         for row in sink_state.counts(conn, settings.configured_sinks)
     ]
     now = conn.execute("SELECT now()").fetchone()
     assert now is not None
     return Status(slot=slot, sinks=tuple(sinks), collected_at=now[0])
+
+
+def _sink_health(row: sink_state.SinkHealthRow | None, secrets: tuple[str, ...]) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "up": row.up,
+        "down_reason": redact(row.reason, secrets) if row.reason else None,
+        "down_for_s": row.down_for_s,
+        "fix": row.fix,
+    }
 
 
 # ---- health ------------------------------------------------------------------------------------------------------
@@ -206,6 +224,21 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
             f"{dead} dead letter(s) ({per_sink}) exceed REPLICATOR_HEALTH_MAX_DEAD_LETTERS="
             f"{settings.health_max_dead_letters}; see `replicator dlq list`"
         )
+    for sink in status.sinks:
+        if not sink.enabled or sink.up is not False:
+            continue
+        if sink.fix:
+            reasons.append(
+                f"sink_misconfigured: sink {sink.name} is down for a configuration an operator must fix: "
+                f"{sink.down_reason}; fix: {sink.fix}"
+            )
+        elif (sink.down_for_s or 0.0) > settings.health_max_sink_down_s:
+            reasons.append(
+                f"sink_down: sink {sink.name} has been down {sink.down_for_s or 0.0:.0f}s (over "
+                f"REPLICATOR_HEALTH_MAX_SINK_DOWN_S={settings.health_max_sink_down_s:g}s): {sink.down_reason}"
+            )
+        else:
+            warnings.append(f"sink {sink.name} is down ({sink.down_for_s or 0.0:.0f}s): {sink.down_reason}")
     for sink in status.sinks:
         if sink.enabled and sink.needs_resync:
             warnings.append(f"sink {sink.name} was switched back on: run `replicator resync --sink {sink.name}`")

@@ -160,7 +160,7 @@ def _status_view(status: Status, health: Health) -> Group:
     for name, value in rows:
         slot_table.add_row(name, value)
     sinks = Table(title="sinks", title_justify="left")
-    for column in ("sink", "enabled", "pending", "oldest", "dead", "last success", "last error"):
+    for column in ("sink", "enabled", "state", "pending", "oldest", "dead", "last success", "last error"):
         sinks.add_column(column)
     for sink in status.sinks:
         enabled = "yes" if sink.enabled else ("configured, off" if sink.configured else "no")
@@ -168,9 +168,18 @@ def _status_view(status: Status, health: Health) -> Group:
             enabled += " (needs resync)"
         error = f"{sink.last_error_at:%Y-%m-%d %H:%M:%S} {sink.last_error}" if sink.last_error_at else "-"
         success = f"{sink.last_success_at:%Y-%m-%d %H:%M:%S}" if sink.last_success_at else "-"
+        if sink.up is None:
+            state = "-"
+        elif sink.up:
+            state = "up"
+        else:
+            state = f"DOWN {_age(sink.down_for_s)}: {sink.down_reason}"
+            if sink.fix:
+                state += f" (fix: {sink.fix})"
         sinks.add_row(
             sink.name,
             enabled,
+            state,
             str(sink.pending),
             _age(sink.oldest_pending_age_s),
             str(sink.dead_letters),
