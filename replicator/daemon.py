@@ -224,6 +224,65 @@ def _signals(stop: threading.Event) -> Iterator[None]:
 # ---- run ---------------------------------------------------------------------------------------------------------
 
 
+def _source_loop(settings: Settings, metrics: Metrics, state: DaemonState, lock: LeaderLock) -> SourceLoop:
+    def streaming(on: bool) -> None:
+        state.streaming = on
+
+    return SourceLoop(
+        settings.dsn,
+        SourceOptions(
+            slot=settings.replicator_slot,
+            sinks=settings.enabled_sinks,
+            batch_max_changes=settings.batch_max_changes,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            shutdown_deadline_s=settings.shutdown_deadline_s,
+            leader=process_name(),
+        ),
+        metrics=metrics,
+        leader_check=lock.check,
+        on_streaming=streaming,
+    )
+
+
+def _lead(settings: Settings, metrics: Metrics, state: DaemonState, lock: LeaderLock, stop: threading.Event) -> int:
+    """Take the lock (or stand by), set up the slot, stream; after a lost lock or an unreachable Postgres go back
+    to the start of that, in-process, until ``stop``. Only a lost slot or a wrong one ends the process."""
+    slot = settings.replicator_slot
+    failures = 0
+
+    def standby() -> None:
+        state.role = "standby"
+
+    while not stop.is_set():
+        try:
+            if not lock.acquire(stop, on_standby=standby):
+                return EXIT_OK
+            state.role = "leader"
+            metrics.is_leader.set(1)
+            with psycopg.connect(
+                settings.dsn, autocommit=True, application_name="replicator-setup", connect_timeout=10
+            ) as conn:
+                sync_sink_status(conn, settings)
+                prepare_slot(conn, slot, settings.enabled_sinks)
+            failures = 0
+            _source_loop(settings, metrics, state, lock).run(stop)
+            return EXIT_OK
+        except LeadershipLostError as exc:
+            # Another process took the lock while ours was gone (a restart, a failover): stand by for it.
+            log.warning("leader.lost", slot=slot, error=str(exc), action="standing by; polling for the lock")
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            failures += 1
+            delay = min(30.0, 0.5 * 2.0 ** min(failures - 1, 16))
+            log.warning("daemon.postgres_unreachable", slot=slot, error=str(exc), retry_in_s=delay)
+            stop.wait(delay)
+        state.streaming = False
+        state.role = "standby"
+        metrics.is_leader.set(0)
+        lock.release()
+    return EXIT_OK
+
+
 def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Metrics | None = None) -> int:
     """Run the replicator until ``stop`` is set or a signal arrives; returns the process exit code."""
     logs.remember_secrets(configured_secrets(settings))
@@ -239,49 +298,15 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
     with _signals(stop):
         http = _start_http(settings, metrics, state)
         try:
-
-            def standby() -> None:
-                state.role = "standby"
-
             # Sink workers run in every process, leader or standby: they claim outbox rows with
             # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
             # Only the source, below, needs the leader lock.
             workers, _gates = start_workers(settings, metrics, worker_stop)
-            if not lock.acquire(stop, on_standby=standby):
-                return EXIT_OK
-            state.role = "leader"
-            metrics.is_leader.set(1)
-            with psycopg.connect(settings.dsn, autocommit=True, application_name="replicator-setup") as conn:
-                sync_sink_status(conn, settings)
-                prepare_slot(conn, slot, settings.enabled_sinks)
-
-            def streaming(on: bool) -> None:
-                state.streaming = on
-
-            loop = SourceLoop(
-                settings.dsn,
-                SourceOptions(
-                    slot=slot,
-                    sinks=settings.enabled_sinks,
-                    batch_max_changes=settings.batch_max_changes,
-                    batch_max_wait_ms=settings.batch_max_wait_ms,
-                    heartbeat_interval_s=settings.heartbeat_interval_s,
-                    shutdown_deadline_s=settings.shutdown_deadline_s,
-                    leader=process_name(),
-                ),
-                metrics=metrics,
-                leader_check=lock.check,
-                on_streaming=streaming,
-            )
-            loop.run(stop)
-            return EXIT_OK
+            return _lead(settings, metrics, state, lock, stop)
         except SlotLostError as exc:
             state.incident = redact(str(exc), configured_secrets(settings))
             log.error("slot.lost", slot=slot, reason=exc.reason, action="replicator slot drop, then run again")
             return EXIT_UNHEALTHY
-        except LeadershipLostError as exc:
-            log.error("leader.lost", slot=slot, error=str(exc))
-            return EXIT_FAILED
         except (SourceError, psycopg.Error) as exc:
             log.error("daemon.failed", slot=slot, error=str(exc))
             return EXIT_FAILED

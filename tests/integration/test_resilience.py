@@ -8,20 +8,26 @@ Each test prints what it observed (seconds to resume, slot lag bytes during the 
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.sinks.notion.sink import create_databases, notion_client
 from replicator.status import collect_status, evaluate_health
+from schema.migrate import upgrade
 from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
 from tests.emulators.notion import NotionEmulator
+from tests.pgcluster import PgCluster, free_port
 from tests.support.recording_sink import load_recording, recording_plugin
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -67,6 +73,10 @@ def confirmed_lsn(conn: Conn) -> int | None:
         (slot_of(conn),),
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def _past(conn: Conn, lsn: int) -> bool:
+    return (confirmed_lsn(conn) or 0) > lsn
 
 
 def slot_lag_bytes(conn: Conn) -> int:
@@ -192,4 +202,92 @@ def test_notion_databases_vanishing_while_running_mark_notion_down_for_an_operat
     print(
         f"\n[resilience] notion databases vanished: marked down {down_after_s:.2f} s later; slot lag during the "
         f"fault {lag_during} bytes; notion synced {resumed_s:.2f} s after the databases were restored"
+    )
+
+
+# ---- Postgres restarts -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[PgCluster]:
+    """A cluster of this test's own (it is restarted under the daemon; the session's server must not be)."""
+    cluster = PgCluster(tmp_path / "pg", free_port())
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _migrated_db(cluster: PgCluster, name: str) -> str:
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = cluster.url_for(name)
+    upgrade(url)
+    return url
+
+
+class _Writer(threading.Thread):
+    """Inserts datasets one transaction at a time, through restarts; remembers the ones whose commit returned."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.committed: list[uuid.UUID] = []
+        self.failed = 0
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as c:
+                    while not self.stop.is_set():
+                        n += 1
+                        self.committed.append(new_dataset(c, f"w{n}"))
+                        time.sleep(0.02)
+            except psycopg.Error:
+                self.failed += 1
+                time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_two_immediate_postgres_restarts_while_streaming_lose_nothing_and_the_daemon_never_exits(
+    own_cluster: PgCluster, tmp_path: Path
+) -> None:
+    url = _migrated_db(own_cluster, "resil_restart")
+    recording = tmp_path / "rec.jsonl"
+    settings = settings_for(url, recording)
+    writer = _Writer(url)
+    resumes: list[float] = []
+    lags: list[int] = []
+    with InProcessDaemon(settings) as daemon:
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(lambda: confirmed_lsn(conn), what="slot streamed")
+        writer.start()
+        wait_for(lambda: len(writer.committed) > 20, what="writes")
+        for _ in range(2):
+            time.sleep(1.0)
+            own_cluster.restart("immediate")
+            restarted = time.monotonic()
+            with psycopg.connect(url, autocommit=True) as conn:
+                # Streaming again: the slot is active and its confirmed LSN moves on from where it restarted.
+                after = wait_for(lambda: confirmed_lsn(conn), timeout=90, what="slot active after the restart")
+                lags.append(slot_lag_bytes(conn))
+                wait_for(functools.partial(_past, conn, after), timeout=90, what="slot advancing again")
+                resumes.append(time.monotonic() - restarted)
+            assert daemon.thread.is_alive()
+            assert daemon.code is None
+        time.sleep(1.0)
+        writer.stop.set()
+        writer.join(10)
+        expected = {DocumentKey("dataset", i) for i in writer.committed}
+        wait_for(lambda: expected <= set(load_recording(recording).documents), timeout=90, what="every commit applied")
+        assert daemon.thread.is_alive()
+    assert daemon.code == 0
+    print(
+        f"\n[resilience] two pg_ctl restart -m immediate: streaming again {', '.join(f'{s:.2f}' for s in resumes)} s "
+        f"after each restart; slot lag right after it {', '.join(map(str, lags))} bytes; {len(expected)} commits "
+        f"written ({writer.failed} writer reconnects), all applied"
     )
