@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # ---- operator surface ----------------------------------------------------------------------------
     http_addr: str = Field("127.0.0.1:9187", alias="REPLICATOR_HTTP_ADDR")
     health_max_lag_s: float = Field(120.0, alias="REPLICATOR_HEALTH_MAX_LAG_S", gt=0)
+    # Unhealthy when no process has moved the checkpoint (streamed or heartbeated) for this long.
+    health_max_checkpoint_age_s: float = Field(30.0, alias="REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S", gt=0)
     health_max_dead_letters: int = Field(0, alias="REPLICATOR_HEALTH_MAX_DEAD_LETTERS", ge=0)
     # A sink down (unreachable) longer than this makes `health` unhealthy; a configuration error does at once.
     health_max_sink_down_s: float = Field(300.0, alias="REPLICATOR_HEALTH_MAX_SINK_DOWN_S", gt=0)

@@ -1,11 +1,15 @@
 """The daemon: the one place that wires the pipeline together from ``Settings`` (``replicator run``).
 
-Order at start: take the leader lock (or wait as standby) → record which sinks are enabled (a sink switched back
-on is flagged ``needs_resync`` and the operator is told to run ``replicator resync --sink NAME``) → check the slot:
-create it if it has never existed and then backfill, in that order, so nothing is missed; refuse to go on when it
-was dropped or invalidated after we used it → start the sink workers (threads) → stream the slot in this thread
-until SIGTERM/SIGINT (or ``stop``). Shutdown stops reading, confirms what is committed, gives the workers
-``shutdown_deadline_s`` to finish their batch, releases the lock and returns 0.
+Order at start (nothing slow before the slot is safe): take the leader lock (or, if another process holds it,
+stand by) → record which sinks are enabled (a sink switched back on is flagged ``needs_resync`` and the operator
+is told to run ``replicator resync --sink NAME``) → check the slot: create it if it has never existed and then
+backfill, in that order, so nothing is missed; refuse to go on when it was dropped or invalidated after we used
+it → start the sink workers (threads; each sink is built — an embedding model loads — and checked in its own
+threads, so a heavy or absent sink never delays the source: replicator/sink_gate.py) → stream the slot in this
+thread until SIGTERM/SIGINT (or ``stop``). A lost lock (a Postgres restart) is re-taken, or the process stands
+by; an unreachable Postgres is retried with backoff; neither ends the process. Shutdown stops reading, confirms
+what is committed, gives the workers ``shutdown_deadline_s`` to finish their batch, releases the lock and
+returns 0. A database that was never migrated ends ``run`` with exit 1 and a ``daemon.not_migrated`` event.
 
 A lost slot makes ``run`` return 3 (the CLI's "unhealthy" code) instead of staying up: a process that cannot
 stream must not look alive to an orchestrator, and ``replicator status``/``health`` report the incident from
@@ -34,7 +38,7 @@ from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.sinks.base import Sink
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
-from replicator.status import configured_secrets, redact
+from replicator.status import NOT_MIGRATED_ERRORS, Health, configured_secrets, not_migrated, redact
 from replicator.store import checkpoints, sink_state
 from replicator.store.outbox import backfill
 
@@ -60,6 +64,30 @@ class DaemonState:
     @property
     def ready(self) -> bool:
         return self.incident is None and (self.role == "standby" or (self.role == "leader" and self.streaming))
+
+    def readiness(self, probe: Callable[[], None]) -> Health:
+        """Ready only when this process can do its work: streaming as the leader, or standing by, and Postgres
+        answers ``probe`` (a short connection). Each failed rule is named."""
+        reasons: list[str] = []
+        rules: list[str] = []
+
+        def fail(rule: str, text: str) -> None:
+            rules.append(rule)
+            reasons.append(f"{rule}: {text}")
+
+        if self.incident is not None:
+            fail("incident", self.incident)
+        elif self.role == "starting":
+            fail("starting", "the process is starting")
+        elif self.role == "stopping":
+            fail("stopping", "the process is shutting down")
+        elif self.role == "leader" and not self.streaming:
+            fail("not_streaming", "this process leads but its stream is (re)connecting")
+        try:
+            probe()
+        except psycopg.Error as error:
+            fail("postgres_unreachable", f"cannot reach Postgres: {str(error).strip()}")
+        return Health(ok=not reasons, reasons=reasons, rules=rules)
 
 
 # ---- start-up steps ----------------------------------------------------------------------------------------------
@@ -184,16 +212,37 @@ def _status_reader(settings: Settings) -> Callable[[], Any]:
     return read
 
 
+def _probe(settings: Settings) -> Callable[[], None]:
+    def probe() -> None:
+        with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+
+    return probe
+
+
 def _start_http(settings: Settings, metrics: Metrics, state: DaemonState) -> HttpServer | None:
-    from replicator.status import evaluate_health, refresh_gauges
+    from replicator.status import evaluate_health, refresh_gauges, unreachable
 
     read_status = _status_reader(settings)
+    secrets = configured_secrets(settings)
+    probe = _probe(settings)
+
+    def health() -> Health:
+        try:
+            return evaluate_health(read_status(), settings)
+        except psycopg.OperationalError as error:
+            return unreachable(error, settings)
+
+    def ready() -> Health:
+        verdict = state.readiness(probe)
+        return Health(ok=verdict.ok, reasons=[redact(r, secrets) for r in verdict.reasons], rules=verdict.rules)
+
     try:
         return serve(
             settings.http_addr,
             metrics,
-            health=lambda: evaluate_health(read_status(), settings),
-            ready=lambda: state.ready,
+            health=health,
+            ready=ready,
             on_scrape=lambda: refresh_gauges(read_status(), metrics),
             live=lambda: state.role != "stopping",
         )
@@ -245,14 +294,25 @@ def _source_loop(settings: Settings, metrics: Metrics, state: DaemonState, lock:
     )
 
 
-def _lead(settings: Settings, metrics: Metrics, state: DaemonState, lock: LeaderLock, stop: threading.Event) -> int:
+def _lead(
+    settings: Settings,
+    metrics: Metrics,
+    state: DaemonState,
+    lock: LeaderLock,
+    stop: threading.Event,
+    start_sinks: Callable[[], None] = lambda: None,
+) -> int:
     """Take the lock (or stand by), set up the slot, stream; after a lost lock or an unreachable Postgres go back
-    to the start of that, in-process, until ``stop``. Only a lost slot or a wrong one ends the process."""
+    to the start of that, in-process, until ``stop``. Only a lost slot or a wrong one ends the process.
+
+    ``start_sinks`` is called once the slot is created or confirmed (or this process stands by, or Postgres cannot
+    be reached yet): nothing slow (a sink's model loading, its checks) runs before the slot is safe."""
     slot = settings.replicator_slot
     failures = 0
 
     def standby() -> None:
         state.role = "standby"
+        start_sinks()
 
     while not stop.is_set():
         try:
@@ -266,6 +326,7 @@ def _lead(settings: Settings, metrics: Metrics, state: DaemonState, lock: Leader
                 sync_sink_status(conn, settings)
                 prepare_slot(conn, slot, settings.enabled_sinks)
             failures = 0
+            start_sinks()
             _source_loop(settings, metrics, state, lock).run(stop)
             return EXIT_OK
         except LeadershipLostError as exc:
@@ -275,6 +336,7 @@ def _lead(settings: Settings, metrics: Metrics, state: DaemonState, lock: Leader
             failures += 1
             delay = min(30.0, 0.5 * 2.0 ** min(failures - 1, 16))
             log.warning("daemon.postgres_unreachable", slot=slot, error=str(exc), retry_in_s=delay)
+            start_sinks()
             stop.wait(delay)
         state.streaming = False
         state.role = "standby"
@@ -300,9 +362,18 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
         try:
             # Sink workers run in every process, leader or standby: they claim outbox rows with
             # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
-            # Only the source, below, needs the leader lock.
-            workers, _gates = start_workers(settings, metrics, worker_stop)
-            return _lead(settings, metrics, state, lock, stop)
+            # Only the source needs the leader lock. They start once the slot is safe (see _lead).
+            started = threading.Event()
+
+            def start_sinks() -> None:
+                if not started.is_set():
+                    started.set()
+                    workers.extend(start_workers(settings, metrics, worker_stop)[0])
+
+            return _lead(settings, metrics, state, lock, stop, start_sinks)
+        except NOT_MIGRATED_ERRORS as exc:
+            log.error("daemon.not_migrated", error=redact(not_migrated(exc), configured_secrets(settings)))
+            return EXIT_FAILED
         except SlotLostError as exc:
             state.incident = redact(str(exc), configured_secrets(settings))
             log.error("slot.lost", slot=slot, reason=exc.reason, action="replicator slot drop, then run again")

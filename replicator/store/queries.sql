@@ -200,7 +200,10 @@ SELECT greatest(
            extract(epoch FROM now() - heartbeat_seen) - %(interval)s,
            0
        )::float8,
-       leader, backfill_done_at
+       leader, backfill_done_at,
+       -- CHECKPOINT AGE: every confirmed batch and every heartbeat seen moves updated_at; a process that is gone
+       -- (or cannot stream) leaves it behind.
+       extract(epoch FROM now() - updated_at)::float8
 FROM replicator.source_checkpoint WHERE slot_name = %(slot)s
 
 -- ==== sink state =====================================================================================================

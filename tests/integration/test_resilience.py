@@ -9,8 +9,14 @@ Each test prints what it observed (seconds to resume, slot lag bytes during the 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +31,7 @@ from replicator.metrics import Metrics
 from replicator.sinks.notion.sink import create_databases, notion_client
 from replicator.status import collect_status, evaluate_health
 from schema.migrate import upgrade
+from tests.conftest import REPO_ROOT
 from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
 from tests.emulators.notion import NotionEmulator
 from tests.pgcluster import PgCluster, free_port
@@ -290,4 +297,102 @@ def test_two_immediate_postgres_restarts_while_streaming_lose_nothing_and_the_da
         f"\n[resilience] two pg_ctl restart -m immediate: streaming again {', '.join(f'{s:.2f}' for s in resumes)} s "
         f"after each restart; slot lag right after it {', '.join(map(str, lags))} bytes; {len(expected)} commits "
         f"written ({writer.failed} writer reconnects), all applied"
+    )
+
+
+# ---- health that cannot lie ------------------------------------------------------------------------------------------
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATOR_", "POSTGRES_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "replicator", *args],
+        env={**base, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_health_with_no_replicator_running_is_unhealthy_naming_the_stale_checkpoint_and_the_inactive_slot(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    recording = tmp_path / "rec.jsonl"
+    settings = settings_for(db_url, recording, REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S=2)
+    env = {
+        "POSTGRES_URL": db_url,
+        "REPLICATOR_SLOT": slot_of(db_url),
+        "REPLICATOR_SINKS": "recording",
+        "REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S": "2",
+        "REPLICATOR_HEARTBEAT_INTERVAL_S": "0.5",
+        **recording_plugin(recording),
+    }
+    with InProcessDaemon(settings):
+        wait_for(lambda: confirmed_lsn(conn), what="slot streamed")
+        time.sleep(1.0)  # a few heartbeats
+        running = _cli(env, "health", "--json")
+        assert running.returncode == 0, running.stdout + running.stderr
+    stopped = time.monotonic()
+    verdict = wait_for(
+        lambda: (r := _cli(env, "health", "--json")).returncode == 3 and "checkpoint_stale" in r.stdout and r,
+        timeout=30,
+        what="unhealthy with no process",
+    )
+    unhealthy_after_s = time.monotonic() - stopped
+    answer = json.loads(verdict.stdout)
+    assert answer["ok"] is False
+    assert {"checkpoint_stale", "slot_inactive"} <= set(answer["rules"])
+    assert all(reason.split(":", 1)[0] in answer["rules"] for reason in answer["reasons"])
+    text = _cli(env, "health")
+    assert text.returncode == 3
+    assert "checkpoint_stale" in text.stdout
+    print(
+        f"\n[resilience] health with no process: unhealthy ({', '.join(answer['rules'])}) {unhealthy_after_s:.2f} s "
+        "after the daemon stopped (REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S=2)"
+    )
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except urllib.error.URLError:
+        return 0, {}  # not listening yet
+
+
+@pytest.mark.slow
+def test_readyz_and_healthz_say_not_ready_with_postgres_down_and_the_daemon_comes_back_by_itself(
+    own_cluster: PgCluster, tmp_path: Path
+) -> None:
+    url = _migrated_db(own_cluster, "resil_ready")
+    port = free_port()
+    settings = settings_for(url, tmp_path / "rec.jsonl", REPLICATOR_HTTP_ADDR=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    with InProcessDaemon(settings) as daemon:
+        wait_for(lambda: _get(base + "/readyz")[0] == 200, what="ready while streaming")
+        assert _get(base + "/healthz")[0] == 200
+        own_cluster.stop()
+        stopped = time.monotonic()
+        code, body = wait_for(lambda: (r := _get(base + "/readyz"))[0] == 503 and r, what="not ready")
+        not_ready_s = time.monotonic() - stopped
+        assert "postgres_unreachable" in body["rules"]
+        assert body["ready"] is False
+        code, health = _get(base + "/healthz")
+        assert (code, health["rules"]) == (503, ["postgres_unreachable"])
+        assert _get(base + "/livez")[0] == 200  # a restart would not bring Postgres back
+        time.sleep(3.0)
+        assert daemon.thread.is_alive()
+        own_cluster.start()
+        started = time.monotonic()
+        wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout=90, what="ready again")
+        ready_again_s = time.monotonic() - started
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(lambda: confirmed_lsn(conn), what="streaming again")
+    assert daemon.code == 0
+    print(
+        f"\n[resilience] Postgres stopped: /readyz 503 ({', '.join(body['rules'])}) {not_ready_s:.2f} s later; "
+        f"ready again {ready_again_s:.2f} s after Postgres came back"
     )
