@@ -396,3 +396,87 @@ def test_readyz_and_healthz_say_not_ready_with_postgres_down_and_the_daemon_come
         f"\n[resilience] Postgres stopped: /readyz 503 ({', '.join(body['rules'])}) {not_ready_s:.2f} s later; "
         f"ready again {ready_again_s:.2f} s after Postgres came back"
     )
+
+
+# ---- start-up order --------------------------------------------------------------------------------------------------
+
+
+def _slot_exists(conn: Conn) -> bool:
+    row = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot_of(conn),)).fetchone()
+    return bool(row and row[0])
+
+
+def _first_event(log: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> float | None:
+    """Wait for the process's first log line (its own code runs: imports are done); None if it died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_bytes().strip():
+            return time.monotonic()
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.01)
+    raise AssertionError("the replicator logged nothing within 30 s")
+
+
+@pytest.mark.slow
+def test_a_start_up_kill_storm_leaves_the_slot_after_the_first_run_that_lives_a_second(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    """The sink takes 8 s to build (a heavy embedding model): the slot must not wait for it."""
+    import random
+    import signal
+
+    recording = tmp_path / "rec.jsonl"
+    before = new_dataset(conn, "before the storm")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REPLICATOR_", "POSTGRES_"))},
+        "POSTGRES_URL": db_url,
+        "REPLICATOR_SLOT": slot_of(db_url),
+        "REPLICATOR_SINKS": "recording",
+        **recording_plugin(recording, build_delay_ms=8000),
+        "REPLICATOR_HTTP_ADDR": "127.0.0.1:0",
+        "REPLICATOR_LOG_FORMAT": "json",
+    }
+    rng = random.Random(11)
+
+    def one_run(n: int, *, after_start: float | None, after_first_event: float | None) -> tuple[bool, float | None]:
+        log = tmp_path / f"run{n}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "replicator", "run"], env=env, cwd=REPO_ROOT, stdout=out,
+                                    stderr=out)  # fmt: skip
+            spawned = time.monotonic()
+            first: float | None = None
+            try:
+                if after_start is not None:
+                    time.sleep(after_start)
+                else:
+                    first = _first_event(log, proc)
+                    time.sleep(after_first_event or 0.0)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+        return _slot_exists(conn), (first - spawned) if first is not None else None
+
+    storm: list[tuple[str, bool]] = []
+    for n in range(6):
+        if n % 2 == 0:  # killed while still importing
+            lived = rng.uniform(0.1, 0.6)
+            exists, _ = one_run(n, after_start=lived, after_first_event=None)
+            storm.append((f"{lived:.2f}s after spawn", exists))
+        else:  # killed just after its first event, well under a second into its own code
+            lived = rng.uniform(0.0, 0.3)
+            exists, _ = one_run(n, after_start=None, after_first_event=lived)
+            storm.append((f"{lived:.2f}s after its first event", exists))
+    exists, import_s = one_run(99, after_start=None, after_first_event=1.0)
+    assert exists, "a run that lived a second after its first event did not leave the slot"
+    first_left = next((f"run {i + 1} (killed {w})" for i, (w, e) in enumerate(storm) if e), "none of them")
+    # And nothing is lost to the storm: a normal run backfills and streams what the storm's runs left.
+    with InProcessDaemon(settings_for(db_url, recording)):
+        wait_for(lambda: DocumentKey("dataset", before) in load_recording(recording).documents, what="backfill")
+        after = new_dataset(conn, "after the storm")
+        wait_for(lambda: DocumentKey("dataset", after) in load_recording(recording).documents, what="streamed")
+    print(
+        f"\n[resilience] kill storm: {len(storm)} runs killed ({'; '.join(w for w, _ in storm)}); the first to "
+        f"leave the slot: {first_left}; the run killed 1 s after its first event ({import_s:.2f} s after spawn) "
+        "left it, with its sink still building (8 s)"
+    )

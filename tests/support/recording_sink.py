@@ -197,7 +197,10 @@ FACTORY = f"{__name__}:build"
 
 
 def build(settings: Settings, options: dict[str, Any], metrics: Metrics | None) -> RecordingSink:
-    """The plugin factory (``REPLICATOR_SINK_PLUGINS``): options ``path``, ``fail``, ``fail_file``, ``delay_ms``."""
+    """The plugin factory (``REPLICATOR_SINK_PLUGINS``): options ``path``, ``fail``, ``fail_file``, ``delay_ms``, and
+    ``build_delay_ms``: building the sink takes that long, as a heavy one does (an embedding model loading)."""
+    if build_delay_ms := float(options.get("build_delay_ms", 0)):
+        time.sleep(build_delay_ms / 1000.0)
     fail = options.get("fail", "none")
     if fail not in ("none", "retryable", "permanent"):
         raise ValueError(f"recording sink: fail must be none, retryable or permanent, not {fail!r}")
@@ -215,9 +218,12 @@ def recording_plugin(
     fail: FailMode = "none",
     fail_file: str | os.PathLike[str] | None = None,
     delay_ms: int = 0,
+    build_delay_ms: int = 0,
 ) -> dict[str, str]:
     """``{"REPLICATOR_SINK_PLUGINS": ...}`` registering the recording sink with these options."""
     options: dict[str, Any] = {"factory": FACTORY, "fail": fail, "delay_ms": delay_ms}
+    if build_delay_ms:
+        options["build_delay_ms"] = build_delay_ms
     if path is not None:
         options["path"] = str(path)
     if fail_file is not None:
