@@ -480,3 +480,62 @@ def test_a_start_up_kill_storm_leaves_the_slot_after_the_first_run_that_lives_a_
         f"leave the slot: {first_left}; the run killed 1 s after its first event ({import_s:.2f} s after spawn) "
         "left it, with its sink still building (8 s)"
     )
+
+
+# ---- commands on a database that is not migrated or not there --------------------------------------------------
+
+_COMMANDS = (
+    ("status",),
+    ("status", "--json"),
+    ("health",),
+    ("health", "--json"),
+    ("resync",),
+    ("dlq", "list"),
+    ("dlq", "retry"),
+    ("dlq", "purge", "--yes"),
+    ("slot", "drop", "--yes"),
+    ("verify", "--sink", "recording"),
+    ("run",),
+)
+
+
+def _commands_env(url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "POSTGRES_URL": url,
+        "REPLICATOR_SLOT": "resil_cli",
+        "REPLICATOR_SINKS": "recording",
+        **recording_plugin(tmp_path / "rec.jsonl"),
+        "REPLICATOR_HTTP_ADDR": "127.0.0.1:0",
+        "REPLICATOR_LOG_FORMAT": "json",
+    }
+
+
+@pytest.mark.slow
+def test_every_command_on_an_unmigrated_database_says_so_and_exits_non_zero_without_a_traceback(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    env = _commands_env(empty_db_url, tmp_path)
+    for args in _COMMANDS:
+        result = _cli(env, *args)
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, (args, output)
+        assert "not migrated" in output, (args, output)
+        expected = 3 if args[0] == "health" else 1
+        assert result.returncode == expected, (args, result.returncode, output)
+    health = json.loads(_cli(env, "health", "--json").stdout)
+    assert health["rules"] == ["not_migrated"]
+
+
+@pytest.mark.slow
+def test_every_command_on_an_unreachable_database_says_so_and_exits_non_zero_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    env = _commands_env(f"postgresql://u:hunter2@127.0.0.1:{free_port()}/nowhere", tmp_path)
+    for args in _COMMANDS[:-1]:  # `run` waits for Postgres instead (tested with the readiness probe)
+        result = _cli(env, *args)
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, (args, output)
+        assert "hunter2" not in output, (args, output)
+        assert "cannot" in output, (args, output)
+        expected = 3 if args[0] in ("health", "verify") else 1
+        assert result.returncode == expected, (args, result.returncode, output)
