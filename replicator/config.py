@@ -52,11 +52,18 @@ class Settings(BaseSettings):
     sink_call_attempts: int = Field(3, alias="REPLICATOR_SINK_CALL_ATTEMPTS", gt=0)
     # Longest idle wait between outbox checks when no NOTIFY arrives (a safety net; NOTIFY wakes workers).
     worker_idle_poll_s: float = Field(5.0, alias="REPLICATOR_WORKER_IDLE_POLL_S", gt=0)
+    # A sink that is down (unreachable, rate limited, misconfigured) is re-checked after min_s, doubling up to max_s.
+    sink_recheck_min_s: float = Field(1.0, alias="REPLICATOR_SINK_RECHECK_MIN_S", gt=0)
+    sink_recheck_max_s: float = Field(60.0, alias="REPLICATOR_SINK_RECHECK_MAX_S", gt=0)
 
     # ---- operator surface ----------------------------------------------------------------------------
     http_addr: str = Field("127.0.0.1:9187", alias="REPLICATOR_HTTP_ADDR")
     health_max_lag_s: float = Field(120.0, alias="REPLICATOR_HEALTH_MAX_LAG_S", gt=0)
+    # Unhealthy when no process has moved the checkpoint (streamed or heartbeated) for this long.
+    health_max_checkpoint_age_s: float = Field(30.0, alias="REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S", gt=0)
     health_max_dead_letters: int = Field(0, alias="REPLICATOR_HEALTH_MAX_DEAD_LETTERS", ge=0)
+    # A sink down (unreachable) longer than this makes `health` unhealthy; a configuration error does at once.
+    health_max_sink_down_s: float = Field(300.0, alias="REPLICATOR_HEALTH_MAX_SINK_DOWN_S", gt=0)
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="REPLICATOR_LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="REPLICATOR_LOG_LEVEL")
 

@@ -1,11 +1,15 @@
 """The daemon: the one place that wires the pipeline together from ``Settings`` (``replicator run``).
 
-Order at start: take the leader lock (or wait as standby) → record which sinks are enabled (a sink switched back
-on is flagged ``needs_resync`` and the operator is told to run ``replicator resync --sink NAME``) → check the slot:
-create it if it has never existed and then backfill, in that order, so nothing is missed; refuse to go on when it
-was dropped or invalidated after we used it → start the sink workers (threads) → stream the slot in this thread
-until SIGTERM/SIGINT (or ``stop``). Shutdown stops reading, confirms what is committed, gives the workers
-``shutdown_deadline_s`` to finish their batch, releases the lock and returns 0.
+Order at start (nothing slow before the slot is safe): take the leader lock (or, if another process holds it,
+stand by) → record which sinks are enabled (a sink switched back on is flagged ``needs_resync`` and the operator
+is told to run ``replicator resync --sink NAME``) → check the slot: create it if it has never existed and then
+backfill, in that order, so nothing is missed; refuse to go on when it was dropped or invalidated after we used
+it → start the sink workers (threads; each sink is built — an embedding model loads — and checked in its own
+threads, so a heavy or absent sink never delays the source: replicator/sink_gate.py) → stream the slot in this
+thread until SIGTERM/SIGINT (or ``stop``). A lost lock (a Postgres restart) is re-taken, or the process stands
+by; an unreachable Postgres is retried with backoff; neither ends the process. Shutdown stops reading, confirms
+what is committed, gives the workers ``shutdown_deadline_s`` to finish their batch, releases the lock and
+returns 0. A database that was never migrated ends ``run`` with exit 1 and a ``daemon.not_migrated`` event.
 
 A lost slot makes ``run`` return 3 (the CLI's "unhealthy" code) instead of staying up: a process that cannot
 stream must not look alive to an orchestrator, and ``replicator status``/``health`` report the incident from
@@ -22,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -34,11 +38,14 @@ from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.sinks.base import SinkConfigError
+from replicator.sinks.base import Sink
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
-from replicator.status import configured_secrets, redact
+from replicator.status import NOT_MIGRATED_ERRORS, Health, configured_secrets, not_migrated, redact
 from replicator.store import checkpoints, sink_state
 from replicator.store.outbox import backfill
+
+if TYPE_CHECKING:
+    from replicator.sink_gate import SinkGate
 
 log = event_logger("replicator.daemon")
 
@@ -59,6 +66,30 @@ class DaemonState:
     @property
     def ready(self) -> bool:
         return self.incident is None and (self.role == "standby" or (self.role == "leader" and self.streaming))
+
+    def readiness(self, probe: Callable[[], None]) -> Health:
+        """Ready only when this process can do its work: streaming as the leader, or standing by, and Postgres
+        answers ``probe`` (a short connection). Each failed rule is named."""
+        reasons: list[str] = []
+        rules: list[str] = []
+
+        def fail(rule: str, text: str) -> None:
+            rules.append(rule)
+            reasons.append(f"{rule}: {text}")
+
+        if self.incident is not None:
+            fail("incident", self.incident)
+        elif self.role == "starting":
+            fail("starting", "the process is starting")
+        elif self.role == "stopping":
+            fail("stopping", "the process is shutting down")
+        elif self.role == "leader" and not self.streaming:
+            fail("not_streaming", "this process leads but its stream is (re)connecting")
+        try:
+            probe()
+        except psycopg.Error as error:
+            fail("postgres_unreachable", f"cannot reach Postgres: {str(error).strip()}")
+        return Health(ok=not reasons, reasons=reasons, rules=rules)
 
 
 # ---- start-up steps ----------------------------------------------------------------------------------------------
@@ -120,40 +151,57 @@ def prepare_slot(conn: psycopg.Connection[Any], slot: str, sinks: tuple[str, ...
 
 
 def start_workers(
-    settings: Settings, metrics: Metrics, stop: threading.Event, state: DaemonState | None = None
-) -> list[threading.Thread]:
-    from replicator.sinks.factory import build_sink
-    from replicator.worker import SinkWorker, new_worker_id
+    settings: Settings, metrics: Metrics, stop: threading.Event
+) -> tuple[list[threading.Thread], dict[str, SinkGate]]:
+    """One ``SinkGate`` per enabled sink and ``workers_per_sink`` threads on it. Returns at once: building a sink
+    (an embedding model loads then), checking it and waiting for it to answer all happen in its own threads, so the
+    source and the other sinks never wait for one sink (replicator/sink_gate.py)."""
+    from replicator.sink_gate import SinkGate
 
     threads: list[threading.Thread] = []
+    gates: dict[str, SinkGate] = {}
     for name in settings.enabled_sinks:
-        sink = build_sink(name, settings, metrics=metrics)
-        sink.check()
+        gate = SinkGate(name, _builder(name, settings, metrics), settings=settings, metrics=metrics)
+        gates[name] = gate
         for _ in range(settings.workers_per_sink):
-            worker = SinkWorker(settings.dsn, sink, settings=settings, metrics=metrics, worker_id=new_worker_id(name))
             thread = threading.Thread(
-                target=_guarded(worker.run, name, state), args=(stop,), name=f"worker-{name}", daemon=True
+                target=_sink_worker, args=(gate, settings, metrics, stop), name=f"worker-{name}", daemon=True
             )
             thread.start()
             threads.append(thread)
-    return threads
+    return threads, gates
 
 
-def _guarded(
-    target: Callable[[threading.Event], None], sink: str, state: DaemonState | None
-) -> Callable[[threading.Event], None]:
-    def run(stop: threading.Event) -> None:
+def _builder(name: str, settings: Settings, metrics: Metrics) -> Callable[[], Sink]:
+    def build() -> Sink:
+        from replicator.sinks.factory import build_sink
+
+        return build_sink(name, settings, metrics=metrics)
+
+    return build
+
+
+def _sink_worker(gate: SinkGate, settings: Settings, metrics: Metrics, stop: threading.Event) -> None:
+    """One worker thread: wait for the sink to be up, then apply its outbox; a worker that crashes is started again
+    after a pause (it must never take the source down; its rows wait in the outbox)."""
+    from replicator.worker import SinkWorker, new_worker_id
+
+    crashes = 0
+    while not stop.is_set():
+        sink = gate.ensure(stop)
+        if sink is None:
+            return
+        worker = SinkWorker(
+            settings.dsn, sink, settings=settings, metrics=metrics, worker_id=new_worker_id(gate.name), gate=gate
+        )
         try:
-            target(stop)
+            worker.run(stop)
+            return
         except Exception as exc:
-            # A worker must never take the source down (its rows wait in the outbox, other replicas' workers may
-            # claim them), but a dead worker must not look alive either: /readyz fails from here on, so an
-            # orchestrator restarts the process, and `health` reports the incident.
-            log.error("worker.crashed", sink=sink, error=str(exc), kind=type(exc).__name__)
-            if state is not None:
-                state.incident = f"worker for sink {sink!r} crashed: {type(exc).__name__}"
-
-    return run
+            crashes += 1
+            delay = min(settings.retry_max_s, settings.retry_base_s * 2 ** min(crashes, 10))
+            log.error("worker.crashed", sink=gate.name, error=str(exc), restart_in_s=round(delay, 2))
+            stop.wait(delay)
 
 
 def _status_reader(settings: Settings) -> Callable[[], Any]:
@@ -166,16 +214,37 @@ def _status_reader(settings: Settings) -> Callable[[], Any]:
     return read
 
 
+def _probe(settings: Settings) -> Callable[[], None]:
+    def probe() -> None:
+        with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+
+    return probe
+
+
 def _start_http(settings: Settings, metrics: Metrics, state: DaemonState) -> HttpServer | None:
-    from replicator.status import evaluate_health, refresh_gauges
+    from replicator.status import evaluate_health, refresh_gauges, unreachable
 
     read_status = _status_reader(settings)
+    secrets = configured_secrets(settings)
+    probe = _probe(settings)
+
+    def health() -> Health:
+        try:
+            return evaluate_health(read_status(), settings)
+        except psycopg.OperationalError as error:
+            return unreachable(error, settings)
+
+    def ready() -> Health:
+        verdict = state.readiness(probe)
+        return Health(ok=verdict.ok, reasons=[redact(r, secrets) for r in verdict.reasons], rules=verdict.rules)
+
     try:
         return serve(
             settings.http_addr,
             metrics,
-            health=lambda: evaluate_health(read_status(), settings),
-            ready=lambda: state.ready,
+            health=health,
+            ready=ready,
             on_scrape=lambda: refresh_gauges(read_status(), metrics),
             live=lambda: state.role != "stopping",
         )
@@ -206,6 +275,78 @@ def _signals(stop: threading.Event) -> Iterator[None]:
 # ---- run ---------------------------------------------------------------------------------------------------------
 
 
+def _source_loop(settings: Settings, metrics: Metrics, state: DaemonState, lock: LeaderLock) -> SourceLoop:
+    def streaming(on: bool) -> None:
+        state.streaming = on
+
+    return SourceLoop(
+        settings.dsn,
+        SourceOptions(
+            slot=settings.replicator_slot,
+            sinks=settings.enabled_sinks,
+            batch_max_changes=settings.batch_max_changes,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            shutdown_deadline_s=settings.shutdown_deadline_s,
+            leader=process_name(),
+        ),
+        metrics=metrics,
+        leader_check=lock.check,
+        on_streaming=streaming,
+    )
+
+
+def _lead(
+    settings: Settings,
+    metrics: Metrics,
+    state: DaemonState,
+    lock: LeaderLock,
+    stop: threading.Event,
+    start_sinks: Callable[[], None] = lambda: None,
+) -> int:
+    """Take the lock (or stand by), set up the slot, stream; after a lost lock or an unreachable Postgres go back
+    to the start of that, in-process, until ``stop``. Only a lost slot or a wrong one ends the process.
+
+    ``start_sinks`` is called once the slot is created or confirmed (or this process stands by, or Postgres cannot
+    be reached yet): nothing slow (a sink's model loading, its checks) runs before the slot is safe."""
+    slot = settings.replicator_slot
+    failures = 0
+
+    def standby() -> None:
+        state.role = "standby"
+        start_sinks()
+
+    while not stop.is_set():
+        try:
+            if not lock.acquire(stop, on_standby=standby):
+                return EXIT_OK
+            state.role = "leader"
+            metrics.is_leader.set(1)
+            with psycopg.connect(
+                settings.dsn, autocommit=True, application_name="replicator-setup", connect_timeout=10
+            ) as conn:
+                sync_sink_status(conn, settings)
+                prepare_slot(conn, slot, settings.enabled_sinks)
+            failures = 0
+            start_sinks()
+            _source_loop(settings, metrics, state, lock).run(stop)
+            return EXIT_OK
+        except LeadershipLostError as exc:
+            # Another process took the lock while ours was gone (a restart, a failover): stand by for it.
+            log.warning("leader.lost", slot=slot, error=str(exc), action="standing by; polling for the lock")
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            failures += 1
+            delay = min(30.0, 0.5 * 2.0 ** min(failures - 1, 16))
+            log.warning("daemon.postgres_unreachable", slot=slot, error=str(exc), retry_in_s=delay)
+            start_sinks()
+            stop.wait(delay)
+        state.streaming = False
+        state.role = "standby"
+        metrics.is_leader.set(0)
+        lock.release()
+    return EXIT_OK
+
+
 def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Metrics | None = None) -> int:
     """Run the replicator until ``stop`` is set or a signal arrives; returns the process exit code."""
     logs.remember_secrets(configured_secrets(settings))
@@ -221,52 +362,24 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
     with _signals(stop):
         http = _start_http(settings, metrics, state)
         try:
-
-            def standby() -> None:
-                state.role = "standby"
-
             # Sink workers run in every process, leader or standby: they claim outbox rows with
             # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
-            # Only the source, below, needs the leader lock.
-            workers = start_workers(settings, metrics, worker_stop, state)
-            if not lock.acquire(stop, on_standby=standby):
-                return EXIT_OK
-            state.role = "leader"
-            metrics.is_leader.set(1)
-            with psycopg.connect(settings.dsn, autocommit=True, application_name="replicator-setup") as conn:
-                sync_sink_status(conn, settings)
-                prepare_slot(conn, slot, settings.enabled_sinks)
+            # Only the source needs the leader lock. They start once the slot is safe (see _lead).
+            started = threading.Event()
 
-            def streaming(on: bool) -> None:
-                state.streaming = on
+            def start_sinks() -> None:
+                if not started.is_set():
+                    started.set()
+                    workers.extend(start_workers(settings, metrics, worker_stop)[0])
 
-            loop = SourceLoop(
-                settings.dsn,
-                SourceOptions(
-                    slot=slot,
-                    sinks=settings.enabled_sinks,
-                    batch_max_changes=settings.batch_max_changes,
-                    batch_max_wait_ms=settings.batch_max_wait_ms,
-                    heartbeat_interval_s=settings.heartbeat_interval_s,
-                    shutdown_deadline_s=settings.shutdown_deadline_s,
-                    leader=process_name(),
-                ),
-                metrics=metrics,
-                leader_check=lock.check,
-                on_streaming=streaming,
-            )
-            loop.run(stop)
-            return EXIT_OK
+            return _lead(settings, metrics, state, lock, stop, start_sinks)
+        except NOT_MIGRATED_ERRORS as exc:
+            log.error("daemon.not_migrated", error=redact(not_migrated(exc), configured_secrets(settings)))
+            return EXIT_FAILED
         except SlotLostError as exc:
             state.incident = redact(str(exc), configured_secrets(settings))
             log.error("slot.lost", slot=slot, reason=exc.reason, action="replicator slot drop, then run again")
             return EXIT_UNHEALTHY
-        except SinkConfigError as exc:
-            log.error("sink.config_error", error=str(exc))
-            return EXIT_BAD_CONFIG
-        except LeadershipLostError as exc:
-            log.error("leader.lost", slot=slot, error=str(exc))
-            return EXIT_FAILED
         except ChangeParseError as exc:
             # A change we cannot read is never skipped: the stream stops before it (the slot keeps it, nothing
             # after it is confirmed), the incident is logged and counted, and the exit code says so.

@@ -1,7 +1,7 @@
 """The daemon's HTTP surface (stdlib ``ThreadingHTTPServer`` in a thread): ``/healthz`` (200 or 503 with the
 reasons as JSON: the same rules as ``replicator health``, for monitoring), ``/livez`` (200 while the process runs:
-the liveness probe, since a restart cures neither dead letters nor lag), ``/readyz`` (200 while this process is
-the streaming leader or a healthy standby) and
+the liveness probe, since a restart cures neither dead letters nor lag), ``/readyz`` (200 while this process can
+do its work: the streaming leader or a standby, with Postgres reachable; 503 naming the rule otherwise) and
 ``/metrics`` (Prometheus text from the process's own registry). Gauges that are read from Postgres (pending rows,
 lag) are refreshed by ``on_scrape`` just before ``/metrics`` answers, so they are current without a poller.
 """
@@ -45,7 +45,7 @@ def serve(
     addr: str,
     metrics: Metrics,
     health: Callable[[], Health],
-    ready: Callable[[], bool],
+    ready: Callable[[], bool | Health],
     *,
     on_scrape: Callable[[], None] | None = None,
     live: Callable[[], bool] = lambda: True,
@@ -66,8 +66,11 @@ def serve(
                     alive = live()
                     self._send(200 if alive else 503, "application/json", orjson.dumps({"live": alive}))
                 elif path == "/readyz":
-                    ok = ready()
-                    self._send(200 if ok else 503, "application/json", orjson.dumps({"ready": ok}))
+                    answer = ready()
+                    body: dict[str, Any] = {"ready": bool(answer)}
+                    if isinstance(answer, Health):
+                        body = {"ready": answer.ok, "rules": answer.rules, "reasons": answer.reasons}
+                    self._send(200 if body["ready"] else 503, "application/json", orjson.dumps(body))
                 elif path == "/metrics":
                     if on_scrape is not None:
                         try:
@@ -79,7 +82,8 @@ def serve(
                     self._send(404, "application/json", orjson.dumps({"error": f"no such path {path}"}))
             except Exception as error:
                 log.error("http.error", path=path, error=str(error))
-                self._send(503, "application/json", orjson.dumps({"ok": False, "reasons": [str(error)]}))
+                body = {"ok": False, "rules": ["internal_error"], "reasons": [f"internal_error: {error}"]}
+                self._send(503, "application/json", orjson.dumps(body))
 
         def _send(self, code: int, content_type: str, body: bytes) -> None:
             self.send_response(code)

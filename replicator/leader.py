@@ -2,6 +2,11 @@
 slot name, on a dedicated connection; a second ``replicator run`` finds it taken, says it is standby, and polls
 every ``standby_poll_s``. When the leader dies (even by kill -9) the server ends its session and releases the
 lock, and the standby takes over. (The server also refuses a second consumer of an active slot: a second guard.)
+
+A Postgres restart or failover ends the lock's session too. ``check`` then tries to take the lock again on a new
+connection: taken → this process goes on leading (``leader.reacquired``); held by another process →
+``LeadershipLostError`` (the daemon becomes a standby); the server still unreachable → ``psycopg.OperationalError``
+(the source loop reconnects with backoff and asks again), so a process never streams without the lock.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class LeaderLock:
         self.poll_s = poll_s
         self._conn: psycopg.Connection[Any] | None = None
         self.held = False
+        # The lock's session died under us (not released): the next check tries to take it again.
+        self._retake = False
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -51,6 +58,7 @@ class LeaderLock:
                 self.dsn,
                 autocommit=True,
                 application_name=f"replicator-leader:{self.slot}",
+                connect_timeout=10,
                 keepalives=1,
                 keepalives_idle=10,
                 keepalives_interval=5,
@@ -83,15 +91,31 @@ class LeaderLock:
         return False
 
     def check(self) -> None:
-        """Raise ``LeadershipLostError`` when the lock's session is gone."""
-        if not self.held:
+        """Return while this process holds the lock (re-taking it after its session died, e.g. a Postgres
+        restart); raise ``LeadershipLostError`` when another process holds it, ``psycopg.OperationalError`` while
+        the server cannot be reached to find out."""
+        if self.held:
+            try:
+                self._connect_existing().execute("SELECT 1")
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError, LeadershipLostError) as exc:
+                self.held = False
+                self._retake = True
+                self._close()
+                log.warning("leader.lock_session_lost", slot=self.slot, error=str(exc))
+        if not self._retake:
             raise LeadershipLostError(f"this process does not hold the leader lock of slot {self.slot!r}")
         try:
-            self._connect_existing().execute("SELECT 1")
-        except (psycopg.OperationalError, LeadershipLostError) as exc:
-            self.held = False
+            taken = self.try_acquire()
+        except psycopg.OperationalError:
             self._close()
-            raise LeadershipLostError(f"lost the leader lock of slot {self.slot!r}: {exc}") from exc
+            raise
+        self._retake = False
+        if not taken:
+            raise LeadershipLostError(
+                f"another process took the leader lock of slot {self.slot!r} while this one's session was down"
+            )
+        log.info("leader.reacquired", slot=self.slot, process=process_name())
 
     def _connect_existing(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -106,6 +130,7 @@ class LeaderLock:
             except psycopg.Error as exc:
                 log.warning("leader.release_failed", slot=self.slot, error=str(exc))
         self.held = False
+        self._retake = False
         self._close()
 
     def _close(self) -> None:

@@ -78,6 +78,24 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.sink_up = Gauge(
+            "replicator_sink_up",
+            "1 while the sink answers its checks in this process, 0 while it is down (its rows wait in the outbox)",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_config_error = Gauge(
+            "replicator_sink_config_error",
+            "1 while the sink is down for a configuration an operator must fix (see `replicator status`)",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_checks = Counter(
+            "replicator_sink_checks",
+            "Sink checks and the failures that marked a sink down, by result (up, down, config_error)",
+            ["sink", "result"],
+            registry=r,
+        )
         self.sink_retries = Counter("replicator_sink_retries", "Retried sink operations", ["sink"], registry=r)
         self.dead_letters = Counter("replicator_dead_letters", "Outbox rows dead-lettered", ["sink"], registry=r)
         self.skipped_unchanged = Counter(

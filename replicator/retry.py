@@ -133,6 +133,7 @@ class RetryingSink(Sink):
         self.inner = inner
         self.name = inner.name
         self.wants_relation_ids = inner.wants_relation_ids
+        self.fix_command = inner.fix_command
         self.policy = policy
         self.bucket = bucket
         self.settings = settings or RetrySettings()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import random
 import select
 import struct
 import threading
@@ -32,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from psycopg.pq.abc import PGconn
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from replicator.changes import Action, format_lsn, parse
 from replicator.errors import PermanentError
@@ -53,6 +54,11 @@ _KEEPALIVE = struct.Struct(">QQB")  # wal end, server clock, reply requested
 _STATUS = struct.Struct(">QQQQB")  # written, flushed, applied, client clock, reply requested
 # Status updates are sent at least this often, well inside the server's wal_sender_timeout (60 s on our clusters).
 STATUS_INTERVAL_S = 10.0
+# Reconnect backoff after a broken stream (a Postgres restart): base doubling to max; reset by a session that
+# streamed this long.
+_RECONNECT_BASE_S = 0.5
+_RECONNECT_MAX_S = 30.0
+_STABLE_SESSION_S = 10.0
 # Messages handled between two looks at the clock (timers); small enough to stay responsive.
 _DRAIN = 512
 
@@ -274,17 +280,32 @@ class SourceLoop:
         self.confirmed_lsn = 0
         self.batches = 0
         self.changes = 0
+        self._session_started: float | None = None  # when the current streaming session started
+        self._attempt_base = 0  # reconnect attempts made before the last stable session
 
     def run(self, stop: threading.Event) -> None:
+        """Stream until ``stop``; a broken connection (a Postgres restart or failover) reconnects after
+        0.5 s doubling to 30 s, plus up to 0.5 s of jitter, counted from the last session that streamed for
+        ``_STABLE_SESSION_S``, and resumes from the slot's confirmed LSN (the server resends what follows it)."""
+
+        def wait(state: RetryCallState) -> float:
+            started, self._session_started = self._session_started, None
+            if started is not None and self.clock() - started >= _STABLE_SESSION_S:
+                self._attempt_base = state.attempt_number - 1
+            failures = max(state.attempt_number - self._attempt_base, 1)
+            delay = min(_RECONNECT_MAX_S, _RECONNECT_BASE_S * 2.0 ** min(failures - 1, 16))
+            return delay + random.uniform(0, _RECONNECT_BASE_S)
+
         def log_retry(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            log.warning("source.reconnect", attempt=state.attempt_number, error=str(error))
+            delay = state.next_action.sleep if state.next_action else None
+            log.warning("source.reconnect", attempt=state.attempt_number, error=str(error), delay_s=delay)
             if self.on_streaming:
                 self.on_streaming(False)
 
         retrying = Retrying(
-            retry=retry_if_exception_type((StreamInterruptedError, psycopg.OperationalError)),
-            wait=wait_exponential_jitter(multiplier=0.5, max=30.0),
+            retry=retry_if_exception_type((StreamInterruptedError, psycopg.OperationalError, psycopg.InterfaceError)),
+            wait=wait,
             stop=lambda _state: stop.is_set(),
             sleep=_interruptible_sleep(stop),
             before_sleep=log_retry,
@@ -302,6 +323,7 @@ class SourceLoop:
             psycopg.connect(self.dsn, autocommit=True, application_name="replicator-heartbeat") as beat_conn,
         ):
             stream.start()
+            self._session_started = self.clock()
             writer = _OutboxWriter(self, outbox_conn)
             writer.start()
             try:

@@ -34,6 +34,17 @@ def configured_secrets(settings: Settings) -> tuple[str, ...]:
     return tuple(values)
 
 
+# Errors that mean the database lacks the tables the replicator reads: never migrated, or an older revision.
+NOT_MIGRATED_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+
+
+def not_migrated(error: psycopg.Error) -> str:
+    """The message for a database without the replicator's tables (``NOT_MIGRATED_ERRORS``)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return f"the database is not migrated ({first}); run `make migrate` or `alembic upgrade head`"
+
+
 # ---- status ------------------------------------------------------------------------------------------------------
 
 
@@ -52,6 +63,7 @@ class SlotStatus:
     safe_wal_size: int | None = None
     leader: str | None = None
     backfill_done_at: datetime | None = None
+    checkpoint_age_s: float | None = None  # since a process last advanced the checkpoint (streamed or heartbeated)
 
     @property
     def lost(self) -> bool:
@@ -71,6 +83,11 @@ class SinkView:
     last_success_at: datetime | None
     last_error: str | None  # redacted
     last_error_at: datetime | None
+    # What a daemon's sink gate last found (replicator.sink_health): None when no daemon ever checked the sink.
+    up: bool | None = None
+    down_reason: str | None = None  # redacted
+    down_for_s: float | None = None
+    fix: str | None = None  # the command that fixes a configuration an operator must fix
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
     lag_seconds = checkpoint.lag_seconds if checkpoint else None
     leader = checkpoint.leader if checkpoint else None
     backfill_done_at = checkpoint.backfill_done_at if checkpoint else None
+    checkpoint_age_s = checkpoint.age_s if checkpoint else None
     if slot_row is None:
         slot = SlotStatus(
             name=slot_name,
@@ -123,6 +141,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             lag_seconds=lag_seconds,
             leader=leader,
             backfill_done_at=backfill_done_at,
+            checkpoint_age_s=checkpoint_age_s,
         )
     else:
         active, pid, lsn, lag_bytes, wal_status, safe_wal_size = slot_row
@@ -139,8 +158,10 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             safe_wal_size=safe_wal_size,
             leader=leader,
             backfill_done_at=backfill_done_at,
+            checkpoint_age_s=checkpoint_age_s,
         )
     secrets = configured_secrets(settings)
+    health = sink_state.read_health(conn)
     sinks = [
         SinkView(
             name=row.name,
@@ -153,6 +174,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             last_success_at=row.last_success_at,
             last_error=redact(row.last_error, secrets) if row.last_error else None,
             last_error_at=row.last_error_at,
+            **_sink_health(health.get(row.name), secrets),
         )
         for row in sink_state.counts(conn, settings.configured_sinks)
     ]
@@ -161,55 +183,144 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
     return Status(slot=slot, sinks=tuple(sinks), collected_at=now[0])
 
 
+def _sink_health(row: sink_state.SinkHealthRow | None, secrets: tuple[str, ...]) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "up": row.up,
+        "down_reason": redact(row.reason, secrets) if row.reason else None,
+        "down_for_s": row.down_for_s,
+        "fix": row.fix,
+    }
+
+
 # ---- health ------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Health:
     ok: bool
-    reasons: list[str] = field(default_factory=list)  # why it is unhealthy (empty when ok)
+    reasons: list[str] = field(default_factory=list)  # why it is unhealthy, each "rule: text" (empty when ok)
     warnings: list[str] = field(default_factory=list)  # worth a look, not unhealthy
+    rules: list[str] = field(default_factory=list)  # the names of the rules that failed, in the reasons' order
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "reasons": list(self.reasons), "warnings": list(self.warnings)}
+        return {
+            "ok": self.ok,
+            "rules": list(self.rules),
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+        }
+
+
+class _Verdict:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.rules: list[str] = []
+        self.warnings: list[str] = []
+
+    def fail(self, rule: str, text: str) -> None:
+        self.rules.append(rule)
+        self.reasons.append(f"{rule}: {text}")
+
+    def health(self) -> Health:
+        return Health(ok=not self.reasons, reasons=self.reasons, warnings=self.warnings, rules=self.rules)
+
+
+def unreachable(error: BaseException, settings: Settings) -> Health:
+    """The verdict when Postgres cannot be asked (rule ``postgres_unreachable``)."""
+    verdict = _Verdict()
+    message = redact(str(error).strip() or type(error).__name__, configured_secrets(settings))
+    verdict.fail("postgres_unreachable", f"cannot reach Postgres: {message}")
+    return verdict.health()
 
 
 def evaluate_health(status: Status, settings: Settings) -> Health:
-    """Unhealthy when the slot is lost or missing (always: nothing can be replicated without it), when lag in
-    seconds passes ``REPLICATOR_HEALTH_MAX_LAG_S``, or when dead letters pass ``REPLICATOR_HEALTH_MAX_DEAD_LETTERS``.
-    WAL at risk (``wal_status = unreserved``) and a sink waiting for a resync are warnings."""
-    reasons: list[str] = []
-    warnings: list[str] = []
+    """The verdict, each failed rule named (``rules`` and the prefix of each reason):
+
+    - ``slot_lost`` / ``slot_missing`` / ``slot_not_created``: nothing can be replicated without the slot;
+    - ``checkpoint_stale``: no process has streamed or heartbeated for ``REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S``
+      (the checkpoint's age: a replicator that is gone, hung or cannot reach Postgres);
+    - ``slot_inactive``: the slot has no consumer although the replicator streamed it, for longer than three
+      heartbeat intervals (a reconnect is shorter);
+    - ``lag``: lag in seconds over ``REPLICATOR_HEALTH_MAX_LAG_S``;
+    - ``dead_letters``: over ``REPLICATOR_HEALTH_MAX_DEAD_LETTERS``;
+    - ``sink_misconfigured``: an enabled sink is down for a configuration an operator must fix (with the command);
+    - ``sink_down``: an enabled sink has been down longer than ``REPLICATOR_HEALTH_MAX_SINK_DOWN_S``.
+
+    ``postgres_unreachable`` comes from ``unreachable`` when the status cannot be read at all. WAL at risk
+    (``wal_status = unreserved``), a sink down for less than its threshold and a sink waiting for a resync are
+    warnings."""
+    v = _Verdict()
+    warnings = v.warnings
     slot = status.slot
     if slot.wal_status == "lost":
-        reasons.append(
+        v.fail(
+            "slot_lost",
             f"slot {slot.name} is lost (the server removed WAL it still needed): changes were missed; "
-            "run `replicator slot drop` then `replicator run` to recreate it and resync every sink"
+            "run `replicator slot drop` then `replicator run` to recreate it and resync every sink",
         )
     elif not slot.exists and slot.checkpoint_exists:
-        reasons.append(
+        v.fail(
+            "slot_missing",
             f"slot {slot.name} is missing although the replicator used it before: changes may have been missed; "
-            "run `replicator slot drop` then `replicator run` to recreate it and resync every sink"
+            "run `replicator slot drop` then `replicator run` to recreate it and resync every sink",
         )
     elif not slot.exists:
-        reasons.append(f"slot {slot.name} does not exist yet: start `replicator run` to create it")
-    if slot.lag_seconds is not None and slot.lag_seconds > settings.health_max_lag_s:
-        reasons.append(
-            f"lag {slot.lag_seconds:.0f}s exceeds REPLICATOR_HEALTH_MAX_LAG_S={settings.health_max_lag_s:g}s"
+        v.fail("slot_not_created", f"slot {slot.name} does not exist yet: start `replicator run` to create it")
+    age = slot.checkpoint_age_s
+    if slot.exists and age is not None and age > settings.health_max_checkpoint_age_s:
+        v.fail(
+            "checkpoint_stale",
+            f"no replicator has streamed or heartbeated slot {slot.name} for {age:.0f}s (over "
+            f"REPLICATOR_HEALTH_MAX_CHECKPOINT_AGE_S={settings.health_max_checkpoint_age_s:g}s): is `replicator "
+            "run` running, and can it reach Postgres?",
         )
+    if (
+        slot.exists
+        and not slot.active
+        and slot.backfill_done_at is not None
+        and (age is None or age > 3 * settings.heartbeat_interval_s)
+    ):
+        v.fail(
+            "slot_inactive",
+            f"slot {slot.name} has no consumer although the replicator streamed it"
+            + (f" (last checkpoint {age:.0f}s ago)" if age is not None else "")
+            + ": start `replicator run`, or see why its leader does not stream",
+        )
+    if slot.lag_seconds is not None and slot.lag_seconds > settings.health_max_lag_s:
+        v.fail("lag", f"lag {slot.lag_seconds:.0f}s exceeds REPLICATOR_HEALTH_MAX_LAG_S={settings.health_max_lag_s:g}s")
     if slot.wal_status == "unreserved":
         warnings.append(f"slot {slot.name} wal_status is unreserved: WAL it needs is at risk of removal")
     dead = sum(s.dead_letters for s in status.sinks)
     if dead > settings.health_max_dead_letters:
         per_sink = ", ".join(f"{s.name}={s.dead_letters}" for s in status.sinks if s.dead_letters)
-        reasons.append(
+        v.fail(
+            "dead_letters",
             f"{dead} dead letter(s) ({per_sink}) exceed REPLICATOR_HEALTH_MAX_DEAD_LETTERS="
-            f"{settings.health_max_dead_letters}; see `replicator dlq list`"
+            f"{settings.health_max_dead_letters}; see `replicator dlq list`",
         )
+    for sink in status.sinks:
+        if not sink.enabled or sink.up is not False:
+            continue
+        if sink.fix:
+            v.fail(
+                "sink_misconfigured",
+                f"sink {sink.name} is down for a configuration an operator must fix: {sink.down_reason}; "
+                f"fix: {sink.fix}",
+            )
+        elif (sink.down_for_s or 0.0) > settings.health_max_sink_down_s:
+            v.fail(
+                "sink_down",
+                f"sink {sink.name} has been down {sink.down_for_s or 0.0:.0f}s (over "
+                f"REPLICATOR_HEALTH_MAX_SINK_DOWN_S={settings.health_max_sink_down_s:g}s): {sink.down_reason}",
+            )
+        else:
+            warnings.append(f"sink {sink.name} is down ({sink.down_for_s or 0.0:.0f}s): {sink.down_reason}")
     for sink in status.sinks:
         if sink.enabled and sink.needs_resync:
             warnings.append(f"sink {sink.name} was switched back on: run `replicator resync --sink {sink.name}`")
-    return Health(ok=not reasons, reasons=reasons, warnings=warnings)
+    return v.health()
 
 
 def refresh_gauges(status: Status, metrics: Metrics) -> None:

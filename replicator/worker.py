@@ -11,6 +11,12 @@ rows out of attempts, move to ``replicator.dead_letter``.
 ``run`` repeats passes until ``stop`` is set, sleeping on ``LISTEN replicator_outbox`` (payload: the sink name)
 between them, or until the next row is due. Any number of workers, threads or processes, may serve one sink:
 ``FOR UPDATE SKIP LOCKED`` plus the lease means a row is in one worker's hands at a time.
+
+Sink isolation (``replicator/sink_gate.py``): with a ``SinkGate``, ``run`` claims nothing while the gate says the
+sink is down, and reports a pass whose every item failed retryably, or any sink-wide error (``SinkError.sink_wide``:
+the sink's fault, not the document's), so the gate re-checks the sink with backoff. A sink-wide failure never
+dead-letters its row: the row goes back to the outbox without counting an attempt. A lost Postgres connection
+(a restart, a failover) closes this worker's connections and reconnects after the shared backoff.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -35,6 +41,9 @@ from replicator.sinks.factory import backoff_policy
 from replicator.status import configured_secrets, redact
 from replicator.store import outbox, sink_state
 from replicator.store.outbox import NOTIFY_CHANNEL, ClaimedRow, Lease
+
+if TYPE_CHECKING:
+    from replicator.sink_gate import SinkGate
 
 log = event_logger("replicator.worker")
 
@@ -53,9 +62,11 @@ class SinkWorker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         policy: BackoffPolicy | None = None,
+        gate: SinkGate | None = None,
     ) -> None:
         self.dsn = dsn
         self.sink = sink
+        self.gate = gate
         self.settings = settings
         self.metrics = metrics
         self.worker_id = worker_id
@@ -96,6 +107,8 @@ class SinkWorker:
         log.info("worker.started", sink=self.sink.name, worker=self.worker_id)
         try:
             while not stop.is_set():
+                if self.gate is not None and self.gate.ensure(stop) is None:
+                    break  # stopped while the sink was down
                 try:
                     # LISTEN before the first claim, so a NOTIFY sent while we work is queued, not lost.
                     self._listen_conn()
@@ -103,7 +116,7 @@ class SinkWorker:
                     failures = 0
                     if processed == 0:
                         self._wait(stop)
-                except psycopg.OperationalError as error:
+                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                     failures += 1
                     delay = self.policy.delay(failures)
                     log.warning(
@@ -162,8 +175,23 @@ class SinkWorker:
         if deletes:
             outcomes.update(self._apply(self.sink.delete, deletes, [i.key for i in deletes]))
         self._record(conn, claimed, docs, outcomes, unchanged)
+        self._report(outcomes, unchanged)
         self.metrics.apply_seconds.labels(sink=self.sink.name).observe(max(self._clock() - started, 0.0))
         return len(claimed)
+
+    def _report(self, outcomes: dict[DocumentKey, Outcome], unchanged: list[DocumentKey]) -> None:
+        """Tell the gate how the sink fared: down for a sink-wide error or a pass where every item failed
+        retryably (unreachable, rate limited, 5xx); fine when anything was applied."""
+        if self.gate is None:
+            return
+        failed = [o.error for o in outcomes.values() if o.kind is OutcomeKind.FAILED and o.error is not None]
+        sink_wide = next((e for e in failed if e.sink_wide), None)
+        if sink_wide is not None:
+            self.gate.report_down(sink_wide, config=True)
+        elif failed and len(failed) == len(outcomes) and not unchanged and all(e.retryable for e in failed):
+            self.gate.report_down(failed[0])
+        elif len(failed) < len(outcomes) or unchanged:
+            self.gate.report_success()
 
     # ---- steps --------------------------------------------------------------------------------------------------
 
@@ -261,6 +289,11 @@ class SinkWorker:
         error = outcome.error or SinkError("the sink reported a failure without an error", retryable=True)
         message = self._redact(str(error))
         attempt = row.attempts + 1
+        if error.sink_wide:
+            # The sink's fault, not this document's: the row waits, uncounted, until the sink answers again.
+            delay = self.settings.sink_recheck_min_s
+            outbox.retry_later(conn, self._lease, row.key, delay_s=delay, error=message, attempts=0)
+            return message
         if not error.retryable:
             self._dead_letter(conn, row, message, permanent=True, count=1, guard_version=True)
         elif attempt >= self.settings.max_attempts:

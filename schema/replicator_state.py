@@ -4,6 +4,8 @@
 - ``dead_letter``: rows a sink rejected for good or after its retries, with the error.
 - ``sink_state``: per sink and document, the remote id, content hash and chunk count last written.
 - ``sink_status``: per sink, enabled flag and last success / error, for ``replicator status``.
+- ``sink_health``: per sink, whether the daemon's sink gate last found it up, and if not why, since when, and the
+  command that fixes a configuration an operator must fix (``replicator status`` / ``health``).
 - ``source_checkpoint``: per slot, the LSN confirmed to the server and the heartbeat last seen through the stream.
 - ``heartbeat``: a row the daemon rewrites every few seconds; it is part of the stream, so seeing it come back
   measures lag in seconds and keeps an idle slot advancing.
@@ -91,6 +93,20 @@ class SinkStatus(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SinkHealth(Base):
+    __tablename__ = "sink_health"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    up: Mapped[bool] = mapped_column(nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The command that fixes a configuration an operator must fix (NULL: up, or merely unreachable).
+    fix: Mapped[str | None] = mapped_column(Text)
+    down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    checked_at: Mapped[datetime] = _now()
+    process: Mapped[str | None] = mapped_column(Text)
 
 
 class SourceCheckpoint(Base):

@@ -12,6 +12,7 @@ import psycopg
 
 from replicator.config import Settings
 from replicator.daemon import run
+from replicator.metrics import Metrics
 
 
 def slot_of(db: psycopg.Connection[Any] | str) -> str:
@@ -35,13 +36,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "c
 class InProcessDaemon:
     """``replicator.daemon.run`` in a thread, stopped (and required to stop) when the ``with`` block ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.stop = threading.Event()
         self.code: int | None = None
+        self.metrics = metrics
         self.thread = threading.Thread(target=self._run, args=(settings,), daemon=True)
 
     def _run(self, settings: Settings) -> None:
-        self.code = run(settings, stop=self.stop)
+        self.code = run(settings, stop=self.stop, metrics=self.metrics)
 
     def __enter__(self) -> InProcessDaemon:
         self.thread.start()

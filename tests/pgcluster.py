@@ -154,6 +154,19 @@ class PgCluster:
             capture_output=True,
         )
 
+    def restart(self, mode: str = "immediate") -> None:
+        """``pg_ctl restart -m MODE`` (``immediate``: no clean shutdown, crash recovery on start), then wait
+        until the server accepts connections."""
+        bindir = pg_bindir()
+        log = self.datadir / "server.log"
+        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(log)]
+        subprocess.run(
+            self._as_server_user([*pg_ctl, "-m", mode, "-w", "-t", "60", "restart"]),
+            check=True,
+            capture_output=True,
+        )
+        self.wait_ready()
+
     def running(self) -> bool:
         return (self.datadir / "postmaster.pid").exists()
 

@@ -31,10 +31,20 @@ from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from replicator.config import Settings
 from replicator.graph import ENTITIES
-from replicator.status import Health, Status, collect_status, configured_secrets, evaluate_health, redact
+from replicator.status import (
+    Health,
+    Status,
+    collect_status,
+    configured_secrets,
+    evaluate_health,
+    not_migrated,
+    redact,
+    unreachable,
+)
 from replicator.store import outbox
 from schema.redaction import mask_url
 
@@ -97,6 +107,10 @@ def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     try:
         with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=10) as conn:
             yield conn
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        message = redact(not_migrated(error), configured_secrets(settings))
+        _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {message}", markup=False)
+        raise typer.Exit(EXIT_FAILED) from None
     except psycopg.Error as error:  # OperationalError, and ProgrammingError for a URL psycopg cannot parse
         message = redact(str(error).strip(), configured_secrets(settings))
         _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {message}", markup=False)
@@ -162,12 +176,17 @@ def _status_view(status: Status, health: Health) -> Group:
     sinks = Table(title="sinks", title_justify="left")
     for column in ("sink", "enabled", "pending", "oldest", "dead", "last success", "last error"):
         sinks.add_column(column)
+    down: list[str] = []
     for sink in status.sinks:
         enabled = "yes" if sink.enabled else ("configured, off" if sink.configured else "no")
         if sink.needs_resync:
             enabled += " (needs resync)"
         error = f"{sink.last_error_at:%Y-%m-%d %H:%M:%S} {sink.last_error}" if sink.last_error_at else "-"
         success = f"{sink.last_success_at:%Y-%m-%d %H:%M:%S}" if sink.last_success_at else "-"
+        if sink.up is False:
+            enabled += ", DOWN"
+            line = f"sink {sink.name} DOWN for {_age(sink.down_for_s)}: {sink.down_reason}"
+            down.append(line + (f"\n  fix: {sink.fix}" if sink.fix else " (re-checked with backoff)"))
         sinks.add_row(
             sink.name,
             enabled,
@@ -180,7 +199,7 @@ def _status_view(status: Status, health: Health) -> Group:
     verdict = "[green]healthy[/green]" if health.ok else "[red]unhealthy[/red]: " + "; ".join(health.reasons)
     if health.warnings:
         verdict += "\n[yellow]warning[/yellow]: " + "; ".join(health.warnings)
-    return Group(slot_table, sinks, verdict)
+    return Group(slot_table, sinks, Text("\n".join(down)), verdict)
 
 
 def _status_dict(status: Status, health: Health) -> dict[str, Any]:
@@ -226,13 +245,22 @@ def status(
 def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Exit 0 when healthy, 3 when not, saying why (lost or missing slot, lag, dead letters)."""
     settings = load_settings()
-    with connect(settings) as conn:
-        verdict = evaluate_health(collect_status(conn, settings), settings)
+    try:
+        with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=10) as conn:
+            verdict = evaluate_health(collect_status(conn, settings), settings)
+    except psycopg.OperationalError as error:  # Postgres down is a verdict (rule postgres_unreachable), not a crash
+        verdict = unreachable(error, settings)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        reason = redact(not_migrated(error), configured_secrets(settings))
+        verdict = Health(ok=False, reasons=[f"not_migrated: {reason}"], rules=["not_migrated"])
+    except psycopg.Error as error:
+        _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {error}", markup=False)
+        raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         _echo_json(verdict.to_dict())
     else:
         console = _out()
-        console.print("healthy" if verdict.ok else "unhealthy", markup=False)
+        console.print("healthy" if verdict.ok else f"unhealthy ({', '.join(verdict.rules)})", markup=False)
         for reason in verdict.reasons:
             console.print(f"  - {reason}", markup=False)
         for warning in verdict.warnings:

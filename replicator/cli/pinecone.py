@@ -22,7 +22,7 @@ from rich.table import Table
 
 from replicator.config import Settings
 from replicator.sinks.base import SinkConfigError, SinkError
-from replicator.status import redact
+from replicator.status import not_migrated, redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNHEALTHY = 0, 1, 2, 3
 
@@ -136,6 +136,8 @@ def query_command(
         _fail(str(error), EXIT_UNHEALTHY if error.retryable else EXIT_FAILED)
     except psycopg.OperationalError as error:
         _fail(f"cannot reach Postgres: {error}", EXIT_UNHEALTHY)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        _fail(not_migrated(error), EXIT_FAILED)
     finally:
         sink.close()
     if as_json:
@@ -234,6 +236,8 @@ def verify_command(
         _fail(str(error), EXIT_UNHEALTHY)
     except psycopg.OperationalError as error:
         _fail(f"cannot reach Postgres: {error}", EXIT_UNHEALTHY)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        _fail(not_migrated(error), EXIT_FAILED)
     in_sync = all(r.in_sync for r in reports)
     if as_json:
         _print_json(

@@ -28,12 +28,19 @@ __all__ = [
 
 class SinkError(ReplicatorError):
     """A sink failure. ``retryable`` errors (429, 5xx, timeouts, dropped connections) are retried with backoff,
-    honouring ``retry_after``; permanent ones (validation) dead-letter the row at once."""
+    honouring ``retry_after``; permanent ones (validation) dead-letter the row at once.
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    ``sink_wide``: the failure is the sink's, not the document's (a Notion database that is gone, a configuration
+    that broke while running). The worker then never dead-letters the row: it puts it back without counting an
+    attempt, marks the sink down and re-checks it (``check()``) with backoff until it answers again."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, sink_wide: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable  # per instance: the same call can fail either way
         self.retry_after = retry_after
+        self.sink_wide = sink_wide
 
 
 class SinkConfigError(ConfigurationError):
@@ -83,6 +90,9 @@ class RemoteDocument:
 
 class Sink(ABC):
     name: str
+    # The command that fixes a configuration this sink reports with ``SinkConfigError`` (shown by `status` and
+    # `health` while the sink is down for it); None: the generic advice.
+    fix_command: str | None = None
     # True: the worker hands each UpsertItem the remote ids of its relation targets (Notion relations).
     wants_relation_ids: bool = False
 

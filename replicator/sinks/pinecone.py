@@ -343,6 +343,7 @@ class _Prepared:
 
 class PineconeSink(Sink):
     name = "pinecone"
+    fix_command = "replicator pinecone init (an index whose dimension matches the embedding provider)"
 
     def __init__(
         self,

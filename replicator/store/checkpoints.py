@@ -35,6 +35,7 @@ class CheckpointLag:
     lag_seconds: float | None
     leader: str | None
     backfill_done_at: datetime | None
+    age_s: float | None = None  # since the checkpoint last moved (a process streamed or heartbeated)
 
 
 def save(conn: Conn, slot: str, lsn: int, *, heartbeat_seen: str | None = None, leader: str | None = None) -> None:
@@ -56,7 +57,7 @@ def lag(conn: Conn, slot: str, heartbeat_interval_s: float) -> CheckpointLag | N
     if row is None:
         return None
     seconds = max(0.0, float(row[0])) if row[0] is not None else None
-    return CheckpointLag(seconds, row[1], row[2])
+    return CheckpointLag(seconds, row[1], row[2], max(0.0, float(row[3])) if row[3] is not None else None)
 
 
 def forget(conn: Conn, slot: str) -> None:

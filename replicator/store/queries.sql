@@ -200,7 +200,10 @@ SELECT greatest(
            extract(epoch FROM now() - heartbeat_seen) - %(interval)s,
            0
        )::float8,
-       leader, backfill_done_at
+       leader, backfill_done_at,
+       -- CHECKPOINT AGE: every confirmed batch and every heartbeat seen moves updated_at; a process that is gone
+       -- (or cannot stream) leaves it behind.
+       extract(epoch FROM now() - updated_at)::float8
 FROM replicator.source_checkpoint WHERE slot_name = %(slot)s
 
 -- ==== sink state =====================================================================================================
@@ -278,3 +281,20 @@ LEFT JOIN pending USING (sink)
 LEFT JOIN dead USING (sink)
 LEFT JOIN replicator.sink_status s USING (sink)
 ORDER BY names.sink
+
+-- ==== sink health ====================================================================================================
+
+-- name: record_sink_health
+-- SINK HEALTH: what a daemon's sink gate last found (replicator/sink_gate.py). ``down_since`` is kept while the
+-- sink stays down (so `health` can tell how long), set when it goes down and cleared when it comes back.
+INSERT INTO replicator.sink_health AS h (sink, up, reason, fix, down_since, checked_at, process)
+VALUES (%(sink)s, %(up)s, %(reason)s, %(fix)s, CASE WHEN %(up)s THEN NULL ELSE now() END, now(), %(process)s)
+ON CONFLICT (sink) DO UPDATE
+SET up = EXCLUDED.up, reason = EXCLUDED.reason, fix = EXCLUDED.fix,
+    down_since = CASE WHEN EXCLUDED.up THEN NULL ELSE coalesce(h.down_since, now()) END,
+    checked_at = now(), process = EXCLUDED.process
+
+-- name: read_sink_health
+SELECT sink, up, reason, fix, extract(epoch FROM now() - down_since)::float8,
+       extract(epoch FROM now() - checked_at)::float8, process
+FROM replicator.sink_health ORDER BY sink

@@ -110,3 +110,30 @@ def counts(conn: Conn, configured: Iterable[str]) -> list[SinkCounts]:
         SinkCounts(name, pending, max(0.0, oldest) if oldest is not None else None, dead, resync, ok_at, err, err_at)
         for name, pending, oldest, dead, resync, ok_at, err, err_at in rows
     ]
+
+
+# ---- sink health (replicator/sink_gate.py) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinkHealthRow:
+    name: str
+    up: bool
+    reason: str | None
+    fix: str | None  # the command that fixes a configuration an operator must fix
+    down_for_s: float | None
+    checked_s_ago: float
+    process: str | None
+
+
+def record_health(conn: Conn, sink: str, *, up: bool, reason: str | None, fix: str | None, process: str) -> None:
+    params = {"sink": sink, "up": up, "reason": reason, "fix": fix, "process": process}
+    conn.execute(QUERIES["record_sink_health"], params)
+
+
+def read_health(conn: Conn) -> dict[str, SinkHealthRow]:
+    rows = conn.execute(QUERIES["read_sink_health"]).fetchall()
+    return {
+        name: SinkHealthRow(name, up, reason, fix, None if down is None else max(0.0, down), max(0.0, ago), process)
+        for name, up, reason, fix, down, ago, process in rows
+    }

@@ -96,9 +96,19 @@ def test_health_exits_0_when_healthy_and_3_with_reasons_when_not(conn: Conn, env
 
 
 def test_an_unreachable_database_exits_1_without_the_password(env: dict[str, str]) -> None:
-    result = invoke({**env, "POSTGRES_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}, "health")
+    result = invoke({**env, "POSTGRES_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}, "status")
     assert result.exit_code == 1
     assert "cannot use Postgres" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_health_with_postgres_unreachable_is_unhealthy_naming_the_rule_without_the_password(
+    env: dict[str, str],
+) -> None:
+    result = invoke({**env, "POSTGRES_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}, "health", "--json")
+    assert result.exit_code == 3
+    verdict = orjson.loads(result.stdout)
+    assert verdict["rules"] == ["postgres_unreachable"]
     assert "hunter2" not in result.output
 
 

@@ -222,19 +222,3 @@ def test_an_unparseable_change_stops_the_stream_before_it_and_is_never_skipped(
     with InProcessDaemon(settings) as daemon:
         wait_for(lambda: DocumentKey("dataset", poison) in load_recording(recording).documents)
     assert daemon.code == EXIT_OK
-
-
-def test_a_worker_that_crashes_makes_the_process_not_ready() -> None:
-    import threading
-
-    from replicator.daemon import DaemonState, _guarded
-
-    state = DaemonState(role="leader", streaming=True)
-    assert state.ready
-
-    def crashing_worker(stop: threading.Event) -> None:
-        raise RuntimeError("a bug in the worker")
-
-    _guarded(crashing_worker, "recording", state)(threading.Event())
-    assert not state.ready
-    assert state.incident == "worker for sink 'recording' crashed: RuntimeError"

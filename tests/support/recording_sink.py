@@ -4,7 +4,10 @@ returning, so its record survives ``kill -9`` of the replicator. ``load_recordin
 state per document and the number of times each was applied; the guarantee tests compare that with Postgres.
 
 Faults can be injected from outside a running process (the plugin option ``fail``, or a ``fail_file`` whose
-presence makes every call fail) to simulate a sink that is down; ``delay_ms`` slows every call.
+presence makes every call fail) to simulate a sink that is down; ``delay_ms`` slows every call. The fail file's
+text picks the fault: ``retryable`` (the default) or ``permanent`` fail the calls only; ``down`` (the service is
+unreachable: calls fail retryably and ``check()`` fails too) and ``config`` (its configuration broke: calls fail
+sink-wide and ``check()`` raises ``SinkConfigError``) model a whole sink that is gone.
 
 ``recording_plugin(path, ...)`` gives the setting that registers it: a test passes it to ``Settings(...)`` or puts
 it in a child process's environment (``tests/conftest.py`` registers an in-memory one for the whole session, so a
@@ -13,6 +16,7 @@ sink named ``recording`` is always known to the tests).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -28,7 +32,16 @@ import orjson
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
-from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
+from replicator.sinks.base import (
+    DeleteItem,
+    Outcome,
+    OutcomeKind,
+    RemoteState,
+    Sink,
+    SinkConfigError,
+    SinkError,
+    UpsertItem,
+)
 
 FailMode = Literal["none", "retryable", "permanent"]
 
@@ -108,13 +121,29 @@ class RecordingSink(Sink):
         self.delay_s = delay_s
         self._sleep = sleep
         self._lock = threading.Lock()
+        self.checks = 0
         self.log: list[tuple[str, DocumentKey, str | None]] = []  # (op, key, content hash) in order, in memory
 
-    def _failure(self) -> SinkError | None:
+    def _mode(self) -> str:
         mode: str = self.fail
-        if self.fail_file is not None and self.fail_file.exists():
-            mode = self.fail_file.read_text().strip() or "retryable"
-        if mode == "retryable":
+        if self.fail_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                mode = self.fail_file.read_text().strip() or "retryable"
+        return mode
+
+    def check(self) -> None:
+        self.checks += 1
+        mode = self._mode()
+        if mode == "down":
+            raise SinkError("recording sink unreachable (injected)", retryable=True)
+        if mode == "config":
+            raise SinkConfigError("recording sink misconfigured (injected)")
+
+    def _failure(self) -> SinkError | None:
+        mode = self._mode()
+        if mode == "config":
+            return SinkError("recording sink misconfigured (injected)", retryable=False, sink_wide=True)
+        if mode in ("retryable", "down"):
             return SinkError("recording sink unavailable (injected)", retryable=True)
         if mode == "permanent":
             return SinkError("recording sink rejected the document (injected)", retryable=False)
@@ -168,7 +197,10 @@ FACTORY = f"{__name__}:build"
 
 
 def build(settings: Settings, options: dict[str, Any], metrics: Metrics | None) -> RecordingSink:
-    """The plugin factory (``REPLICATOR_SINK_PLUGINS``): options ``path``, ``fail``, ``fail_file``, ``delay_ms``."""
+    """The plugin factory (``REPLICATOR_SINK_PLUGINS``): options ``path``, ``fail``, ``fail_file``, ``delay_ms``, and
+    ``build_delay_ms``: building the sink takes that long, as a heavy one does (an embedding model loading)."""
+    if build_delay_ms := float(options.get("build_delay_ms", 0)):
+        time.sleep(build_delay_ms / 1000.0)
     fail = options.get("fail", "none")
     if fail not in ("none", "retryable", "permanent"):
         raise ValueError(f"recording sink: fail must be none, retryable or permanent, not {fail!r}")
@@ -186,9 +218,12 @@ def recording_plugin(
     fail: FailMode = "none",
     fail_file: str | os.PathLike[str] | None = None,
     delay_ms: int = 0,
+    build_delay_ms: int = 0,
 ) -> dict[str, str]:
     """``{"REPLICATOR_SINK_PLUGINS": ...}`` registering the recording sink with these options."""
     options: dict[str, Any] = {"factory": FACTORY, "fail": fail, "delay_ms": delay_ms}
+    if build_delay_ms:
+        options["build_delay_ms"] = build_delay_ms
     if path is not None:
         options["path"] = str(path)
     if fail_file is not None:

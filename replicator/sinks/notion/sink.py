@@ -70,8 +70,10 @@ CACHE_SIZE = 20_000
 class NotionApiError(SinkError):
     """A ``SinkError`` from an API answer, with Notion's error ``code`` (``object_not_found``, …)."""
 
-    def __init__(self, message: str, *, code: str, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message, retryable=retryable, retry_after=retry_after)
+    def __init__(
+        self, message: str, *, code: str, retryable: bool, retry_after: float | None = None, sink_wide: bool = False
+    ) -> None:
+        super().__init__(message, retryable=retryable, retry_after=retry_after, sink_wide=sink_wide)
         self.code = code
 
 
@@ -124,6 +126,10 @@ class NotionSink(Sink):
 
     name = "notion"
     wants_relation_ids = True
+    fix_command = (
+        "replicator notion init --parent-page ID (then set the NOTION_*_DB_ID it prints), "
+        "or restore the databases from the Notion trash"
+    )
 
     def __init__(
         self,
@@ -211,7 +217,10 @@ class NotionSink(Sink):
 
     def check(self) -> None:
         """Every database resolves to one data source holding every property the sink writes, with the right
-        type (and relations pointing at the right data sources); otherwise one ``SinkConfigError`` listing all."""
+        type (and relations pointing at the right data sources); otherwise one ``SinkConfigError`` listing all.
+        Resolves the databases afresh: a re-check after a sink-wide failure must see what is there now."""
+        with self._lock:
+            self._data_sources = {}
         sources = self.data_sources()
         problems: list[str] = []
         for entity in CREATE_ORDER:
@@ -243,7 +252,7 @@ class NotionSink(Sink):
         try:
             sources = self.data_sources()
         except SinkConfigError as error:
-            raise SinkError(str(error), retryable=False) from None
+            raise SinkError(str(error), retryable=False, sink_wide=True) from None
         # Page ids of relation targets, as the worker read them from this sink's state.
         pages: dict[DocumentKey, str] = {k: v for i in items for k, v in i.relation_ids.items()}
         outcomes: list[Outcome] = []
@@ -307,15 +316,32 @@ class NotionSink(Sink):
         self._remember(page.hashes)
         return Outcome(doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0))
 
-    def _create(self, page: RenderedPage, data_source: str, calls: _Calls) -> str:
-        created = self._call(
-            calls,
-            f"create page of {page.key}",
-            self.client.pages.create,
-            parent={"type": "data_source_id", "data_source_id": data_source},
-            properties=page.properties,
-            children=[page.section],
+    def _data_source_gone(self, error: NotionApiError, data_source: str) -> NotionApiError:
+        """A data source that answers ``object_not_found`` is a sink-wide failure (its database was deleted or
+        unshared), not this document's: the worker keeps the row and re-checks the sink."""
+        if error.code != "object_not_found":
+            return error
+        with self._lock:
+            self._data_sources = {}
+        return NotionApiError(
+            f"{error} (data source {data_source} is gone: were the databases deleted or unshared?)",
+            code=error.code,
+            retryable=False,
+            sink_wide=True,
         )
+
+    def _create(self, page: RenderedPage, data_source: str, calls: _Calls) -> str:
+        try:
+            created = self._call(
+                calls,
+                f"create page of {page.key}",
+                self.client.pages.create,
+                parent={"type": "data_source_id", "data_source_id": data_source},
+                properties=page.properties,
+                children=[page.section],
+            )
+        except NotionApiError as error:
+            raise self._data_source_gone(error, data_source) from None
         log.info("notion.page_created", key=str(page.key), page_id=created["id"])
         return str(created["id"])
 
@@ -334,9 +360,12 @@ class NotionSink(Sink):
             extra = {"start_cursor": cursor} if cursor else {}
             call = self._call if calls is not None else None
             if call is not None:
-                answer = call(
-                    calls, doing, self.client.data_sources.query, data_source, page_size=PAGE_SIZE, **body, **extra
-                )
+                try:
+                    answer = call(
+                        calls, doing, self.client.data_sources.query, data_source, page_size=PAGE_SIZE, **body, **extra
+                    )
+                except NotionApiError as error:
+                    raise self._data_source_gone(error, data_source) from None
             else:
                 answer = self._read(
                     doing, self.client.data_sources.query, data_source, page_size=PAGE_SIZE, **body, **extra
@@ -414,7 +443,7 @@ class NotionSink(Sink):
         try:
             sources = self.data_sources()
         except SinkConfigError as error:
-            raise SinkError(str(error), retryable=False) from None
+            raise SinkError(str(error), retryable=False, sink_wide=True) from None
         outcomes: list[Outcome] = []
         for item in items:
             calls = _Calls()
