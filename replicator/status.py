@@ -71,6 +71,10 @@ class SinkView:
     last_success_at: datetime | None
     last_error: str | None  # redacted
     last_error_at: datetime | None
+    duplicates_found: int = 0  # extra downstream copies of documents found so far (duplicate Notion pages)
+    last_duplicate_at: datetime | None = None
+    schema_problem: str | None = None  # documents wait: the property, and the command that fixes it (redacted)
+    schema_problem_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,10 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             last_success_at=row.last_success_at,
             last_error=redact(row.last_error, secrets) if row.last_error else None,
             last_error_at=row.last_error_at,
+            duplicates_found=row.duplicates_found,
+            last_duplicate_at=row.last_duplicate_at,
+            schema_problem=redact(row.schema_problem, secrets) if row.schema_problem else None,
+            schema_problem_at=row.schema_problem_at,
         )
         for row in sink_state.counts(conn, settings.configured_sinks)
     ]
@@ -176,7 +184,8 @@ class Health:
 
 def evaluate_health(status: Status, settings: Settings) -> Health:
     """Unhealthy when the slot is lost or missing (always: nothing can be replicated without it), when lag in
-    seconds passes ``REPLICATOR_HEALTH_MAX_LAG_S``, or when dead letters pass ``REPLICATOR_HEALTH_MAX_DEAD_LETTERS``.
+    seconds passes ``REPLICATOR_HEALTH_MAX_LAG_S``, when dead letters pass ``REPLICATOR_HEALTH_MAX_DEAD_LETTERS``,
+    or when a sink's documents wait for a schema fix (the reason names the property and the fixing command).
     WAL at risk (``wal_status = unreserved``) and a sink waiting for a resync are warnings."""
     reasons: list[str] = []
     warnings: list[str] = []
@@ -207,6 +216,8 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
             f"{settings.health_max_dead_letters}; see `replicator dlq list`"
         )
     for sink in status.sinks:
+        if sink.enabled and sink.schema_problem:
+            reasons.append(f"sink {sink.name}: documents wait for a schema fix: {sink.schema_problem}")
         if sink.enabled and sink.needs_resync:
             warnings.append(f"sink {sink.name} was switched back on: run `replicator resync --sink {sink.name}`")
     return Health(ok=not reasons, reasons=reasons, warnings=warnings)

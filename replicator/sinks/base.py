@@ -6,7 +6,7 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -21,6 +21,7 @@ __all__ = [
     "Sink",
     "SinkConfigError",
     "SinkError",
+    "SinkSchemaError",
     "UpsertItem",
 ]
 
@@ -35,6 +36,16 @@ class SinkError(Exception):
         self.retry_after = retry_after
 
 
+class SinkSchemaError(SinkError):
+    """The downstream schema lacks what the sink writes for ``entity`` (a property a person renamed or deleted):
+    the document WAITS (a ``DEFERRED`` outcome that never runs out of time) until the schema is fixed, and
+    ``status`` / ``health`` show ``problem``, which names the property and the command that fixes it."""
+
+    def __init__(self, message: str, *, entity: str) -> None:
+        super().__init__(message, retryable=True)
+        self.entity = entity
+
+
 class SinkConfigError(Exception):
     """The sink cannot start: missing settings, a database without the properties it writes, a wrong dimension."""
 
@@ -46,6 +57,10 @@ class UpsertItem:
     # Remote ids (Notion page ids) of the document's relation targets in this sink, as recorded in its state;
     # filled by the worker for sinks that set ``wants_relation_ids``.
     relation_ids: Mapping[DocumentKey, str] = field(default_factory=dict)
+    # Records ``marker`` as this document's sink state (no remote id) at once, in its own transaction: a sink
+    # calls it right BEFORE a write whose answer may be lost (Notion: a page create), so a retry — in this
+    # process or another, after a crash — knows a page may exist that a lagging query does not show yet.
+    record_intent: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,7 @@ class Outcome:
     state: RemoteState | None = None
     error: SinkError | None = None
     calls: int = 0  # API calls this item cost (metrics, benchmarks)
+    duplicates: int = 0  # extra downstream copies of this document the sink found (and removed or reported)
 
 
 @dataclass(frozen=True)

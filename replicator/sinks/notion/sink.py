@@ -134,8 +134,15 @@ class NotionSink(Sink):
         read_policy: BackoffPolicy | None = None,
         read_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
+        read_lag_s: float = 30.0,
+        request_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
+        self.read_lag_s = read_lag_s
+        self.request_timeout_s = request_timeout_s
+        self._clock = clock
+        self._bot_id: str | None = None
         self.database_ids = dict(database_ids)
         self._bucket = bucket
         self._read_policy = read_policy or BackoffPolicy()
@@ -273,7 +280,9 @@ class NotionSink(Sink):
 
         page_id: str | None = None
         written: ContentHash | None = None
+        duplicates = 0
         state = item.state
+        intent_at = create_intent_time(state.content_hash) if state is not None and not state.remote_id else None
         if state is not None and state.remote_id:
             page_id = state.remote_id
             written = self._cached(state.content_hash)
@@ -288,8 +297,25 @@ class NotionSink(Sink):
                 else:
                     written = ContentHash.parse(_property_text(found, CONTENT_HASH))
         if page_id is None:
-            page_id, written = self._find_page(doc.key, page, data_source, calls)
+            page_id, written, duplicates = self._find_page(doc.key, page, data_source, calls)
         if page_id is None:
+            if intent_at is not None:
+                # An earlier create of this page may have been applied with its answer lost: a query shows it
+                # only once it settled. Wait (and look again) until it must have, rather than create a twin.
+                settled_at = intent_at + self.request_timeout_s + self.read_lag_s
+                if self._clock() < settled_at:
+                    error = SinkError(
+                        f"a create of this page {self._clock() - intent_at:.1f}s ago lost its answer; looking it up "
+                        f"again until {settled_at - self._clock():.1f}s from now (NOTION_READ_LAG_S) before "
+                        "creating another",
+                        retryable=True,
+                    )
+                    return Outcome(doc.key, OutcomeKind.DEFERRED, error=error, duplicates=duplicates)
+                log.warning(
+                    "notion.lost_create_not_found", key=str(doc.key), waited_s=round(self._clock() - intent_at, 1)
+                )
+            if item.record_intent is not None:
+                item.record_intent(create_intent_marker(self._clock()))
             page_id = self._create(page, data_source, calls)
         elif written != page.hashes:
             try:
@@ -305,7 +331,9 @@ class NotionSink(Sink):
                 # The page was deleted for good meanwhile: the document still exists, so it gets a new page.
                 page_id = self._create(page, data_source, calls)
         self._remember(page.hashes)
-        return Outcome(doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0))
+        return Outcome(
+            doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0), duplicates=duplicates
+        )
 
     def _create(self, page: RenderedPage, data_source: str, calls: _Calls) -> str:
         created = self._call(
@@ -348,21 +376,16 @@ class NotionSink(Sink):
 
     def _find_page(
         self, key: DocumentKey, page: RenderedPage, data_source: str, calls: _Calls
-    ) -> tuple[str | None, ContentHash | None]:
-        """The page of ``key`` when sink state does not know it: by ``Postgres ID`` (the oldest wins, the others
-        go to the trash), else the single legacy page with the same title and no ``Postgres ID`` (adopted)."""
+    ) -> tuple[str | None, ContentHash | None, int]:
+        """The page of ``key`` when sink state does not know it: by ``Postgres ID`` (duplicates swept, see
+        ``_sweep``), else the single legacy page with the same title and no ``Postgres ID`` (adopted). Also
+        returns how many duplicates were found."""
         by_id = {"property": POSTGRES_ID, "rich_text": {"equals": str(key.id)}}
         oldest_first = [{"timestamp": "created_time", "direction": "ascending"}]
         found = list(self._query(data_source, calls, f"look up {key}", filter=by_id, sorts=oldest_first))
         if found:
-            keep, extras = found[0], found[1:]
-            for extra in extras:
-                self._trash(str(extra["id"]), calls, f"trash duplicate page of {key}")
-            if extras:
-                log.warning(
-                    "notion.duplicates_trashed", key=str(key), kept=keep["id"], trashed=[e["id"] for e in extras]
-                )
-            return str(keep["id"]), ContentHash.parse(_property_text(keep, CONTENT_HASH))
+            keep = self._sweep(key, found, calls)
+            return str(keep["id"]), ContentHash.parse(_property_text(keep, CONTENT_HASH)), len(found) - 1
         title_property = DATABASES[key.entity].title_property
         legacy = {
             "and": [
@@ -375,10 +398,63 @@ class NotionSink(Sink):
         )
         if len(candidates) == 1:
             log.info("notion.page_adopted", key=str(key), page_id=candidates[0]["id"])
-            return str(candidates[0]["id"]), None
+            return str(candidates[0]["id"]), None, 0
         if candidates:
             log.warning("notion.adoption_ambiguous", key=str(key), title=page.title, candidates=len(candidates))
-        return None, None
+        return None, None, 0
+
+    def _sweep(self, key: DocumentKey, found: list[dict[str, Any]], calls: _Calls) -> dict[str, Any]:
+        """The DUPLICATE SWEEP: of several live pages with one ``Postgres ID`` (oldest first), keep one and trash
+        the others — but never a page holding blocks people wrote (``_people_wrote``): the oldest such page is the
+        one kept, and any other such page stays too (reported, for a person to merge; ``verify`` keeps showing
+        it as duplicated). Without people's blocks anywhere, the oldest page is kept."""
+        if len(found) == 1:
+            return found[0]
+        written_by_people = [p for p in found if self._people_wrote(str(p["id"]), calls)]
+        keep = written_by_people[0] if written_by_people else found[0]
+        trashed: list[str] = []
+        kept_for_people: list[str] = []
+        for extra in found:
+            if extra is keep:
+                continue
+            if extra in written_by_people:
+                kept_for_people.append(str(extra["id"]))
+                continue
+            self._trash(str(extra["id"]), calls, f"trash duplicate page of {key}")
+            trashed.append(str(extra["id"]))
+        log.warning("notion.duplicates_found", key=str(key), kept=keep["id"], trashed=trashed)
+        if kept_for_people:
+            log.warning("notion.duplicates_kept_for_people", key=str(key), kept=keep["id"], pages=kept_for_people)
+        return keep
+
+    def _bot(self, calls: _Calls) -> str:
+        """The integration's own user id (``users.me``), to tell its blocks from people's."""
+        if self._bot_id is None:
+            me = self._call(calls, "read the integration's user", self.client.users.me)
+            self._bot_id = str(me["id"])
+        return self._bot_id
+
+    def _people_wrote(self, page_id: str, calls: _Calls) -> bool:
+        """Whether a page holds blocks people wrote: a top-level block that is not the managed section, or one
+        created or last edited by a user other than this integration's bot (Notion's block ``created_by`` /
+        ``last_edited_by``)."""
+        bot = self._bot(calls)
+        cursor: str | None = None
+        while True:
+            extra = {"start_cursor": cursor} if cursor else {}
+            answer = self._call(
+                calls, f"list blocks of page {page_id}", self.client.blocks.children.list, page_id,
+                page_size=PAGE_SIZE, **extra,
+            )  # fmt: skip
+            for block in answer.get("results", []):
+                if block.get("in_trash") or block.get("archived"):
+                    continue
+                authors = {(block.get(k) or {}).get("id") for k in ("created_by", "last_edited_by")} - {None}
+                if not is_managed_block(block) or authors - {bot}:
+                    return True
+            if not answer.get("has_more"):
+                return False
+            cursor = answer.get("next_cursor")
 
     def _replace_section(self, page_id: str, page: RenderedPage, calls: _Calls) -> None:
         """Put the new managed toggle where the old one was (or last on the page), then delete every old copy."""
@@ -437,6 +513,8 @@ class NotionSink(Sink):
         try:
             self._call(calls, doing, self.client.pages.update, page_id, in_trash=True)
         except NotionApiError as error:
+            if error.code == "validation_error" and "archived" in str(error):
+                return  # in the trash already (a lost answer of our own trash, or a lagging query)
             if error.code != "object_not_found":
                 raise
 
@@ -476,6 +554,24 @@ class NotionSink(Sink):
                 self._written.popitem(last=False)
 
 
+CREATE_INTENT = "notion:create-intent:"
+
+
+def create_intent_marker(at: float) -> str:
+    """The sink-state hash recorded right before a page create (``UpsertItem.record_intent``)."""
+    return f"{CREATE_INTENT}{at:.3f}"
+
+
+def create_intent_time(recorded: str | None) -> float | None:
+    """When a create was last attempted, from a sink-state hash written by ``create_intent_marker``."""
+    if not recorded or not recorded.startswith(CREATE_INTENT):
+        return None
+    try:
+        return float(recorded[len(CREATE_INTENT) :])
+    except ValueError:
+        return None
+
+
 def _property_text(page: Mapping[str, Any], name: str) -> str:
     prop = (page.get("properties") or {}).get(name) or {}
     return plain_text(prop.get(prop.get("type") or "rich_text") or [])
@@ -512,10 +608,14 @@ def build_notion_sink(settings: Settings) -> NotionSink:
     if settings.notion_api_key is None:
         raise SinkConfigError("the notion sink needs NOTION_API_KEY")
     return NotionSink(
-        notion_client(settings.notion_api_key.get_secret_value(), settings.notion_base_url),
+        notion_client(
+            settings.notion_api_key.get_secret_value(), settings.notion_base_url, timeout_ms=settings.notion_timeout_ms
+        ),
         database_ids(settings),
         bucket=TokenBucket(settings.notion_rate_per_s),
         read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
+        read_lag_s=settings.notion_read_lag_s,
+        request_timeout_s=settings.notion_timeout_ms / 1000,
     )
 
 

@@ -1,0 +1,196 @@
+"""The Notion sink stays exact under what the real service does (#12), through the real notion-client SDK against
+the emulator with its fault knobs on, documents rendered from a real Postgres and applied by the real
+``SinkWorker``: lost answers of applied creates with read lag, duplicate pages people wrote on, request sizes,
+a page trashed behind the cache's back, and properties renamed in the UI."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from notion_client import Client
+
+from replicator.config import Settings
+from replicator.documents import DocumentKey
+from replicator.metrics import Metrics
+from replicator.retry import BackoffPolicy
+from replicator.sinks.notion import NotionSink, notion_client
+from replicator.status import collect_status
+from replicator.verify import repair, verify_sink
+from replicator.worker import SinkWorker
+from tests.emulators.notion import PERSON_TOKEN, NotionEmulator
+from tests.integration.test_notion_sink import _data_source, _dataset, database_ids
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+__all__ = ["database_ids"]  # the fixture, shared with test_notion_sink
+
+
+def set_faults(emulator: NotionEmulator, **faults: Any) -> None:
+    httpx.post(f"{emulator.url}/_emulator/faults", json=faults).raise_for_status()
+
+
+def text(content: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": {"content": content}}]
+
+
+@pytest.fixture
+def lagging_sink(notion_emulator: NotionEmulator, database_ids: dict[str, str]) -> Iterator[NotionSink]:
+    """A sink with a short SDK timeout (0.4 s) that expects queries to lag by up to 1 s."""
+    sink = NotionSink(
+        notion_client(notion_emulator.token, notion_emulator.url, timeout_ms=400),
+        database_ids,
+        sleep=lambda _s: None,
+        read_lag_s=1.0,
+        request_timeout_s=0.4,
+    )
+    sink.check()
+    yield sink
+    sink.close()
+
+
+def drain(db_url: str, conn: Conn, sink: NotionSink, *keys: DocumentKey, metrics: Metrics | None = None) -> None:
+    """Enqueue ``keys`` and run one worker until the notion outbox is empty (deferrals and retries included)."""
+    for key in keys:
+        conn.execute(
+            "INSERT INTO replicator.outbox AS o (sink, entity, entity_id) VALUES ('notion', %s, %s) "
+            "ON CONFLICT (sink, entity, entity_id) DO UPDATE SET version = o.version + 1, next_attempt_at = now()",
+            (key.entity, key.id),
+        )
+    settings = Settings.model_validate(
+        {"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion", "NOTION_SETTLE_MS": 0, "REPLICATOR_DEFER_S": 0.2}
+    )
+    worker = SinkWorker(
+        db_url,
+        sink,
+        settings=settings,
+        metrics=metrics or Metrics(),
+        worker_id="t",
+        policy=BackoffPolicy(base_s=0.05, cap_s=0.2),
+    )
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            worker.run_once()
+            row = conn.execute("SELECT count(*) FROM replicator.outbox WHERE sink = 'notion'").fetchone()
+            assert row is not None
+            if row[0] == 0:
+                return
+            assert time.monotonic() < deadline, "the outbox did not drain"
+            time.sleep(0.05)
+    finally:
+        worker.close()
+
+
+def pages_of(emulator: NotionEmulator, key: DocumentKey) -> list[dict[str, Any]]:
+    """Every database page (live or trashed) carrying ``key``'s Postgres ID, oldest first."""
+    pages = [p for p in emulator.state()["pages"].values() if p["properties"].get("Postgres ID") == str(key.id)]
+    return sorted(pages, key=lambda p: p["created_time"])
+
+
+def recorded_page(conn: Conn, key: DocumentKey) -> str | None:
+    row = conn.execute(
+        "SELECT remote_id FROM replicator.sink_state WHERE sink = 'notion' AND entity_id = %s", (key.id,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def dead_letters(conn: Conn) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT error FROM replicator.dead_letter")]
+
+
+# ---- 1. no duplicate pages after a lost create answer -----------------------------------------------------------
+@pytest.mark.parametrize("kind", ["timeout", "500", "drop"])
+def test_a_create_whose_answer_is_lost_under_read_lag_leaves_exactly_one_page(
+    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn, kind: str
+) -> None:
+    keys = [_dataset(conn, f"lost answer {i}") for i in range(3)]
+    # The three creates are applied and their answers lost; every query shows a write only 0.8 s later.
+    set_faults(
+        notion_emulator,
+        apply_then_fail_schedule=[kind] * 3,
+        apply_then_fail_timeout_s=0.8,
+        read_lag_s=0.8,
+    )
+
+    drain(db_url, conn, lagging_sink, *keys)
+
+    lost = [r for r in notion_emulator.requests if "apply_then_fail" in r]
+    assert [r["apply_then_fail"] for r in lost] == [kind] * 3
+    for key in keys:
+        pages = pages_of(notion_emulator, key)
+        assert [p["in_trash"] for p in pages] == [False], f"{key}: {len(pages)} pages"
+        assert recorded_page(conn, key) == pages[0]["id"]
+    assert dead_letters(conn) == []
+
+
+def test_without_a_recorded_intent_the_same_lost_answers_would_be_swept_not_kept(
+    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn
+) -> None:
+    """A crash right after the create (no answer, no intent: state lost too) makes a twin; verify --repair's
+    sweep trashes it, counts it in status and the metric."""
+    key = _dataset(conn, "twin")
+    drain(db_url, conn, lagging_sink, key)
+    first = recorded_page(conn, key)
+    conn.execute("DELETE FROM replicator.sink_state")  # the crash lost the state, and the lookup lags
+    set_faults(notion_emulator, read_lag_s=5.0)
+    conn.execute("UPDATE dataset SET summary = 'changed' WHERE id = %s", (key.id,))
+    drain(db_url, conn, lagging_sink, key)
+    assert len([p for p in pages_of(notion_emulator, key) if not p["in_trash"]]) == 2
+    set_faults(notion_emulator)
+
+    metrics = Metrics()
+    settings = Settings.model_validate({"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion"})
+    report = verify_sink(conn, lagging_sink)
+    assert report.duplicated == (key,)
+    repair(conn, report)
+    drain(db_url, conn, lagging_sink, metrics=metrics)
+
+    live = [p for p in pages_of(notion_emulator, key) if not p["in_trash"]]
+    assert [p["id"] for p in live] == [first]  # no people's blocks anywhere: the oldest is kept
+    assert recorded_page(conn, key) == first
+    assert verify_sink(conn, lagging_sink).in_sync
+    (notion,) = [s for s in collect_status(conn, settings).sinks if s.name == "notion"]
+    assert notion.duplicates_found == 1
+    assert metrics.registry.get_sample_value("replicator_duplicates_found_total", {"sink": "notion"}) == 1.0
+
+
+def test_the_sweep_keeps_the_duplicate_people_wrote_on_and_trashes_the_others(
+    lagging_sink: NotionSink,
+    notion_emulator: NotionEmulator,
+    database_ids: dict[str, str],
+    db_url: str,
+    conn: Conn,
+) -> None:
+    key = _dataset(conn, "D")
+    drain(db_url, conn, lagging_sink, key)
+    original = recorded_page(conn, key)
+    ds = _data_source(notion_emulator, database_ids["dataset"])
+    properties = {"Experiment Name": {"title": text("D")}, "Postgres ID": {"rich_text": text(str(key.id))}}
+    bot = lagging_sink.client
+    noted = bot.pages.create(parent={"type": "data_source_id", "data_source_id": ds}, properties=properties)["id"]
+    plain = bot.pages.create(parent={"type": "data_source_id", "data_source_id": ds}, properties=properties)["id"]
+    person = Client(auth=PERSON_TOKEN, base_url=notion_emulator.url, logger=logging.getLogger("tests.person"))
+    person.blocks.children.append(noted, children=[{"to_do": {"rich_text": text("QC by hand: sample 7 is off")}}])
+    person.close()
+
+    report = verify_sink(conn, lagging_sink)
+    assert report.duplicated == (key,)
+    repair(conn, report)
+    drain(db_url, conn, lagging_sink, key)
+
+    state = notion_emulator.state()["pages"]
+    assert state[noted]["in_trash"] is False
+    assert state[original]["in_trash"] is True
+    assert state[plain]["in_trash"] is True
+    assert recorded_page(conn, key) == noted
+    texts = [b["text"] for b in state[noted]["blocks"]]
+    assert "QC by hand: sample 7 is off" in texts
+    assert any(t.startswith("Synced from Postgres") for t in texts)  # the managed section was written there
+    settings = Settings.model_validate({"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion"})
+    (notion,) = [s for s in collect_status(conn, settings).sinks if s.name == "notion"]
+    assert notion.duplicates_found == 2
