@@ -67,6 +67,11 @@ PAGE_SIZE = 100
 CACHE_SIZE = 20_000
 
 
+class IncompleteQueryError(SinkError):
+    """A data-source query answered ``request_status: incomplete`` (it reached Notion's 10,000-result cap):
+    what it returned is NOT the whole answer, so it is never taken as "done"."""
+
+
 class NotionApiError(SinkError):
     """A ``SinkError`` from an API answer, with Notion's error ``code`` (``object_not_found``, …)."""
 
@@ -369,10 +374,47 @@ class NotionSink(Sink):
                 answer = self._read(
                     doing, self.client.data_sources.query, data_source, page_size=PAGE_SIZE, **body, **extra
                 )
+            status = answer.get("request_status") or {}
+            if status.get("type") == "incomplete":
+                raise IncompleteQueryError(
+                    f"notion {doing}: the query's answer is incomplete "
+                    f"({status.get('incomplete_reason') or 'no reason given'}): narrow it",
+                    retryable=False,
+                )
             yield from answer.get("results", [])
             if not answer.get("has_more"):
                 return
             cursor = answer.get("next_cursor")
+
+    def _all_pages(self, data_source: str, doing: str) -> Iterator[dict[str, Any]]:
+        """Every live page of a data source, however many: one query when it is complete; past Notion's
+        10,000-result cap, one query per ``Postgres ID`` prefix (``_partition``) plus one for pages without a
+        ``Postgres ID``, so no query reaches the cap."""
+        try:
+            pages = list(self._query(data_source, None, doing))
+        except IncompleteQueryError:
+            log.info("notion.inventory_partitioned", data_source=data_source)
+            yield from self._partition(data_source, "", doing)
+            no_id = {"property": POSTGRES_ID, "rich_text": {"is_empty": True}}
+            yield from self._query(data_source, None, f"{doing} without a Postgres ID", filter=no_id)
+            return
+        yield from pages
+
+    def _partition(self, data_source: str, prefix: str, doing: str) -> Iterator[dict[str, Any]]:
+        """Pages whose ``Postgres ID`` starts with ``prefix`` + each hex digit (lower-case UUID text), a partition
+        whose answer is incomplete split again by the next digit. A partition is read whole before any of it is
+        yielded, so a split never yields a page twice."""
+        for digit in "0123456789abcdef":
+            narrower = prefix + digit
+            by_prefix = {"property": POSTGRES_ID, "rich_text": {"starts_with": narrower}}
+            try:
+                pages = list(self._query(data_source, None, f"{doing} ({narrower}…)", filter=by_prefix))
+            except IncompleteQueryError:
+                if len(narrower) >= 8:  # the first group of a UUID: 16**8 partitions would be absurd already
+                    raise
+                yield from self._partition(data_source, narrower, doing)
+                continue
+            yield from pages
 
     def _find_page(
         self, key: DocumentKey, page: RenderedPage, data_source: str, calls: _Calls
@@ -526,7 +568,7 @@ class NotionSink(Sink):
         sources = self.data_sources()
         foreign = 0
         for entity in CREATE_ORDER:
-            for page in self._query(sources[entity], None, f"list pages of {DATABASES[entity].title}"):
+            for page in self._all_pages(sources[entity], f"list pages of {DATABASES[entity].title}"):
                 try:
                     postgres_id = uuid.UUID(_property_text(page, POSTGRES_ID).strip())
                 except ValueError:
