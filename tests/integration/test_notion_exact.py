@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from notion_client import Client
@@ -24,7 +25,7 @@ from replicator.status import collect_status
 from replicator.verify import repair, verify_sink
 from replicator.worker import SinkWorker
 from tests.emulators.notion import PERSON_TOKEN, NotionEmulator
-from tests.integration.test_notion_sink import _data_source, _dataset, database_ids
+from tests.integration.test_notion_sink import _data_source, _dataset, _link, _program, database_ids
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 __all__ = ["database_ids"]  # the fixture, shared with test_notion_sink
@@ -194,3 +195,53 @@ def test_the_sweep_keeps_the_duplicate_people_wrote_on_and_trashes_the_others(
     settings = Settings.model_validate({"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion"})
     (notion,) = [s for s in collect_status(conn, settings).sinks if s.name == "notion"]
     assert notion.duplicates_found == 2
+
+
+# ---- 3. every request sized before it is sent -------------------------------------------------------------------
+def _block_texts(blocks: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for block in blocks:
+        out.append(block["text"])
+        out.extend(_block_texts(block["children"]))
+    return out
+
+
+def test_a_page_too_big_for_one_request_is_written_in_several_and_relations_past_100_are_cut_visibly(
+    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn
+) -> None:
+    long_text = "数据" * 120_000  # 720 KB of UTF-8 per field: four of them would be a 2.9 MB request
+    key = _dataset(conn, "Huge", summary=long_text, methods=long_text, results=long_text, conclusions=long_text)
+    programs = [_program(conn, f"Program {i:03d} " + "计划" * 230) for i in range(150)]
+    for program in programs:
+        _link(conn, program, key)
+
+    drain(db_url, conn, lagging_sink, key, *programs)
+
+    assert dead_letters(conn) == []
+    sizes = [len(orjson.dumps(r["body"])) for r in notion_emulator.requests if r.get("body")]
+    assert max(sizes) <= 500_000
+    (page,) = [p for p in pages_of(notion_emulator, key) if not p["in_trash"]]
+    raw = page["raw_properties"]
+    assert len(raw["Related Programs"]["relation"]) == 100
+    for name in ("Summary", "Methods", "Results", "Conclusions"):
+        assert page["properties"][name].endswith("[…]"), name
+    assert page["properties"]["Content Hash"].startswith("doc:")
+    assert "partial" not in page["properties"]["Content Hash"]
+    (toggle,) = [b for b in page["blocks"] if b["text"].startswith("Synced from Postgres")]
+    texts = _block_texts(toggle["children"])
+    (marker,) = [t for t in texts if t.startswith("Related Programs: 100 of 150 linked")]
+    assert "Program 149" in marker  # every name is in the body, past the 100 the property holds
+    assert texts[0].startswith("数据数据")  # the summary paragraph, first in the section
+    # The section needed more than one request: some children were appended inside the toggle.
+    toggle_appends = [r for r in notion_emulator.requests if r["path"] == f"/v1/blocks/{toggle['id']}/children"]
+    assert toggle_appends
+    assert verify_sink(conn, lagging_sink).in_sync
+
+    conn.execute("UPDATE dataset SET summary = %s WHERE id = %s", ("短" * 100_000, key.id))
+    drain(db_url, conn, lagging_sink, key)
+    (page,) = [p for p in pages_of(notion_emulator, key) if not p["in_trash"]]
+    toggles = [b for b in page["blocks"] if b["text"].startswith("Synced from Postgres")]
+    assert len(toggles) == 1
+    assert _block_texts(toggles[0]["children"])[0].startswith("短短")
+    assert dead_letters(conn) == []
+    assert verify_sink(conn, lagging_sink).in_sync

@@ -43,12 +43,16 @@ from replicator.sinks.base import (
     UpsertItem,
 )
 from replicator.sinks.notion.render import (
+    REQUEST_BYTES_MAX,
     ContentHash,
     RenderedPage,
     is_managed_block,
+    json_bytes,
     missing_targets,
     plain_text,
     render_page,
+    rich_text,
+    split_section,
 )
 from replicator.sinks.notion.schema import CONTENT_HASH, CREATE_ORDER, DATABASES, POSTGRES_ID, schema_problems
 
@@ -65,6 +69,7 @@ _RETRYABLE_CODES = frozenset(
 )
 PAGE_SIZE = 100
 CACHE_SIZE = 20_000
+PARTIAL = "partial"  # the Content Hash parts of a page whose section is still being written
 
 
 class IncompleteQueryError(SinkError):
@@ -341,16 +346,51 @@ class NotionSink(Sink):
         )
 
     def _create(self, page: RenderedPage, data_source: str, calls: _Calls) -> str:
+        """Create the page with its managed section in one request when it fits (``REQUEST_BYTES_MAX``); else
+        with the section's first children, the rest appended inside the toggle in requests that fit, and the
+        ``Content Hash`` written last (until then it says "partial", so a crash half-way is rewritten)."""
+        parent = {"type": "data_source_id", "data_source_id": data_source}
+        room = REQUEST_BYTES_MAX - json_bytes({"parent": parent, "properties": page.properties, "children": []})
+        first, rest = split_section(page.section, room)
+        properties = page.properties
+        if rest:
+            partial = ContentHash(PARTIAL, page.hashes.props, PARTIAL)
+            properties = {**page.properties, CONTENT_HASH: {"rich_text": rich_text(partial.text())}}
         created = self._call(
-            calls,
-            f"create page of {page.key}",
-            self.client.pages.create,
-            parent={"type": "data_source_id", "data_source_id": data_source},
-            properties=page.properties,
-            children=[page.section],
-        )
-        log.info("notion.page_created", key=str(page.key), page_id=created["id"])
-        return str(created["id"])
+            calls, f"create page of {page.key}", self.client.pages.create,
+            parent=parent, properties=properties, children=[first],
+        )  # fmt: skip
+        page_id = str(created["id"])
+        log.info("notion.page_created", key=str(page.key), page_id=page_id)
+        if rest:
+            toggle = self._managed_blocks(page_id, page.key, calls)[0]
+            self._append_rest(toggle, rest, page.key, calls)
+            self._call(
+                calls, f"record the content hash of {page.key}", self.client.pages.update, page_id,
+                properties={CONTENT_HASH: page.properties[CONTENT_HASH]},
+            )  # fmt: skip
+        return page_id
+
+    def _append_rest(self, toggle_id: str, chunks: list[list[dict[str, Any]]], key: DocumentKey, calls: _Calls) -> None:
+        """The managed section's children that did not fit its first request, appended inside the toggle."""
+        for chunk in chunks:
+            self._call(calls, f"append section of {key}", self.client.blocks.children.append, toggle_id, children=chunk)
+        log.info("notion.section_split", key=str(key), requests=len(chunks) + 1)
+
+    def _managed_blocks(self, page_id: str, key: DocumentKey, calls: _Calls) -> list[str]:
+        """Ids of the page's top-level managed toggles (normally one), in page order."""
+        found: list[str] = []
+        cursor: str | None = None
+        while True:
+            extra = {"start_cursor": cursor} if cursor else {}
+            answer = self._call(
+                calls, f"list blocks of {key}", self.client.blocks.children.list, page_id,
+                page_size=PAGE_SIZE, **extra,
+            )  # fmt: skip
+            found.extend(str(b["id"]) for b in answer.get("results", []) if is_managed_block(b))
+            if not answer.get("has_more"):
+                return found
+            cursor = answer.get("next_cursor")
 
     def _retrieve_page(self, page_id: str, calls: _Calls) -> dict[str, Any] | None:
         try:
@@ -499,26 +539,20 @@ class NotionSink(Sink):
             cursor = answer.get("next_cursor")
 
     def _replace_section(self, page_id: str, page: RenderedPage, calls: _Calls) -> None:
-        """Put the new managed toggle where the old one was (or last on the page), then delete every old copy."""
-        old: list[str] = []
-        cursor: str | None = None
-        while True:
-            extra = {"start_cursor": cursor} if cursor else {}
-            answer = self._call(
-                calls, f"list blocks of {page.key}", self.client.blocks.children.list, page_id,
-                page_size=PAGE_SIZE, **extra,
-            )  # fmt: skip
-            old.extend(str(b["id"]) for b in answer.get("results", []) if is_managed_block(b))
-            if not answer.get("has_more"):
-                break
-            cursor = answer.get("next_cursor")
+        """Put the new managed toggle where the old one was (or last on the page), in as many requests as its
+        size needs (the toggle with its first children, then the rest inside it), then delete every old copy
+        (a half-written new copy from an interrupted attempt included)."""
+        old = self._managed_blocks(page_id, page.key, calls)
         # ``after`` (API 2025-09-03; ``position`` only arrived with 2026-03-11): right where the old section is,
         # or at the end of a page that has none (an adopted legacy page keeps its own content on top).
         where = {"after": old[0]} if old else {}
-        self._call(
+        first, rest = split_section(page.section, REQUEST_BYTES_MAX - json_bytes({"children": [], **where}))
+        answer = self._call(
             calls, f"append section of {page.key}", self.client.blocks.children.append, page_id,
-            children=[page.section], **where,
+            children=[first], **where,
         )  # fmt: skip
+        if rest:
+            self._append_rest(str(answer["results"][0]["id"]), rest, page.key, calls)
         for block_id in old:
             try:
                 self._call(calls, f"delete old section of {page.key}", self.client.blocks.delete, block_id)
