@@ -245,3 +245,26 @@ def test_a_page_too_big_for_one_request_is_written_in_several_and_relations_past
     assert _block_texts(toggles[0]["children"])[0].startswith("短短")
     assert dead_letters(conn) == []
     assert verify_sink(conn, lagging_sink).in_sync
+
+
+# ---- 4. a page trashed behind the cache's back ------------------------------------------------------------------
+def test_a_page_a_person_trashed_while_the_cache_says_in_sync_is_restored_and_rewritten(
+    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn
+) -> None:
+    key = _dataset(conn, "D", summary="first")
+    drain(db_url, conn, lagging_sink, key)  # the sink's cache now knows what the page holds
+    page_id = recorded_page(conn, key)
+    person = Client(auth=PERSON_TOKEN, base_url=notion_emulator.url, logger=logging.getLogger("tests.person"))
+    person.pages.update(page_id, in_trash=True)
+    person.close()
+
+    conn.execute("UPDATE dataset SET summary = 'second' WHERE id = %s", (key.id,))  # a body change
+    drain(db_url, conn, lagging_sink, key)
+
+    page = notion_emulator.state()["pages"][page_id]
+    assert page["in_trash"] is False
+    assert page["properties"]["Summary"] == "second"
+    (toggle,) = [b for b in page["blocks"] if b["text"].startswith("Synced from Postgres")]
+    assert toggle["children"][0]["text"] == "second"
+    assert recorded_page(conn, key) == page_id
+    assert dead_letters(conn) == []

@@ -329,21 +329,41 @@ class NotionSink(Sink):
             page_id = self._create(page, data_source, calls)
         elif written != page.hashes:
             try:
-                if written is None or written.body != page.hashes.body:
-                    self._replace_section(page_id, page, calls)
-                self._call(
-                    calls, f"update page of {doc.key}", self.client.pages.update, page_id,
-                    properties=page.properties, in_trash=False,
-                )  # fmt: skip
+                self._write_changes(page_id, page, written, calls)
             except NotionApiError as error:
-                if error.code != "object_not_found":
+                if error.code == "validation_error" and "archived" in str(error):
+                    # Someone moved the page to the trash although the cache says it is in sync: whatever the
+                    # cache says, restore it and write again (a trashed page refuses new blocks).
+                    found = self._retrieve_page(page_id, calls)
+                    if found is not None and not (found.get("in_trash") or found.get("archived")):
+                        raise  # not the page: something else is archived; the error says what
+                    if found is not None:
+                        log.warning("notion.page_restored", key=str(doc.key), page_id=page_id)
+                        self._call(
+                            calls, f"restore page of {doc.key}", self.client.pages.update, page_id, in_trash=False
+                        )
+                        self._write_changes(page_id, page, None, calls)
+                    else:
+                        page_id = self._create(page, data_source, calls)
+                elif error.code == "object_not_found":
+                    # The page was deleted for good meanwhile: the document still exists, so it gets a new page.
+                    page_id = self._create(page, data_source, calls)
+                else:
                     raise
-                # The page was deleted for good meanwhile: the document still exists, so it gets a new page.
-                page_id = self._create(page, data_source, calls)
         self._remember(page.hashes)
         return Outcome(
             doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0), duplicates=duplicates
         )
+
+    def _write_changes(self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls) -> None:
+        """The managed section when its hash changed (or is unknown), then the properties (``Content Hash``
+        last, with them), restoring the page from the trash if it is there."""
+        if written is None or written.body != page.hashes.body:
+            self._replace_section(page_id, page, calls)
+        self._call(
+            calls, f"update page of {page.key}", self.client.pages.update, page_id,
+            properties=page.properties, in_trash=False,
+        )  # fmt: skip
 
     def _create(self, page: RenderedPage, data_source: str, calls: _Calls) -> str:
         """Create the page with its managed section in one request when it fits (``REQUEST_BYTES_MAX``); else
