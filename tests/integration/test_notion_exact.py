@@ -254,6 +254,7 @@ def test_a_page_a_person_trashed_while_the_cache_says_in_sync_is_restored_and_re
     key = _dataset(conn, "D", summary="first")
     drain(db_url, conn, lagging_sink, key)  # the sink's cache now knows what the page holds
     page_id = recorded_page(conn, key)
+    assert page_id is not None
     person = Client(auth=PERSON_TOKEN, base_url=notion_emulator.url, logger=logging.getLogger("tests.person"))
     person.pages.update(page_id, in_trash=True)
     person.close()
