@@ -21,7 +21,7 @@ from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
 from replicator.sinks.notion import NotionSink, notion_client
-from replicator.status import collect_status
+from replicator.status import collect_status, evaluate_health
 from replicator.verify import repair, verify_sink
 from replicator.worker import SinkWorker
 from tests.emulators.notion import PERSON_TOKEN, NotionEmulator
@@ -41,13 +41,15 @@ def text(content: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def lagging_sink(notion_emulator: NotionEmulator, database_ids: dict[str, str]) -> Iterator[NotionSink]:
-    """A sink with a short SDK timeout (0.4 s) that expects queries to lag by up to 1 s."""
+    """A sink with a short SDK timeout (0.4 s) that expects queries to lag by up to 1 s and re-reads a broken
+    schema every 0.3 s."""
     sink = NotionSink(
         notion_client(notion_emulator.token, notion_emulator.url, timeout_ms=400),
         database_ids,
         sleep=lambda _s: None,
         read_lag_s=1.0,
         request_timeout_s=0.4,
+        schema_recheck_s=0.3,
     )
     sink.check()
     yield sink
@@ -269,3 +271,88 @@ def test_a_page_a_person_trashed_while_the_cache_says_in_sync_is_restored_and_re
     assert toggle["children"][0]["text"] == "second"
     assert recorded_page(conn, key) == page_id
     assert dead_letters(conn) == []
+
+
+# ---- 5. a property renamed or deleted in the Notion UI -----------------------------------------------------------
+def run_passes(db_url: str, sink: NotionSink, seconds: float, **settings: Any) -> None:
+    """Run one worker for ``seconds`` (whatever is due gets its turns: deferrals, retries)."""
+    config = Settings.model_validate(
+        {"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion", "NOTION_SETTLE_MS": 0, **settings}
+    )
+    worker = SinkWorker(
+        db_url, sink, settings=config, metrics=Metrics(), worker_id="t", policy=BackoffPolicy(base_s=0.05, cap_s=0.2)
+    )
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            worker.run_once()
+            time.sleep(0.05)
+    finally:
+        worker.close()
+
+
+def test_a_renamed_property_makes_documents_wait_named_in_status_until_check_repair_restores_it(
+    lagging_sink: NotionSink,
+    notion_emulator: NotionEmulator,
+    database_ids: dict[str, str],
+    db_url: str,
+    conn: Conn,
+) -> None:
+    from typer.testing import CliRunner
+
+    from replicator.cli import app
+    from tests.integration.test_notion_sink import ENTITY_SETTING
+
+    key = _dataset(conn, "D", summary="first")
+    program = _program(conn, "P")
+    drain(db_url, conn, lagging_sink, key, program)
+    ds = _data_source(notion_emulator, database_ids["dataset"])
+    person = Client(auth=PERSON_TOKEN, base_url=notion_emulator.url, logger=logging.getLogger("tests.person"))
+    person.data_sources.update(ds, properties={"Summary": {"name": "Abstract"}, "Methods": None})
+    person.close()
+
+    conn.execute("UPDATE dataset SET summary = 'second' WHERE id = %s", (key.id,))
+    conn.execute("UPDATE program SET name = 'P renamed' WHERE id = %s", (program.id,))
+    for k in (key, program):
+        conn.execute(
+            "INSERT INTO replicator.outbox (sink, entity, entity_id) VALUES ('notion', %s, %s) "
+            "ON CONFLICT (sink, entity, entity_id) DO UPDATE SET next_attempt_at = now()",
+            (k.entity, k.id),
+        )
+    # Past REPLICATOR_MAX_DEFER_S, and still waiting rather than dead-lettered.
+    run_passes(db_url, lagging_sink, 1.5, REPLICATOR_DEFER_S=0.1, REPLICATOR_MAX_DEFER_S=0.2)
+
+    assert dead_letters(conn) == []
+    waiting = conn.execute("SELECT entity, attempts FROM replicator.outbox WHERE sink = 'notion'").fetchall()
+    assert waiting == [("dataset", 0)]  # the program's database is fine: it went through
+    settings = Settings.model_validate({"POSTGRES_URL": db_url, "REPLICATOR_SINKS": "notion"})
+    status = collect_status(conn, settings)
+    (notion,) = [s for s in status.sinks if s.name == "notion"]
+    assert notion.schema_problem is not None
+    assert "'Summary'" in notion.schema_problem and "'Methods'" in notion.schema_problem
+    assert "replicator notion check --repair" in notion.schema_problem
+    health = evaluate_health(status, settings)
+    assert any("'Summary'" in r and "notion check --repair" in r for r in health.reasons)
+
+    env = {
+        "POSTGRES_URL": db_url,
+        "REPLICATOR_SINKS": "notion",
+        "NOTION_API_KEY": notion_emulator.token,
+        "NOTION_BASE_URL": notion_emulator.url,
+        **{ENTITY_SETTING[e]: i for e, i in database_ids.items()},
+    }
+    checked = CliRunner().invoke(app, ["notion", "check"], env=env)
+    assert checked.exit_code == 2
+    assert "missing property 'Summary'" in checked.output
+    repaired = CliRunner().invoke(app, ["notion", "check", "--repair"], env=env)
+    assert repaired.exit_code == 0, repaired.output
+    assert "added 'Summary' (rich_text)" in repaired.stdout
+    assert "added 'Methods' (rich_text)" in repaired.stdout
+
+    time.sleep(0.3)  # the sink reads the schema again once its re-check interval has passed
+    drain(db_url, conn, lagging_sink)
+    page = notion_emulator.state()["pages"][recorded_page(conn, key)]
+    assert page["properties"]["Summary"] == "second"
+    assert page["properties"]["Abstract"] == "first"  # the person's renamed column keeps its values
+    (notion,) = [s for s in collect_status(conn, settings).sinks if s.name == "notion"]
+    assert notion.schema_problem is None

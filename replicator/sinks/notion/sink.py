@@ -15,6 +15,7 @@ every API call. SDK and HTTP exceptions become ``SinkError`` in ``map_notion_err
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -40,6 +41,7 @@ from replicator.sinks.base import (
     Sink,
     SinkConfigError,
     SinkError,
+    SinkSchemaError,
     UpsertItem,
 )
 from replicator.sinks.notion.render import (
@@ -54,7 +56,15 @@ from replicator.sinks.notion.render import (
     rich_text,
     split_section,
 )
-from replicator.sinks.notion.schema import CONTENT_HASH, CREATE_ORDER, DATABASES, POSTGRES_ID, schema_problems
+from replicator.sinks.notion.schema import (
+    CONTENT_HASH,
+    CREATE_ORDER,
+    DATABASES,
+    POSTGRES_ID,
+    missing_properties,
+    property_config,
+    schema_problems,
+)
 
 if TYPE_CHECKING:
     from replicator.config import Settings
@@ -70,6 +80,10 @@ _RETRYABLE_CODES = frozenset(
 PAGE_SIZE = 100
 CACHE_SIZE = 20_000
 PARTIAL = "partial"  # the Content Hash parts of a page whose section is still being written
+SCHEMA_RECHECK_S = 30.0  # while a schema problem is known, the data source is read again at most this often
+REPAIR_COMMAND = "replicator notion check --repair"
+# Notion's validation messages for a property the schema does not have (any more) or has with another type.
+_SCHEMA_MESSAGE = re.compile(r"is not a property that exists|is expected to be|property .* does not exist", re.I)
 
 
 class IncompleteQueryError(SinkError):
@@ -147,12 +161,16 @@ class NotionSink(Sink):
         read_lag_s: float = 30.0,
         request_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        schema_recheck_s: float = SCHEMA_RECHECK_S,
     ) -> None:
         self.client = client
         self.read_lag_s = read_lag_s
         self.request_timeout_s = request_timeout_s
         self._clock = clock
         self._bot_id: str | None = None
+        # entity → (when checked, the problem): documents of that entity wait while it lasts.
+        self._schema_blocked: dict[str, tuple[float, str]] = {}
+        self.schema_recheck_s = schema_recheck_s
         self.database_ids = dict(database_ids)
         self._bucket = bucket
         self._read_policy = read_policy or BackoffPolicy()
@@ -269,13 +287,87 @@ class NotionSink(Sink):
             calls = _Calls()
             key = item.document.key
             try:
-                outcome = self._upsert_one(item, sources[key.entity], pages, calls)
+                outcome = self._upsert_guarded(item, sources, pages, calls)
             except SinkError as error:
                 outcome = Outcome(key, OutcomeKind.FAILED, error=error)
             if outcome.kind is OutcomeKind.APPLIED and outcome.state is not None and outcome.state.remote_id:
                 pages[key] = outcome.state.remote_id
             outcomes.append(replace(outcome, calls=calls.n))
         return outcomes
+
+    def _upsert_guarded(
+        self, item: UpsertItem, sources: Mapping[str, str], pages: Mapping[DocumentKey, str], calls: _Calls
+    ) -> Outcome:
+        """``_upsert_one``, except that a document whose database lacks a property the sink writes (renamed or
+        deleted in the Notion UI) WAITS — a ``DEFERRED`` outcome with a ``SinkSchemaError`` naming the property
+        and the fixing command — instead of becoming a dead letter."""
+        entity = item.document.key.entity
+        blocked = self._schema_problem(entity, sources, calls)
+        if blocked is not None:
+            return Outcome(item.document.key, OutcomeKind.DEFERRED, error=SinkSchemaError(blocked, entity=entity))
+        try:
+            return self._upsert_one(item, sources[entity], pages, calls)
+        except NotionApiError as error:
+            if error.code != "validation_error" or not _SCHEMA_MESSAGE.search(str(error)):
+                raise
+            self._schema_blocked.pop(entity, None)
+            blocked = self._schema_problem(entity, sources, calls, fresh=True)
+            if blocked is None:
+                raise  # the schema is fine: the document itself was refused
+            return Outcome(item.document.key, OutcomeKind.DEFERRED, error=SinkSchemaError(blocked, entity=entity))
+
+    def _schema_problem(
+        self, entity: str, sources: Mapping[str, str], calls: _Calls, *, fresh: bool = False
+    ) -> str | None:
+        """What the database of ``entity`` lacks, as a message naming the property and the command that fixes
+        it, or None. Read from Notion when ``fresh``, or when a known problem was checked over
+        ``schema_recheck_s`` ago (so documents flow again soon after someone fixes the schema)."""
+        with self._lock:
+            known = self._schema_blocked.get(entity)
+        if known is None and not fresh:
+            return None
+        if known is not None and not fresh and self._clock() - known[0] < self.schema_recheck_s:
+            return known[1]
+        spec = DATABASES[entity]
+        ds = self._call(
+            calls, f"retrieve data source of {spec.title}", self.client.data_sources.retrieve, sources[entity]
+        )
+        problems = schema_problems(spec, ds.get("properties") or {}, dict(sources))
+        with self._lock:
+            if not problems:
+                self._schema_blocked.pop(entity, None)
+                return None
+            message = (
+                f"Notion database {spec.title} ({spec.env_var}): {'; '.join(problems)} "
+                f"(renamed or deleted in Notion?): run `{REPAIR_COMMAND}` to restore what the replicator writes"
+            )
+            if known is None:
+                log.warning("notion.schema_problem", database=spec.title, problems=problems)
+            self._schema_blocked[entity] = (self._clock(), message)
+            return message
+
+    def repair_schema(self) -> list[str]:
+        """``replicator notion check --repair``: add back every property the sink writes that a database lacks
+        (renamed or deleted in the UI; a renamed one keeps its new name and its values, the sink's property is
+        created afresh). A property of the wrong type is left alone (changing it could destroy what people
+        entered): ``check`` keeps reporting it. Returns what was added, one line each."""
+        sources = self.data_sources()
+        added: list[str] = []
+        for entity in CREATE_ORDER:
+            spec = DATABASES[entity]
+            ds = self._read(f"retrieve data source of {spec.title}", self.client.data_sources.retrieve, sources[entity])
+            missing = missing_properties(spec, ds.get("properties") or {})
+            if not missing:
+                continue
+            body = {name: property_config(spec, name, sources) for name in missing}
+            self._read(
+                f"restore properties of {spec.title}", self.client.data_sources.update, sources[entity], properties=body
+            )
+            added.extend(f"{spec.title}: added {name!r} ({spec.property_types()[name]})" for name in missing)
+            with self._lock:
+                self._schema_blocked.pop(entity, None)
+            log.warning("notion.schema_repaired", database=spec.title, added=missing)
+        return added
 
     def _upsert_one(
         self, item: UpsertItem, data_source: str, pages: Mapping[DocumentKey, str], calls: _Calls
