@@ -329,7 +329,8 @@ def test_a_renamed_property_makes_documents_wait_named_in_status_until_check_rep
     status = collect_status(conn, settings)
     (notion,) = [s for s in status.sinks if s.name == "notion"]
     assert notion.schema_problem is not None
-    assert "'Summary'" in notion.schema_problem and "'Methods'" in notion.schema_problem
+    assert "'Summary'" in notion.schema_problem
+    assert "'Methods'" in notion.schema_problem
     assert "replicator notion check --repair" in notion.schema_problem
     health = evaluate_health(status, settings)
     assert any("'Summary'" in r and "notion check --repair" in r for r in health.reasons)
