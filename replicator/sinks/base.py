@@ -13,6 +13,7 @@ from enum import Enum
 from replicator.documents import Document, DocumentKey, RemoteState
 
 __all__ = [
+    "INTENT_PREFIX",
     "DeleteItem",
     "Outcome",
     "OutcomeKind",
@@ -24,6 +25,11 @@ __all__ = [
     "SinkSchemaError",
     "UpsertItem",
 ]
+
+
+# A sink-state hash starting with this is a sink's record of a write in flight (``UpsertItem.record_intent``),
+# not the hash of anything written: ``verify --repair`` never overwrites it (the sink needs it to avoid a twin).
+INTENT_PREFIX = "intent:"
 
 
 class SinkError(Exception):
@@ -115,6 +121,12 @@ class Sink(ABC):
     def inventory(self) -> Iterator[RemoteDocument]:
         """Every document this sink holds downstream (duplicates included: two pages for one key are two items)."""
         raise NotImplementedError(f"sink {self.name!r} cannot list its documents")
+
+    def fetch(self, remote_ids: Sequence[str]) -> dict[str, RemoteDocument | None] | None:
+        """Read these remote documents by id, bypassing any lagging list or query (``verify`` re-checks what its
+        inventory showed as drifted): id → the document, or None when it is gone or in the trash. None when
+        the sink cannot read by id (then ``verify`` reports the inventory as it is)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""

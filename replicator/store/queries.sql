@@ -224,9 +224,12 @@ SET remote_id = EXCLUDED.remote_id, content_hash = EXCLUDED.content_hash, chunk_
 DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
 
 -- name: invalidate_states
--- VERIFY REPAIR: a hash no render produces, so the worker rewrites these documents instead of skipping them.
+-- VERIFY REPAIR: a hash no render produces, so the worker rewrites these documents instead of skipping them. A
+-- recorded write in flight (``intent:…``, e.g. a Notion create whose answer may be lost) is kept: it already
+-- differs from every render, and the sink needs it to look for the page before creating another.
 UPDATE replicator.sink_state SET content_hash = %(hash)s
 WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))
+  AND content_hash NOT LIKE 'intent:%%'
 
 -- name: forget_states
 DELETE FROM replicator.sink_state

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +22,9 @@ from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
 from replicator.sinks.notion import NotionSink, notion_client
+from replicator.sinks.notion.sink import create_intent_marker
 from replicator.status import collect_status, evaluate_health
-from replicator.verify import repair, verify_sink
+from replicator.verify import compare, expected_hashes, repair, verify_sink
 from replicator.worker import SinkWorker
 from tests.emulators.notion import PERSON_TOKEN, NotionEmulator
 from tests.integration.test_notion_sink import _data_source, _dataset, _link, _program, database_ids
@@ -357,3 +359,69 @@ def test_a_renamed_property_makes_documents_wait_named_in_status_until_check_rep
     assert page["properties"]["Abstract"] == "first"  # the person's renamed column keeps its values
     (notion,) = [s for s in collect_status(conn, settings).sinks if s.name == "notion"]
     assert notion.schema_problem is None
+
+
+# ---- 6. verify under read lag --------------------------------------------------------------------------------------
+def test_verify_under_read_lag_reports_only_real_drift_and_repair_rewrites_nothing_that_was_in_sync(
+    lagging_sink: NotionSink,
+    notion_emulator: NotionEmulator,
+    database_ids: dict[str, str],
+    db_url: str,
+    conn: Conn,
+) -> None:
+    renamed, deleted, untouched = (_dataset(conn, f"D{i}") for i in range(3))
+    drain(db_url, conn, lagging_sink, renamed, deleted, untouched)
+    ds = _data_source(notion_emulator, database_ids["dataset"])
+    orphan = lagging_sink.client.pages.create(
+        parent={"type": "data_source_id", "data_source_id": ds},
+        properties={"Experiment Name": {"title": text("gone")}, "Postgres ID": {"rich_text": text(str(uuid.uuid4()))}},
+    )["id"]
+    never_synced = _dataset(conn, "never enqueued")
+    set_faults(notion_emulator, read_lag_s=2.5)
+    time.sleep(2.6)  # what was written so far has settled
+    # Writes that lagging queries do not show yet: a rename, a trash, a create.
+    conn.execute("UPDATE dataset SET name = 'D0 renamed' WHERE id = %s", (renamed.id,))
+    conn.execute("DELETE FROM dataset WHERE id = %s", (deleted.id,))
+    created = _dataset(conn, "new")
+    drain(db_url, conn, lagging_sink, renamed, deleted, created)
+    lagging = compare("notion", expected_hashes(conn), lagging_sink.inventory())
+    # The inventory alone is wrong: it does not show the last writes yet.
+    assert created in lagging.missing
+    assert lagging.stale == (renamed,)
+    assert deleted in lagging.orphaned
+
+    report = verify_sink(conn, lagging_sink)
+
+    assert report.missing == (never_synced,)
+    assert [str(k.id) for k in report.orphaned] == [
+        notion_emulator.state()["pages"][orphan]["properties"]["Postgres ID"]
+    ]
+    assert report.stale == ()
+    assert report.duplicated == ()
+    hashes_before: dict[Any, Any] = dict(
+        conn.execute("SELECT entity_id, content_hash FROM replicator.sink_state").fetchall()
+    )
+    result = repair(conn, report)
+    assert result.enqueued == 2
+    assert result.invalidated == 0  # nothing in sync is rewritten (never_synced has no state)
+    assert dict(conn.execute("SELECT entity_id, content_hash FROM replicator.sink_state").fetchall()) == hashes_before
+
+
+def test_repair_keeps_a_recorded_create_intent_so_the_sink_still_looks_before_creating(
+    lagging_sink: NotionSink, db_url: str, conn: Conn
+) -> None:
+    key = _dataset(conn, "lost create")
+    intent = create_intent_marker(time.time())
+    conn.execute(
+        "INSERT INTO replicator.sink_state (sink, entity, entity_id, remote_id, content_hash) "
+        "VALUES ('notion', 'dataset', %s, NULL, %s)",
+        (key.id, intent),
+    )
+    report = verify_sink(conn, lagging_sink)
+    assert report.missing == (key,)
+
+    result = repair(conn, report)
+
+    assert (result.enqueued, result.invalidated) == (1, 0)
+    row = conn.execute("SELECT content_hash FROM replicator.sink_state WHERE entity_id = %s", (key.id,)).fetchone()
+    assert row == (intent,)

@@ -33,6 +33,7 @@ from replicator.documents import DocumentKey
 from replicator.logs import event_logger
 from replicator.retry import BackoffPolicy, TokenBucket
 from replicator.sinks.base import (
+    INTENT_PREFIX,
     DeleteItem,
     Outcome,
     OutcomeKind,
@@ -728,6 +729,34 @@ class NotionSink(Sink):
         if foreign:
             log.info("notion.foreign_pages", count=foreign)
 
+    def fetch(self, remote_ids: Sequence[str]) -> dict[str, RemoteDocument | None]:
+        """Each page by id (``pages.retrieve``: Notion documents no lag for it, unlike queries), for ``verify``'s
+        re-check of what a lagging inventory showed as drifted: None for a page gone, in the trash, outside the
+        four data sources or without a ``Postgres ID``."""
+        entities = {ds: entity for entity, ds in self.data_sources().items()}
+        out: dict[str, RemoteDocument | None] = {}
+        for page_id in remote_ids:
+            try:
+                page = self._read(f"retrieve page {page_id}", self.client.pages.retrieve, page_id)
+            except NotionApiError as error:
+                if error.code not in ("object_not_found", "validation_error"):
+                    raise
+                out[page_id] = None
+                continue
+            entity = entities.get(str((page.get("parent") or {}).get("data_source_id")))
+            try:
+                postgres_id = uuid.UUID(_property_text(page, POSTGRES_ID).strip())
+            except ValueError:
+                entity = None
+            if entity is None or page.get("in_trash") or page.get("archived"):
+                out[page_id] = None
+                continue
+            hashes = ContentHash.parse(_property_text(page, CONTENT_HASH))
+            out[page_id] = RemoteDocument(
+                DocumentKey(entity, postgres_id), str(page["id"]), hashes.doc if hashes is not None else None
+            )
+        return out
+
     # ---- what was written -----------------------------------------------------------------------------------
 
     def _cached(self, doc_hash: str) -> ContentHash | None:
@@ -742,7 +771,7 @@ class NotionSink(Sink):
                 self._written.popitem(last=False)
 
 
-CREATE_INTENT = "notion:create-intent:"
+CREATE_INTENT = f"{INTENT_PREFIX}notion-create:"
 
 
 def create_intent_marker(at: float) -> str:
