@@ -2,11 +2,21 @@
 SDK (API 2025-09-03: pages live under a data source, resolved once from each configured database id).
 
 Per document: wait (DEFERRED) while a relation target has no page yet; find the page (sink state, else a query
-by ``Postgres ID`` that also trashes duplicates, else adopt the one legacy page with the same title and no
-``Postgres ID``, else create it with its managed section in one call); then write only what changed — the managed
-toggle when the body hash changed (new one appended next to the old, then every old copy deleted, so a crash
-leaves at most a duplicate the next write removes), then the properties, whose ``Content Hash`` records the
-document, properties and body hashes last. Blocks and properties people added are never touched.
+by ``Postgres ID`` that also sweeps duplicates — keeping a page people wrote on —, else adopt the one legacy page
+with the same title and no ``Postgres ID``, else create it with its managed section); then write only what
+changed — the managed toggle when the body hash changed (new one appended next to the old, then every old copy
+deleted, so a crash leaves at most a duplicate the next write removes), then the properties, whose ``Content
+Hash`` records the document, properties and body hashes last. Blocks and properties people added are never
+touched.
+
+What the real service does, and what the sink does about it (docs/operations.md, "What the real services do"):
+a create whose answer is lost may still have been applied, and queries lag — so a create intent is recorded
+before each create and a later attempt that cannot find the page waits ``read_lag_s`` + the request timeout
+before creating another; a query past 10,000 results is incomplete — an error here, and ``inventory`` partitions
+by ``Postgres ID`` prefix; a request is at most 500 KB and 1,000 blocks — every body is sized before it is sent
+and a large section written in several requests; a page trashed behind the cache's back is restored; a property
+renamed or deleted in the UI makes the documents of that database wait (``SinkSchemaError``) until
+``repair_schema`` (``replicator notion check --repair``) or a person puts it back.
 
 The SDK's own retries are off (one policy: the worker's ``RetryingSink`` and outbox backoff); a token bucket paces
 every API call. SDK and HTTP exceptions become ``SinkError`` in ``map_notion_error`` and nowhere else.
