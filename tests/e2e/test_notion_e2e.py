@@ -68,6 +68,10 @@ def both_env(
         "NOTION_API_KEY": notion_emulator.token,
         "NOTION_BASE_URL": notion_emulator.url,
         "NOTION_RATE_PER_S": "30",
+        # The emulator answers at once and its queries do not lag here: a create whose answer was lost is
+        # looked up again for 1 s (plus the 5 s request timeout), not the production 30 s + 30 s.
+        "NOTION_READ_LAG_S": "1",
+        "NOTION_TIMEOUT_MS": "5000",
         "PINECONE_API_KEY": pinecone_emulator.api_key,
         "PINECONE_CONTROLLER_HOST": pinecone_emulator.url,
         "PINECONE_INDEX": INDEX,

@@ -425,3 +425,28 @@ def test_repair_keeps_a_recorded_create_intent_so_the_sink_still_looks_before_cr
     assert (result.enqueued, result.invalidated) == (1, 0)
     row = conn.execute("SELECT content_hash FROM replicator.sink_state WHERE entity_id = %s", (key.id,)).fetchone()
     assert row == (intent,)
+
+
+@pytest.mark.parametrize(("fault", "waits"), [("429", False), ("500", True)])
+def test_a_create_refused_before_notion_applied_it_clears_the_intent_and_a_5xx_keeps_it(
+    notion_emulator: NotionEmulator, database_ids: dict[str, str], db_url: str, conn: Conn, fault: str, waits: bool
+) -> None:
+    """A 429 says the create was not applied: nothing to wait for. A 5xx may come after the work: wait."""
+    sink = NotionSink(
+        notion_client(notion_emulator.token, notion_emulator.url), database_ids, read_lag_s=600, request_timeout_s=30
+    )
+    key = _dataset(conn, "D")
+    set_faults(notion_emulator, schedule=[fault], only_paths=["/v1/pages"], retry_after_s=0)
+    conn.execute("INSERT INTO replicator.outbox (sink, entity, entity_id) VALUES ('notion', 'dataset', %s)", (key.id,))
+    run_passes(db_url, sink, 0.5, REPLICATOR_DEFER_S=0.1)
+    sink.close()
+
+    row = conn.execute("SELECT content_hash FROM replicator.sink_state WHERE entity_id = %s", (key.id,)).fetchone()
+    assert row is not None
+    pages = pages_of(notion_emulator, key)
+    if waits:
+        assert row[0].startswith("intent:notion-create:")
+        assert pages == []  # still waiting: the lost create might show up in a query yet
+    else:
+        assert len(pages) == 1  # created on the retry, without waiting
+        assert recorded_page(conn, key) == pages[0]["id"]

@@ -395,7 +395,7 @@ class NotionSink(Sink):
         written: ContentHash | None = None
         duplicates = 0
         state = item.state
-        intent_at = create_intent_time(state.content_hash) if state is not None and not state.remote_id else None
+        settled_by = create_intent_deadline(state.content_hash) if state is not None and not state.remote_id else None
         if state is not None and state.remote_id:
             page_id = state.remote_id
             written = self._cached(state.content_hash)
@@ -412,24 +412,21 @@ class NotionSink(Sink):
         if page_id is None:
             page_id, written, duplicates = self._find_page(doc.key, page, data_source, calls)
         if page_id is None:
-            if intent_at is not None:
+            if settled_by is not None:
                 # An earlier create of this page may have been applied with its answer lost: a query shows it
                 # only once it settled. Wait (and look again) until it must have, rather than create a twin.
-                settled_at = intent_at + self.request_timeout_s + self.read_lag_s
-                if self._clock() < settled_at:
+                if self._clock() < settled_by:
                     error = SinkError(
-                        f"a create of this page {self._clock() - intent_at:.1f}s ago lost its answer; looking it up "
-                        f"again until {settled_at - self._clock():.1f}s from now (NOTION_READ_LAG_S) before "
-                        "creating another",
+                        "a create of this page lost its answer; looking it up again until "
+                        f"{settled_by - self._clock():.1f}s from now (NOTION_READ_LAG_S) before creating another",
                         retryable=True,
                     )
                     return Outcome(doc.key, OutcomeKind.DEFERRED, error=error, duplicates=duplicates)
-                log.warning(
-                    "notion.lost_create_not_found", key=str(doc.key), waited_s=round(self._clock() - intent_at, 1)
-                )
+                log.warning("notion.lost_create_not_found", key=str(doc.key))
             if item.record_intent is not None:
-                item.record_intent(create_intent_marker(self._clock()))
-            page_id = self._create(page, data_source, calls)
+                # Applied, at the latest, when the request times out; visible to queries read_lag_s later.
+                item.record_intent(create_intent_marker(self._clock() + self.request_timeout_s + self.read_lag_s))
+            page_id = self._create(page, data_source, calls, on_failure=lambda e: self._after_failed_create(item, e))
         elif written != page.hashes:
             try:
                 self._write_changes(page_id, page, written, calls)
@@ -458,6 +455,17 @@ class NotionSink(Sink):
             doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0), duplicates=duplicates
         )
 
+    def _after_failed_create(self, item: UpsertItem, error: SinkError) -> None:
+        """Narrow the recorded create intent by what the failure says: a 429 or a 4xx was not applied (no page
+        to wait for); a 5xx ANSWER came after the work, so the page (if any) exists now and is visible
+        ``read_lag_s`` from now; a timeout or a dropped connection says nothing, so the intent stays."""
+        if item.record_intent is None or not isinstance(error, NotionApiError):
+            return
+        if error.code == "rate_limited" or not error.retryable:
+            item.record_intent("")
+        else:
+            item.record_intent(create_intent_marker(self._clock() + self.read_lag_s))
+
     def _write_changes(self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls) -> None:
         """The managed section when its hash changed (or is unknown), then the properties (``Content Hash``
         last, with them), restoring the page from the trash if it is there."""
@@ -468,7 +476,14 @@ class NotionSink(Sink):
             properties=page.properties, in_trash=False,
         )  # fmt: skip
 
-    def _create(self, page: RenderedPage, data_source: str, calls: _Calls) -> str:
+    def _create(
+        self,
+        page: RenderedPage,
+        data_source: str,
+        calls: _Calls,
+        *,
+        on_failure: Callable[[SinkError], None] | None = None,
+    ) -> str:
         """Create the page with its managed section in one request when it fits (``REQUEST_BYTES_MAX``); else
         with the section's first children, the rest appended inside the toggle in requests that fit, and the
         ``Content Hash`` written last (until then it says "partial", so a crash half-way is rewritten)."""
@@ -479,10 +494,15 @@ class NotionSink(Sink):
         if rest:
             partial = ContentHash(PARTIAL, page.hashes.props, PARTIAL)
             properties = {**page.properties, CONTENT_HASH: {"rich_text": rich_text(partial.text())}}
-        created = self._call(
-            calls, f"create page of {page.key}", self.client.pages.create,
-            parent=parent, properties=properties, children=[first],
-        )  # fmt: skip
+        try:
+            created = self._call(
+                calls, f"create page of {page.key}", self.client.pages.create,
+                parent=parent, properties=properties, children=[first],
+            )  # fmt: skip
+        except SinkError as error:
+            if on_failure is not None:
+                on_failure(error)
+            raise
         page_id = str(created["id"])
         log.info("notion.page_created", key=str(page.key), page_id=page_id)
         if rest:
@@ -784,13 +804,14 @@ class NotionSink(Sink):
 CREATE_INTENT = f"{INTENT_PREFIX}notion-create:"
 
 
-def create_intent_marker(at: float) -> str:
-    """The sink-state hash recorded right before a page create (``UpsertItem.record_intent``)."""
-    return f"{CREATE_INTENT}{at:.3f}"
+def create_intent_marker(settled_by: float) -> str:
+    """The sink-state hash recorded right before a page create (``UpsertItem.record_intent``): the moment by
+    which a page that create made must show in queries."""
+    return f"{CREATE_INTENT}{settled_by:.3f}"
 
 
-def create_intent_time(recorded: str | None) -> float | None:
-    """When a create was last attempted, from a sink-state hash written by ``create_intent_marker``."""
+def create_intent_deadline(recorded: str | None) -> float | None:
+    """From a sink-state hash written by ``create_intent_marker``: until when a lookup may still miss the page."""
     if not recorded or not recorded.startswith(CREATE_INTENT):
         return None
     try:
