@@ -20,7 +20,8 @@ from notion_client import Client
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
-from replicator.retry import BackoffPolicy
+from replicator.retry import BackoffPolicy, RetryingSink
+from replicator.sinks.base import Sink
 from replicator.sinks.notion import NotionSink, notion_client
 from replicator.sinks.notion.sink import create_intent_marker
 from replicator.status import collect_status, evaluate_health
@@ -58,7 +59,7 @@ def lagging_sink(notion_emulator: NotionEmulator, database_ids: dict[str, str]) 
     sink.close()
 
 
-def drain(db_url: str, conn: Conn, sink: NotionSink, *keys: DocumentKey, metrics: Metrics | None = None) -> None:
+def drain(db_url: str, conn: Conn, sink: Sink, *keys: DocumentKey, metrics: Metrics | None = None) -> None:
     """Enqueue ``keys`` and run one worker until the notion outbox is empty (deferrals and retries included)."""
     for key in keys:
         conn.execute(
@@ -109,10 +110,14 @@ def dead_letters(conn: Conn) -> list[str]:
 
 
 # ---- 1. no duplicate pages after a lost create answer -----------------------------------------------------------
+@pytest.mark.parametrize("wrapped", [False, True], ids=["sink", "retrying-sink"])
 @pytest.mark.parametrize("kind", ["timeout", "500", "drop"])
 def test_a_create_whose_answer_is_lost_under_read_lag_leaves_exactly_one_page(
-    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn, kind: str
+    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn, kind: str, wrapped: bool
 ) -> None:
+    """Also through ``RetryingSink`` (as the daemon runs it), whose in-process retry of the failed item still
+    carries the sink state from before the intent."""
+    sink: Sink = RetryingSink(lagging_sink, policy=BackoffPolicy(base_s=0.01, cap_s=0.05)) if wrapped else lagging_sink
     keys = [_dataset(conn, f"lost answer {i}") for i in range(3)]
     # The three creates are applied and their answers lost; every query shows a write only 0.8 s later.
     set_faults(
@@ -122,7 +127,7 @@ def test_a_create_whose_answer_is_lost_under_read_lag_leaves_exactly_one_page(
         read_lag_s=0.8,
     )
 
-    drain(db_url, conn, lagging_sink, *keys)
+    drain(db_url, conn, sink, *keys)
 
     lost = [r for r in notion_emulator.requests if "apply_then_fail" in r]
     assert [r["apply_then_fail"] for r in lost] == [kind] * 3

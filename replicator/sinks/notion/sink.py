@@ -181,6 +181,7 @@ class NotionSink(Sink):
         self._bot_id: str | None = None
         # entity → (when checked, the problem): documents of that entity wait while it lasts.
         self._schema_blocked: dict[str, tuple[float, str]] = {}
+        self._intents: dict[DocumentKey, float] = {}  # key → until when a create of it may not show in queries
         self.schema_recheck_s = schema_recheck_s
         self.database_ids = dict(database_ids)
         self._bucket = bucket
@@ -395,7 +396,11 @@ class NotionSink(Sink):
         written: ContentHash | None = None
         duplicates = 0
         state = item.state
-        settled_by = create_intent_deadline(state.content_hash) if state is not None and not state.remote_id else None
+        recorded = create_intent_deadline(state.content_hash) if state is not None and not state.remote_id else None
+        with self._lock:  # an in-process retry of this item carries the state from before the intent
+            remembered = self._intents.get(doc.key)
+        deadlines = [d for d in (recorded, remembered) if d is not None]
+        settled_by = max(deadlines) if deadlines else None
         if state is not None and state.remote_id:
             page_id = state.remote_id
             written = self._cached(state.content_hash)
@@ -423,9 +428,8 @@ class NotionSink(Sink):
                     )
                     return Outcome(doc.key, OutcomeKind.DEFERRED, error=error, duplicates=duplicates)
                 log.warning("notion.lost_create_not_found", key=str(doc.key))
-            if item.record_intent is not None:
-                # Applied, at the latest, when the request times out; visible to queries read_lag_s later.
-                item.record_intent(create_intent_marker(self._clock() + self.request_timeout_s + self.read_lag_s))
+            # Applied, at the latest, when the request times out; visible to queries read_lag_s later.
+            self._intend(item, self._clock() + self.request_timeout_s + self.read_lag_s)
             page_id = self._create(page, data_source, calls, on_failure=lambda e: self._after_failed_create(item, e))
         elif written != page.hashes:
             try:
@@ -451,6 +455,8 @@ class NotionSink(Sink):
                 else:
                     raise
         self._remember(page.hashes)
+        with self._lock:
+            self._intents.pop(doc.key, None)
         return Outcome(
             doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0), duplicates=duplicates
         )
@@ -459,12 +465,27 @@ class NotionSink(Sink):
         """Narrow the recorded create intent by what the failure says: a 429 or a 4xx was not applied (no page
         to wait for); a 5xx ANSWER came after the work, so the page (if any) exists now and is visible
         ``read_lag_s`` from now; a timeout or a dropped connection says nothing, so the intent stays."""
-        if item.record_intent is None or not isinstance(error, NotionApiError):
+        if not isinstance(error, NotionApiError):
             return
         if error.code == "rate_limited" or not error.retryable:
-            item.record_intent("")
+            self._intend(item, None)
         else:
-            item.record_intent(create_intent_marker(self._clock() + self.read_lag_s))
+            self._intend(item, self._clock() + self.read_lag_s)
+
+    def _intend(self, item: UpsertItem, settled_by: float | None) -> None:
+        """Record (or, with None, clear) the create intent of ``item``: in Postgres through the worker's
+        ``record_intent`` (for other processes and after a crash) and in this process (for in-process retries,
+        whose item still carries the state from before)."""
+        key = item.document.key
+        with self._lock:
+            if settled_by is None:
+                self._intents.pop(key, None)
+            else:
+                self._intents[key] = settled_by
+                while len(self._intents) > CACHE_SIZE:
+                    self._intents.pop(next(iter(self._intents)))
+        if item.record_intent is not None:
+            item.record_intent("" if settled_by is None else create_intent_marker(settled_by))
 
     def _write_changes(self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls) -> None:
         """The managed section when its hash changed (or is unknown), then the properties (``Content Hash``
