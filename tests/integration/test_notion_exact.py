@@ -455,3 +455,20 @@ def test_a_create_refused_before_notion_applied_it_clears_the_intent_and_a_5xx_k
     else:
         assert len(pages) == 1  # created on the retry, without waiting
         assert recorded_page(conn, key) == pages[0]["id"]
+
+
+def test_a_row_deleted_right_after_a_lost_create_leaves_no_orphan_page(
+    lagging_sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn
+) -> None:
+    key = _dataset(conn, "short-lived")
+    set_faults(notion_emulator, apply_then_fail_schedule=["500"], read_lag_s=0.8)
+    conn.execute("INSERT INTO replicator.outbox (sink, entity, entity_id) VALUES ('notion', 'dataset', %s)", (key.id,))
+    run_passes(db_url, lagging_sink, 0.2)
+    assert [p["in_trash"] for p in pages_of(notion_emulator, key)] == [False]  # created, its answer lost
+
+    conn.execute("DELETE FROM dataset WHERE id = %s", (key.id,))
+    drain(db_url, conn, lagging_sink, key)
+
+    assert [p["in_trash"] for p in pages_of(notion_emulator, key)] == [True]
+    assert recorded_page(conn, key) is None
+    assert dead_letters(conn) == []

@@ -396,11 +396,7 @@ class NotionSink(Sink):
         written: ContentHash | None = None
         duplicates = 0
         state = item.state
-        recorded = create_intent_deadline(state.content_hash) if state is not None and not state.remote_id else None
-        with self._lock:  # an in-process retry of this item carries the state from before the intent
-            remembered = self._intents.get(doc.key)
-        deadlines = [d for d in (recorded, remembered) if d is not None]
-        settled_by = max(deadlines) if deadlines else None
+        settled_by = self._intent_deadline(doc.key, state)
         if state is not None and state.remote_id:
             page_id = state.remote_id
             written = self._cached(state.content_hash)
@@ -460,6 +456,15 @@ class NotionSink(Sink):
         return Outcome(
             doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0), duplicates=duplicates
         )
+
+    def _intent_deadline(self, key: DocumentKey, state: RemoteState | None) -> float | None:
+        """Until when a create of ``key`` whose answer was lost may still not show in queries: from the recorded
+        intent, or the one this process remembers (an in-process retry's item carries the state from before)."""
+        recorded = create_intent_deadline(state.content_hash) if state is not None and not state.remote_id else None
+        with self._lock:
+            remembered = self._intents.get(key)
+        deadlines = [d for d in (recorded, remembered) if d is not None]
+        return max(deadlines) if deadlines else None
 
     def _after_failed_create(self, item: UpsertItem, error: SinkError) -> None:
         """Narrow the recorded create intent by what the failure says: a 429 or a 4xx was not applied (no page
@@ -741,8 +746,23 @@ class NotionSink(Sink):
                     by_id = {"property": POSTGRES_ID, "rich_text": {"equals": str(item.key.id)}}
                     found = self._query(sources[item.key.entity], calls, f"look up {item.key}", filter=by_id)
                     page_ids = [str(p["id"]) for p in found]
+                settled_by = self._intent_deadline(item.key, item.state)
+                if settled_by is not None and self._clock() < settled_by:
+                    # A create whose answer was lost may have made a page a query does not show yet: trash what
+                    # is seen, and look again once it must show, rather than leave it behind as an orphan.
+                    for page_id in page_ids:
+                        self._trash(page_id, calls, f"trash page of {item.key}")
+                    wait = SinkError(
+                        "a create of this page lost its answer; looking for it again in "
+                        f"{settled_by - self._clock():.1f}s (NOTION_READ_LAG_S) before forgetting it",
+                        retryable=True,
+                    )
+                    outcomes.append(Outcome(item.key, OutcomeKind.DEFERRED, error=wait, calls=calls.n))
+                    continue
                 for page_id in page_ids:
                     self._trash(page_id, calls, f"trash page of {item.key}")
+                with self._lock:
+                    self._intents.pop(item.key, None)
                 outcome = Outcome(item.key, OutcomeKind.DELETED)
             except SinkError as error:
                 outcome = Outcome(item.key, OutcomeKind.FAILED, error=error)
