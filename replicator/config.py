@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     notion_signature_db_id: str | None = Field(None, alias="NOTION_SIGNATURE_DB_ID")
     notion_rate_per_s: float = Field(3.0, alias="NOTION_RATE_PER_S", gt=0)
     notion_settle_ms: int = Field(1000, alias="NOTION_SETTLE_MS", ge=0)
+    # How long a Notion query (data-source query, search) may take to show a write. A create whose answer was
+    # lost is looked up again for this long (after the request timeout) before any new page is created, and
+    # ``verify`` judges only what has settled for this long.
+    notion_read_lag_s: float = Field(30.0, alias="NOTION_READ_LAG_S", ge=0)
+    notion_timeout_ms: int = Field(30_000, alias="NOTION_TIMEOUT_MS", gt=0)
 
     # ---- Pinecone and embeddings ---------------------------------------------------------------------
     pinecone_api_key: SecretStr | None = Field(None, alias="PINECONE_API_KEY")

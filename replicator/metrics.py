@@ -98,6 +98,18 @@ class Metrics:
         )
         self.sink_retries = Counter("replicator_sink_retries", "Retried sink operations", ["sink"], registry=r)
         self.dead_letters = Counter("replicator_dead_letters", "Outbox rows dead-lettered", ["sink"], registry=r)
+        self.duplicates_found = Counter(
+            "replicator_duplicates_found",
+            "Extra downstream copies of one document a sink found (duplicate Notion pages), trashed or reported",
+            ["sink"],
+            registry=r,
+        )
+        self.schema_waits = Counter(
+            "replicator_schema_waits",
+            "Documents put back to wait because the downstream schema lacks a property the sink writes",
+            ["sink"],
+            registry=r,
+        )
         self.skipped_unchanged = Counter(
             "replicator_skipped_unchanged", "Documents whose content hash had not changed", ["sink"], registry=r
         )

@@ -150,6 +150,9 @@ class RetryingSink(Sink):
         # Reads are retried inside the sinks themselves (their own read policy); pass straight through.
         return self.inner.inventory()
 
+    def fetch(self, remote_ids: Sequence[str]) -> dict[str, RemoteDocument | None] | None:
+        return self.inner.fetch(remote_ids)  # a read, like inventory
+
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         return self._with_retries(list(items), lambda item: item.document.key, self.inner.upsert)
 

@@ -88,6 +88,10 @@ class SinkView:
     down_reason: str | None = None  # redacted
     down_for_s: float | None = None
     fix: str | None = None  # the command that fixes a configuration an operator must fix
+    duplicates_found: int = 0  # extra downstream copies of documents found so far (duplicate Notion pages)
+    last_duplicate_at: datetime | None = None
+    schema_problem: str | None = None  # documents wait: the property, and the command that fixes it (redacted)
+    schema_problem_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,10 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             last_error=redact(row.last_error, secrets) if row.last_error else None,
             last_error_at=row.last_error_at,
             **_sink_health(health.get(row.name), secrets),
+            duplicates_found=row.duplicates_found,
+            last_duplicate_at=row.last_duplicate_at,
+            schema_problem=redact(row.schema_problem, secrets) if row.schema_problem else None,
+            schema_problem_at=row.schema_problem_at,
         )
         for row in sink_state.counts(conn, settings.configured_sinks)
     ]
@@ -246,7 +254,9 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
     - ``lag``: lag in seconds over ``REPLICATOR_HEALTH_MAX_LAG_S``;
     - ``dead_letters``: over ``REPLICATOR_HEALTH_MAX_DEAD_LETTERS``;
     - ``sink_misconfigured``: an enabled sink is down for a configuration an operator must fix (with the command);
-    - ``sink_down``: an enabled sink has been down longer than ``REPLICATOR_HEALTH_MAX_SINK_DOWN_S``.
+    - ``sink_down``: an enabled sink has been down longer than ``REPLICATOR_HEALTH_MAX_SINK_DOWN_S``;
+    - ``sink_schema``: a sink's documents wait for a schema fix (a property a person renamed or deleted; the
+      reason names it and the fixing command).
 
     ``postgres_unreachable`` comes from ``unreachable`` when the status cannot be read at all. WAL at risk
     (``wal_status = unreserved``), a sink down for less than its threshold and a sink waiting for a resync are
@@ -318,6 +328,8 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
         else:
             warnings.append(f"sink {sink.name} is down ({sink.down_for_s or 0.0:.0f}s): {sink.down_reason}")
     for sink in status.sinks:
+        if sink.enabled and sink.schema_problem:
+            v.fail("sink_schema", f"sink {sink.name}: documents wait for a schema fix: {sink.schema_problem}")
         if sink.enabled and sink.needs_resync:
             warnings.append(f"sink {sink.name} was switched back on: run `replicator resync --sink {sink.name}`")
     return v.health()

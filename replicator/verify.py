@@ -123,9 +123,29 @@ def compare(sink: str, expected: dict[DocumentKey, str], remote: Iterable[Remote
 def verify_sink(
     conn: psycopg.Connection[Any], sink: Sink, expected: dict[DocumentKey, str] | None = None
 ) -> SinkReport:
-    """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks)."""
+    """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks).
+
+    An inventory comes from lists and queries that may lag behind the writes (Notion documents no consistency
+    for queries; see docs/operations.md, "What the real services do"), so a drifted key is RE-CHECKED by id
+    before it is reported (``Sink.fetch``): the remote documents the inventory showed for it, and for a missing
+    key the one its sink state names. Only what still drifts read fresh is reported, so ``--repair`` never
+    rewrites a document that was in sync. (A change a lagging inventory does not show yet — a page a person
+    trashed a moment ago — is seen by the next ``verify`` once it settled.)"""
     hashes = expected if expected is not None else expected_hashes(conn)
-    return compare(sink.name, hashes, sink.inventory())
+    remote = list(sink.inventory())
+    report = compare(sink.name, hashes, remote)
+    if report.in_sync:
+        return report
+    ids = {i for k in (*report.orphaned, *report.stale, *report.duplicated) for i in report.remote_ids.get(k, ())}
+    ids.update(sink_state.remote_ids(conn, sink.name, list(report.missing)).values())
+    fresh = sink.fetch(sorted(ids)) if ids else None
+    if fresh is None:
+        return report
+    settled = [item for item in remote if item.remote_id not in fresh]
+    settled.extend(
+        doc for doc in fresh.values() if doc is not None and doc.remote_id not in {r.remote_id for r in settled}
+    )
+    return compare(sink.name, hashes, settled)
 
 
 def repair(conn: psycopg.Connection[Any], report: SinkReport) -> RepairResult:

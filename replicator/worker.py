@@ -36,7 +36,7 @@ from replicator.documents import Document, DocumentKey, RemoteState, render
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
-from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
+from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, Sink, SinkError, SinkSchemaError, UpsertItem
 from replicator.sinks.factory import backoff_policy
 from replicator.status import configured_secrets, redact
 from replicator.store import outbox, sink_state
@@ -167,7 +167,9 @@ class SinkWorker:
                 unchanged.append(key)
             else:
                 related = {t: self._relation_ids[t] for t in doc.relation_keys() if t in self._relation_ids}
-                upserts.append(UpsertItem(document=doc, state=state, relation_ids=related))
+                upserts.append(
+                    UpsertItem(document=doc, state=state, relation_ids=related, record_intent=self._intent(conn, key))
+                )
 
         outcomes: dict[DocumentKey, Outcome] = {}
         if upserts:
@@ -218,6 +220,17 @@ class SinkWorker:
                 self._relation_ids = sink_state.remote_ids(conn, self.sink.name, targets)
         return docs, states
 
+    def _intent(self, conn: psycopg.Connection[Any], key: DocumentKey) -> Callable[[str], None]:
+        """What ``UpsertItem.record_intent`` runs: the marker as the key's sink state (no remote id), committed at
+        once (the connection is in autocommit between the worker's own transactions)."""
+
+        def record(marker: str) -> None:
+            sink_state.record(
+                conn, self.sink.name, key, RemoteState(remote_id=None, content_hash=marker, chunk_count=0)
+            )
+
+        return record
+
     def _apply(
         self, call: Callable[[Any], list[Outcome]], items: Sequence[Any], keys: list[DocumentKey]
     ) -> dict[DocumentKey, Outcome]:
@@ -248,6 +261,8 @@ class SinkWorker:
         successes = 0
         last_error: str | None = None
         skipped = set(unchanged)
+        duplicates = sum(o.duplicates for o in outcomes.values())
+        written_entities: set[str] = set()
         with conn.transaction():
             for row in claimed:
                 key = row.key
@@ -264,6 +279,7 @@ class SinkWorker:
                     # The worker owns the content hash: it is what the next pass compares against.
                     state = outcome.state or RemoteState(remote_id=None, content_hash="", chunk_count=0)
                     sink_state.record(conn, sink, key, replace(state, content_hash=doc.content_hash()))
+                    written_entities.add(key.entity)
                     successes += 1
                     outbox.complete(conn, lease, row)
                 elif outcome.kind is OutcomeKind.DELETED:
@@ -272,7 +288,12 @@ class SinkWorker:
                     outbox.complete(conn, lease, row)
                 elif outcome.kind is OutcomeKind.DEFERRED:
                     reason = self._redact(str(outcome.error) if outcome.error else "deferred by the sink")
-                    if row.age_s >= self.settings.max_defer_s:
+                    if isinstance(outcome.error, SinkSchemaError):
+                        # Waits for an operator's schema fix, however long: never a dead letter.
+                        sink_state.record_schema_problem(conn, sink, outcome.error.entity, reason)
+                        self.metrics.schema_waits.labels(sink=sink).inc()
+                        outbox.retry_later(conn, lease, key, delay_s=self.settings.defer_s, error=reason, attempts=0)
+                    elif row.age_s >= self.settings.max_defer_s:
                         message = f"deferred for {row.age_s:.0f}s (REPLICATOR_MAX_DEFER_S): {reason}"
                         self._dead_letter(conn, row, message, permanent=False, count=0, guard_version=False)
                         last_error = message
@@ -280,6 +301,10 @@ class SinkWorker:
                         outbox.retry_later(conn, lease, key, delay_s=self.settings.defer_s, error=reason, attempts=0)
                 else:
                     last_error = self._failed(conn, row, outcome)
+            if duplicates:
+                self.metrics.duplicates_found.labels(sink=sink).inc(duplicates)
+                sink_state.record_duplicates(conn, sink, duplicates)
+            sink_state.clear_schema_problem(conn, sink, written_entities)
             if successes:
                 sink_state.record_success(conn, sink)
             if last_error is not None:

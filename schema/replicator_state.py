@@ -93,6 +93,13 @@ class SinkStatus(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Extra downstream copies of documents the sink found (duplicate Notion pages), a running count.
+    duplicates_found: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    last_duplicate_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Documents of ``schema_problem_entity`` wait for a schema fix: what is wrong and the command that fixes it.
+    schema_problem: Mapped[str | None] = mapped_column(Text)
+    schema_problem_entity: Mapped[str | None] = mapped_column(Text)
+    schema_problem_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SinkHealth(Base):

@@ -174,7 +174,7 @@ def _status_view(status: Status, health: Health) -> Group:
     for name, value in rows:
         slot_table.add_row(name, value)
     sinks = Table(title="sinks", title_justify="left")
-    for column in ("sink", "enabled", "pending", "oldest", "dead", "last success", "last error"):
+    for column in ("sink", "enabled", "pending", "oldest", "dead", "duplicates", "last success", "last error"):
         sinks.add_column(column)
     down: list[str] = []
     for sink in status.sinks:
@@ -182,6 +182,8 @@ def _status_view(status: Status, health: Health) -> Group:
         if sink.needs_resync:
             enabled += " (needs resync)"
         error = f"{sink.last_error_at:%Y-%m-%d %H:%M:%S} {sink.last_error}" if sink.last_error_at else "-"
+        if sink.schema_problem:
+            error = f"WAITING FOR A SCHEMA FIX: {sink.schema_problem}"
         success = f"{sink.last_success_at:%Y-%m-%d %H:%M:%S}" if sink.last_success_at else "-"
         if sink.up is False:
             enabled += ", DOWN"
@@ -193,6 +195,7 @@ def _status_view(status: Status, health: Health) -> Group:
             str(sink.pending),
             _age(sink.oldest_pending_age_s),
             str(sink.dead_letters),
+            str(sink.duplicates_found),
             success,
             error,
         )

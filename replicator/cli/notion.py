@@ -1,6 +1,7 @@
 """``replicator notion …``: set up the Notion side. ``init --parent-page ID`` creates the four databases with
 every property the sink writes and prints their ids as ``NAME=value`` lines (nothing else on stdout), so a shell
-can ``eval "$(replicator notion init --parent-page …)"``. ``check`` runs the sink's start-up check.
+can ``eval "$(replicator notion init --parent-page …)"``. ``check`` runs the sink's start-up check; ``check
+--repair`` first adds back the properties the replicator writes that a person renamed or deleted.
 ``replicator/cli/__init__.py`` registers these on its ``notion`` group through ``register``.
 """
 
@@ -53,7 +54,14 @@ def init(
         print(f"{name}={value}")
 
 
-def check() -> None:
+def check(
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="First add back every property the replicator writes that a database lacks (renamed or deleted in "
+        "the Notion UI); a property of the wrong type is only reported.",
+    ),
+) -> None:
     """Check that the configured databases hold every property the sink writes (exit 2 when not)."""
     from replicator.config import Settings
     from replicator.sinks.notion import build_notion_sink
@@ -65,6 +73,9 @@ def check() -> None:
     try:
         sink = build_notion_sink(settings)
         try:
+            if repair:
+                for line in sink.repair_schema():
+                    print(f"repaired {line}")
             sink.check()
         finally:
             sink.close()

@@ -6,7 +6,7 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -14,6 +14,7 @@ from replicator.documents import Document, DocumentKey, RemoteState
 from replicator.errors import ConfigurationError, ReplicatorError
 
 __all__ = [
+    "INTENT_PREFIX",
     "DeleteItem",
     "Outcome",
     "OutcomeKind",
@@ -22,8 +23,14 @@ __all__ = [
     "Sink",
     "SinkConfigError",
     "SinkError",
+    "SinkSchemaError",
     "UpsertItem",
 ]
+
+
+# A sink-state hash starting with this is a sink's record of a write in flight (``UpsertItem.record_intent``),
+# not the hash of anything written: ``verify --repair`` never overwrites it (the sink needs it to avoid a twin).
+INTENT_PREFIX = "intent:"
 
 
 class SinkError(ReplicatorError):
@@ -43,6 +50,16 @@ class SinkError(ReplicatorError):
         self.sink_wide = sink_wide
 
 
+class SinkSchemaError(SinkError):
+    """The downstream schema lacks what the sink writes for ``entity`` (a property a person renamed or deleted):
+    the document WAITS (a ``DEFERRED`` outcome that never runs out of time) until the schema is fixed, and
+    ``status`` / ``health`` show ``problem``, which names the property and the command that fixes it."""
+
+    def __init__(self, message: str, *, entity: str) -> None:
+        super().__init__(message, retryable=True)
+        self.entity = entity
+
+
 class SinkConfigError(ConfigurationError):
     """The sink cannot start: missing settings, a database without the properties it writes, a wrong dimension."""
 
@@ -54,6 +71,10 @@ class UpsertItem:
     # Remote ids (Notion page ids) of the document's relation targets in this sink, as recorded in its state;
     # filled by the worker for sinks that set ``wants_relation_ids``.
     relation_ids: Mapping[DocumentKey, str] = field(default_factory=dict)
+    # Records ``marker`` as this document's sink state (no remote id) at once, in its own transaction: a sink
+    # calls it right BEFORE a write whose answer may be lost (Notion: a page create), so a retry — in this
+    # process or another, after a crash — knows a page may exist that a lagging query does not show yet.
+    record_intent: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ class Outcome:
     state: RemoteState | None = None
     error: SinkError | None = None
     calls: int = 0  # API calls this item cost (metrics, benchmarks)
+    duplicates: int = 0  # extra downstream copies of this document the sink found (and removed or reported)
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,12 @@ class Sink(ABC):
     def inventory(self) -> Iterator[RemoteDocument]:
         """Every document this sink holds downstream (duplicates included: two pages for one key are two items)."""
         raise NotImplementedError(f"sink {self.name!r} cannot list its documents")
+
+    def fetch(self, remote_ids: Sequence[str]) -> dict[str, RemoteDocument | None] | None:
+        """Read these remote documents by id, bypassing any lagging list or query (``verify`` re-checks what its
+        inventory showed as drifted): id → the document, or None when it is gone or in the trash. None when
+        the sink cannot read by id (then ``verify`` reports the inventory as it is)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""

@@ -227,9 +227,12 @@ SET remote_id = EXCLUDED.remote_id, content_hash = EXCLUDED.content_hash, chunk_
 DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
 
 -- name: invalidate_states
--- VERIFY REPAIR: a hash no render produces, so the worker rewrites these documents instead of skipping them.
+-- VERIFY REPAIR: a hash no render produces, so the worker rewrites these documents instead of skipping them. A
+-- recorded write in flight (``intent:…``, e.g. a Notion create whose answer may be lost) is kept: it already
+-- differs from every render, and the sink needs it to look for the page before creating another.
 UPDATE replicator.sink_state SET content_hash = %(hash)s
 WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))
+  AND content_hash NOT LIKE 'intent:%%'
 
 -- name: forget_states
 DELETE FROM replicator.sink_state
@@ -260,6 +263,28 @@ INSERT INTO replicator.sink_status AS s (sink, enabled, last_error, last_error_a
 VALUES (%(sink)s, true, %(error)s, now())
 ON CONFLICT (sink) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now()
 
+-- name: sink_duplicates
+-- DUPLICATES FOUND: a sink found (and trashed or reported) pages of one document beyond the one it keeps; a
+-- running count for ``status`` and the operator, never reset by the workers.
+INSERT INTO replicator.sink_status AS s (sink, enabled, duplicates_found, last_duplicate_at)
+VALUES (%(sink)s, true, %(n)s, now())
+ON CONFLICT (sink) DO UPDATE SET duplicates_found = s.duplicates_found + EXCLUDED.duplicates_found,
+                                 last_duplicate_at = now()
+
+-- name: sink_schema_problem
+-- SCHEMA PROBLEM: documents of ``entity`` wait because the downstream schema lacks what the sink writes (a
+-- property renamed or deleted by a person); shown by ``status`` and ``health`` until a write of that entity works.
+INSERT INTO replicator.sink_status AS s (sink, enabled, schema_problem, schema_problem_entity, schema_problem_at)
+VALUES (%(sink)s, true, %(problem)s, %(entity)s, now())
+ON CONFLICT (sink) DO UPDATE SET schema_problem = EXCLUDED.schema_problem,
+                                 schema_problem_entity = EXCLUDED.schema_problem_entity,
+                                 schema_problem_at = now()
+
+-- name: clear_sink_schema_problem
+-- A document of the entity the problem named was written: the schema holds what the sink writes again.
+UPDATE replicator.sink_status SET schema_problem = NULL, schema_problem_entity = NULL, schema_problem_at = NULL
+WHERE sink = %(sink)s AND schema_problem_entity = ANY(%(entities)s::text[])
+
 -- name: sink_counts
 -- SINK_COUNTS: pending rows and the age of the oldest one per sink, and dead letters per sink, from the tables
 -- themselves (no counters to drift).
@@ -275,7 +300,8 @@ pending AS (
 ),
 dead AS (SELECT sink, count(*) AS n FROM replicator.dead_letter GROUP BY sink)
 SELECT names.sink, coalesce(pending.n, 0), pending.oldest, coalesce(dead.n, 0),
-       coalesce(s.needs_resync, false), s.last_success_at, s.last_error, s.last_error_at
+       coalesce(s.needs_resync, false), s.last_success_at, s.last_error, s.last_error_at,
+       coalesce(s.duplicates_found, 0), s.last_duplicate_at, s.schema_problem, s.schema_problem_at
 FROM names
 LEFT JOIN pending USING (sink)
 LEFT JOIN dead USING (sink)

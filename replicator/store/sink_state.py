@@ -91,6 +91,24 @@ def record_error(conn: Conn, sink: str, error: str) -> None:
     conn.execute(QUERIES["sink_error"], {"sink": sink, "error": error})
 
 
+def record_duplicates(conn: Conn, sink: str, count: int) -> None:
+    """Add ``count`` duplicate downstream documents found by ``sink`` to its running total."""
+    if count > 0:
+        conn.execute(QUERIES["sink_duplicates"], {"sink": sink, "n": count})
+
+
+def record_schema_problem(conn: Conn, sink: str, entity: str, problem: str) -> None:
+    """Documents of ``entity`` wait for a schema fix; ``problem`` says what and how (shown by status/health)."""
+    conn.execute(QUERIES["sink_schema_problem"], {"sink": sink, "entity": entity, "problem": problem})
+
+
+def clear_schema_problem(conn: Conn, sink: str, entities: Iterable[str]) -> None:
+    """A document of one of ``entities`` was written: a schema problem named for it is over."""
+    names = sorted(set(entities))
+    if names:
+        conn.execute(QUERIES["clear_sink_schema_problem"], {"sink": sink, "entities": names})
+
+
 @dataclass(frozen=True)
 class SinkCounts:
     name: str
@@ -101,14 +119,18 @@ class SinkCounts:
     last_success_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    duplicates_found: int = 0
+    last_duplicate_at: datetime | None = None
+    schema_problem: str | None = None
+    schema_problem_at: datetime | None = None
 
 
 def counts(conn: Conn, configured: Iterable[str]) -> list[SinkCounts]:
     """Every sink the replicator knows of (configured ones, and any with rows in its tables), with its backlog."""
     rows = conn.execute(QUERIES["sink_counts"], {"configured": list(configured)}).fetchall()
     return [
-        SinkCounts(name, pending, max(0.0, oldest) if oldest is not None else None, dead, resync, ok_at, err, err_at)
-        for name, pending, oldest, dead, resync, ok_at, err, err_at in rows
+        SinkCounts(name, pending, max(0.0, oldest) if oldest is not None else None, *rest)
+        for name, pending, oldest, *rest in rows
     ]
 
 

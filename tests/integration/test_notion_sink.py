@@ -346,19 +346,22 @@ def test_a_dropped_connection_is_retryable_and_the_retry_creates_one_page(
 def test_a_validation_error_is_permanent_and_dead_letters_the_row(
     sink: NotionSink, notion_emulator: NotionEmulator, database_ids: dict[str, str], db_url: str, conn: Conn
 ) -> None:
-    # Someone deleted a property the sink writes after start-up: Notion refuses every write of that database.
-    sink.client.data_sources.update(
-        _data_source(notion_emulator, database_ids["dataset"]), properties={"Methods": None}
-    )
+    # Notion refuses the document itself: its program relation names a page of another database (a property
+    # renamed or deleted in the UI is another matter: the document waits, tests/integration/test_notion_exact.py).
+    program, other = _program(conn, "P"), _dataset(conn, "other")
     key = _dataset(conn, "D")
+    _link(conn, program, key)
+    _sync(db_url, conn, sink, program, other)
+    wrong = _page(notion_emulator, other)["id"]
     document = render(conn, [key])[key]
     assert document is not None
-    [outcome] = sink.upsert([UpsertItem(document, None)])
+    [outcome] = sink.upsert([UpsertItem(document, None, relation_ids={program: wrong})])
     assert outcome.kind is OutcomeKind.FAILED
     assert outcome.error is not None
     assert outcome.error.retryable is False
-    assert "Methods" in str(outcome.error)
+    assert "Related Programs" in str(outcome.error)
 
+    conn.execute("UPDATE replicator.sink_state SET remote_id = %s WHERE entity_id = %s", (wrong, program.id))
     _sync(db_url, conn, sink, key)
     row = conn.execute("SELECT permanent, error FROM replicator.dead_letter WHERE entity_id = %s", (key.id,)).fetchone()
     assert row is not None

@@ -11,14 +11,18 @@ from hypothesis import strategies as st
 
 from replicator.documents import Document, DocumentKey, FeatureLine, SignatureMatch
 from replicator.sinks.notion.render import (
+    PROPERTIES_BYTES_MAX,
     ContentHash,
     is_managed_block,
+    json_bytes,
     managed_section,
     missing_targets,
     option_name,
+    plain_text,
     relation_targets,
     render_page,
     rich_text,
+    split_section,
     split_text,
 )
 from replicator.sinks.notion.schema import DATABASES, schema_problems
@@ -165,3 +169,35 @@ def test_timeouts_and_dropped_connections_are_retryable_and_other_failures_perma
     assert dropped.retryable is True
     assert "update page" in str(dropped)
     assert map_notion_error(ValueError("bad"), "create page").retryable is False
+
+
+def test_properties_too_big_for_one_request_are_cut_visibly_until_they_fit() -> None:
+    long_text = "€" * 150_000  # 450 KB of UTF-8 per field
+    fields = {"summary": long_text, "methods": long_text, "results": "short", "conclusions": long_text}
+    page = render_page(Document(_key("dataset"), "d", fields=fields), {})
+    assert json_bytes(page.properties) <= PROPERTIES_BYTES_MAX + 1000  # the Content Hash is added after
+    assert plain_text(page.properties["Results"]["rich_text"]) == "short"
+    for name in ("Summary", "Methods", "Conclusions"):
+        assert plain_text(page.properties[name]["rich_text"]).endswith("[…]"), name
+    assert render_page(Document(page.key, "d", fields=fields), {}).hashes == page.hashes  # deterministic
+
+
+def test_a_section_is_split_into_requests_that_each_fit_and_keep_every_child_in_order() -> None:
+    children = [{"type": "paragraph", "paragraph": {"rich_text": rich_text(f"{i} " + "x" * 150_000)}} for i in range(7)]
+    section = {"type": "toggle", "toggle": {"rich_text": rich_text("Synced from Postgres"), "children": children}}
+    first, rest = split_section(section, room=200_000)
+    assert json_bytes(first) <= 200_000
+    assert all(json_bytes({"children": chunk}) <= 450_000 for chunk in rest)
+    assert [*first["toggle"]["children"], *(c for chunk in rest for c in chunk)] == children
+    assert rest  # it did need more than one request
+
+
+def test_relations_beyond_100_are_named_in_the_body_with_their_count() -> None:
+    programs = tuple(_key("program") for _ in range(130))
+    names = tuple(f"Program {i}" for i in range(130))
+    doc = Document(_key("experiment"), "e", relations={"programs": programs}, relation_names={"programs": names})
+    page = render_page(doc, dict.fromkeys(programs, "p"))
+    assert len(page.properties["Related Programs"]["relation"]) == 100
+    texts = [plain_text(b[b["type"]]["rich_text"]) for b in page.section["toggle"]["children"]]
+    (marker,) = [t for t in texts if t.startswith("Related Programs: 100 of 130 linked")]
+    assert marker.endswith("Program 129")

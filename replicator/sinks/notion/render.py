@@ -26,6 +26,13 @@ OPTION_NAME_MAX = 100
 URL_MAX = 2000
 BODY_MATCHES_MAX = 25
 TRUNCATED = " […]"
+# Request sizes (https://developers.notion.com/reference/request-limits: "1,000 block elements and 500KB
+# overall"), measured as the SDK sends a body: compact JSON in UTF-8. The margins leave room for the request's
+# other fields.
+REQUEST_BYTES_MAX = 450_000  # one request body (500 KB is the limit)
+REQUEST_BLOCKS_MAX = 1000
+TEXT_BYTES_MAX = 200_000  # UTF-8 bytes of one rich-text array (2,000 × 100 ASCII characters fit)
+PROPERTIES_BYTES_MAX = 300_000  # every property of one page, so a create carries them with room to spare
 
 # The managed section is a toggle whose text starts with this marker; the sink finds it again by this text and
 # never touches any other block (people write on these pages too).
@@ -68,12 +75,88 @@ def rich_text(text: str | None) -> list[JSON]:
     visible marker rather than refused)."""
     if not text:
         return []
+    if len(text.encode("utf-8")) > TEXT_BYTES_MAX:  # e.g. 2,000-character items of 3-byte characters
+        text = text.encode("utf-8")[: TEXT_BYTES_MAX - len(TRUNCATED.encode())].decode("utf-8", "ignore") + TRUNCATED
     pieces = split_text(text)
     if len(pieces) > ARRAY_MAX:
         pieces = pieces[:ARRAY_MAX]
         last = pieces[-1]
         pieces[-1] = last[: len(last) - len(TRUNCATED)] + TRUNCATED
     return [{"type": "text", "text": {"content": piece}} for piece in pieces]
+
+
+def json_bytes(value: Any) -> int:
+    """Bytes of ``value`` as the SDK sends it (httpx: compact JSON, UTF-8)."""
+    return len(orjson.dumps(value))
+
+
+def block_count(blocks: Iterable[Mapping[str, Any]]) -> int:
+    """Block elements in ``blocks``, nested children included (Notion counts all of them)."""
+    total = 0
+    for block in blocks:
+        total += 1
+        payload = block.get(str(block.get("type"))) or {}
+        total += block_count(payload.get("children") or [])
+    return total
+
+
+def fit_properties(properties: JSON, protected: Iterable[str] = ()) -> JSON:
+    """``properties`` cut until their JSON is at most ``PROPERTIES_BYTES_MAX``: the largest rich-text property
+    (never one in ``protected``) loses half its text, with the visible marker, until they fit. Deterministic, so
+    the same document always renders the same properties (and hash). The full text stays in Postgres."""
+    out = dict(properties)
+    keep = set(protected)
+    while json_bytes(out) > PROPERTIES_BYTES_MAX:
+        sizes = {
+            name: json_bytes(value)
+            for name, value in out.items()
+            if name not in keep and isinstance(value, dict) and value.get("rich_text")
+        }
+        if not sizes:
+            break
+        name = max(sizes, key=lambda n: (sizes[n], n))
+        current = plain_text(out[name]["rich_text"])
+        if current.endswith(TRUNCATED):
+            current = current[: -len(TRUNCATED)]
+        out[name] = {"rich_text": rich_text(current[: len(current) // 2].rstrip() + TRUNCATED)}
+    return out
+
+
+def split_section(section: JSON, room: int) -> tuple[JSON, list[list[JSON]]]:
+    """The managed toggle cut to fit one request: the toggle with the first children that fit in ``room``
+    bytes, and the remaining children in chunks that each fit one ``blocks.children.append`` (at most
+    ``REQUEST_BYTES_MAX`` bytes, ``REQUEST_BLOCKS_MAX`` blocks and ``ARRAY_MAX`` children)."""
+    children = list(section["toggle"].get("children") or [])
+    shell = {**section, "toggle": {**section["toggle"], "children": []}}
+    first: list[JSON] = []
+    used = json_bytes(shell)
+    blocks = 1
+    for child in children:
+        size = json_bytes(child) + 1
+        count = block_count([child])
+        if used + size > room or blocks + count > REQUEST_BLOCKS_MAX:
+            break
+        first.append(child)
+        used += size
+        blocks += count
+    index = len(first)
+    chunks: list[list[JSON]] = []
+    chunk: list[JSON] = []
+    used, blocks = 0, 0
+    for child in children[index:]:
+        size = json_bytes(child) + 1
+        count = block_count([child])
+        if chunk and (
+            used + size > REQUEST_BYTES_MAX or blocks + count > REQUEST_BLOCKS_MAX or len(chunk) >= ARRAY_MAX
+        ):
+            chunks.append(chunk)
+            chunk, used, blocks = [], 0, 0
+        chunk.append(child)
+        used += size
+        blocks += count
+    if chunk:
+        chunks.append(chunk)
+    return {**section, "toggle": {**section["toggle"], "children": first}}, chunks
 
 
 def plain_text(items: Iterable[Any]) -> str:
@@ -181,7 +264,7 @@ def _field_properties(doc: Document) -> JSON:
 
 def relation_targets(doc: Document) -> dict[str, tuple[DocumentKey, ...]]:
     """The relations the sink writes for ``doc``, by property name → target keys (whole sets, at most 100 each;
-    signatures beyond 100 keep the best-scoring ones)."""
+    signatures beyond 100 keep the best-scoring ones). A cut set is said on the page: ``cut_relations``."""
     out: dict[str, tuple[DocumentKey, ...]] = {}
     for relation in DATABASES[doc.key.entity].relations:
         keys = tuple(doc.relations.get(relation.role, ()))
@@ -190,6 +273,20 @@ def relation_targets(doc: Document) -> dict[str, tuple[DocumentKey, ...]]:
             keys = tuple(ranked + [k for k in keys if k not in set(ranked)])
         out[relation.name] = keys[:ARRAY_MAX]
     return out
+
+
+def cut_relations(doc: Document) -> dict[str, int]:
+    """Relations with more targets than a Notion relation property takes (100): property name → full count."""
+    return {
+        relation.name: len(doc.relations.get(relation.role, ()))
+        for relation in DATABASES[doc.key.entity].relations
+        if len(doc.relations.get(relation.role, ())) > ARRAY_MAX
+    }
+
+
+def relation_cut_marker(name: str, total: int) -> str:
+    """The body paragraph that says a relation property shows only part of the set (the count is the marker)."""
+    return f"{name}: {ARRAY_MAX} of {total} linked (Notion takes at most {ARRAY_MAX}); all {total} are in Postgres"
 
 
 def missing_targets(doc: Document, pages: Mapping[DocumentKey, str]) -> list[DocumentKey]:
@@ -255,6 +352,14 @@ def body_children(doc: Document) -> list[JSON]:
         blocks.append(_paragraph("No summary in Postgres yet."))
     if len(blocks) > ARRAY_MAX:
         blocks = [*blocks[: ARRAY_MAX - 1], _paragraph("… (truncated)")]
+    # Relations beyond what a Notion relation property takes: the count, and every name, in the body.
+    roles = {r.name: r.role for r in DATABASES[doc.key.entity].relations}
+    cut = [
+        _paragraph(f"{relation_cut_marker(name, total)}: {', '.join(doc.relation_names.get(roles[name], ()))}")
+        for name, total in cut_relations(doc).items()
+    ]
+    if cut:
+        blocks = [*blocks[: ARRAY_MAX - len(cut)], *cut]
     return blocks
 
 
@@ -318,6 +423,7 @@ def render_page(doc: Document, pages: Mapping[DocumentKey, str]) -> RenderedPage
     for name, keys in relation_targets(doc).items():
         properties[name] = {"relation": [{"id": pages[k]} for k in keys]}
     properties[POSTGRES_ID] = _text(str(doc.key.id))
+    properties = fit_properties(properties, protected=(spec.title_property, POSTGRES_ID))
     section = managed_section(doc)
     hashes = ContentHash(doc=doc.content_hash(), props=_digest(properties), body=_digest(section))
     properties[CONTENT_HASH] = _text(hashes.text())

@@ -148,21 +148,34 @@ def schema_problems(spec: DatabaseSpec, properties: dict[str, Any], data_sources
     return problems
 
 
+def property_config(spec: DatabaseSpec, name: str, data_sources: dict[str, str]) -> dict[str, Any]:
+    """The schema object of one property the sink writes (as ``databases.create`` and ``data_sources.update``
+    take it); a relation needs its target in ``data_sources``."""
+    if name == spec.title_property:
+        return {"title": {}}
+    for relation in spec.relations:
+        if relation.name == name:
+            return {
+                "relation": {
+                    "data_source_id": data_sources[relation.target],
+                    "type": "dual_property",
+                    "dual_property": {"synced_property_name": relation.synced_name},
+                }
+            }
+    kind = dict(spec.properties)[name]
+    if kind == "number":
+        return {"number": {"format": "number"}}
+    return {kind: {"options": []} if kind in ("select", "multi_select") else {}}
+
+
+def missing_properties(spec: DatabaseSpec, properties: dict[str, Any]) -> list[str]:
+    """Names of the properties the sink writes that a data source's schema (``properties``, by name) lacks."""
+    return [name for name in spec.property_types() if not isinstance(properties.get(name), dict)]
+
+
 def create_request(spec: DatabaseSpec, parent_page_id: str, data_sources: dict[str, str]) -> dict[str, Any]:
     """The body of ``databases.create`` for ``spec``; relation targets must already exist in ``data_sources``."""
-    properties: dict[str, Any] = {spec.title_property: {"title": {}}}
-    for name, kind in spec.properties:
-        properties[name] = {kind: {"options": []} if kind in ("select", "multi_select") else {}}
-        if kind == "number":
-            properties[name] = {"number": {"format": "number"}}
-    for relation in spec.relations:
-        properties[relation.name] = {
-            "relation": {
-                "data_source_id": data_sources[relation.target],
-                "type": "dual_property",
-                "dual_property": {"synced_property_name": relation.synced_name},
-            }
-        }
+    properties = {name: property_config(spec, name, data_sources) for name in spec.property_types()}
     return {
         "parent": {"type": "page_id", "page_id": parent_page_id},
         "title": [{"type": "text", "text": {"content": spec.title}}],
