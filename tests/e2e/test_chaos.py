@@ -493,6 +493,23 @@ def log_events(logs: list[Path]) -> Counter[str]:
     return counts
 
 
+def creates_of(logs: list[Path], keys: list[str]) -> dict[str, list[str]]:
+    """The ``notion.page_created`` events of these keys (``entity:uuid``), as "replica-N.log at <ts>"."""
+    out: dict[str, list[str]] = defaultdict(list)
+    wanted = set(keys)
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if '"notion.page_created"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("key") in wanted:
+                out[str(entry["key"])].append(f"{path.name} at {entry.get('ts')} page {entry.get('page_id')}")
+    return dict(out)
+
+
 def duplicate_figures(status: dict[str, Any], logs: list[Path]) -> dict[str, Any]:
     """Whatever ``status --json`` and the live replicas' /metrics say about duplicates (per-process metrics
     restart at zero after a kill, so they cover the last life of each replica only)."""
@@ -701,6 +718,8 @@ def test_after_kills_and_faults_in_both_services_verify_is_clean_and_both_sinks_
 
     print("\nCHAOS REPORT " + json.dumps(report, indent=1, default=str))
     print("CHAOS DETAIL notion " + json.dumps(notion["problems"], default=str)[:4000])
+    if notion["problems"].get("duplicated"):
+        print("CHAOS DETAIL creates " + json.dumps(creates_of(logs, notion["problems"]["duplicated"]), indent=1))
     print("CHAOS DETAIL pinecone " + json.dumps(pinecone["problems"], default=str)[:4000])
     for replica in fleet.replicas:
         assert replica.stop() == 0
