@@ -60,12 +60,13 @@ demo-stop:  ## stop what the demo started
 	@bash examples/demo-stop.sh
 
 test: install  ## the test suite (real Postgres + wal2json, emulators for Notion and Pinecone)
-	$(BIN)/pytest -n 2 -m "not slow and not bench and not chaos"
+	$(BIN)/pytest -n 2 -m "not slow and not bench"
 
-test-slow: install  ## only the slow failover / large-transaction tests (CI runs them too; not the chaos run)
-	$(BIN)/pytest -n 2 -m "slow and not bench and not chaos"
+test-slow: install  ## only the slow chaos / failover / large-transaction tests (CI runs them too)
+	$(BIN)/pytest -n 2 -m "slow and not bench"
 
-# Knobs from the environment, e.g. a short variant: CHAOS_KILLS=3 CHAOS_DURATION_S=20 CHAOS_CHANGES=60 make test-chaos
+# The chaos run is also part of test-slow (about 2 min). Its knobs come from the environment, e.g. a short
+# variant: CHAOS_KILLS=3 CHAOS_DURATION_S=20 CHAOS_CHANGES=60 make test-chaos
 test-chaos: install  ## the chaos run alone (two replicas, kill -9s, faults in both services), printing its counts
 	$(BIN)/pytest -s -m chaos tests/e2e/test_chaos.py
 

@@ -23,8 +23,9 @@ having been applied, which is what a timed-out answer is to it.
 
 Every knob is a module constant, overridable from the environment (``CHAOS_KILLS=3 CHAOS_DURATION_S=20 …``) so
 a short variant runs in a couple of minutes; ``make test-chaos`` runs this file with ``-s`` so the counts print.
-Marked ``chaos`` (and ``slow``): the full run takes longer than ``make test-slow`` should, so that target and
-``make test`` leave it out.
+Marked ``slow`` (so ``make test-slow`` and CI run it: the full run took about 2 minutes on a loaded 2-core machine)
+and ``chaos`` (so ``make test-chaos`` selects it alone). Should the full run grow past ~5 minutes, exclude
+``chaos`` from ``make test-slow``.
 """
 
 from __future__ import annotations
@@ -732,3 +733,95 @@ def test_after_kills_and_faults_in_both_services_verify_is_clean_and_both_sinks_
     assert notion["live_pages"] == len(docs)
     assert dead_letters == {"notion": 0, "pinecone": 0}
     assert fleet.crashes == []
+
+
+@pytest.mark.slow
+def test_the_readback_reports_each_drift_it_checks_for(
+    conn: Conn,
+    chaos_env: dict[str, str],
+    notion_emulator: NotionEmulator,
+    pinecone_emulator: PineconeEmulator,
+    tmp_path: Path,
+) -> None:
+    """The chaos test's own checks can fail: after one clean sync (no faults, no kills) drift is planted through
+    the SDKs, one of each kind, and the read-back names exactly those."""
+    writer = Writer(conn, random.Random(5))
+    writer.create_program()
+    writer.create_dataset()
+    writer.create_dataset()
+    writer.create_signature()
+    fleet = Fleet([Replicator(chaos_env, tmp_path / "replica.log")])
+    fleet.replicas[0].start()
+    try:
+        (end_lsn,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("",)
+        wait_for(lambda: drained(chaos_env, conn, end_lsn, fleet), timeout=120, what="the first sync")
+    finally:
+        assert fleet.replicas[0].stop() == 0
+    docs, names = documents(conn), row_names(conn)
+    clean_notion = notion_readback(chaos_env, docs, names)
+    clean_pinecone = pinecone_readback(pinecone_emulator, docs, names)
+    assert {k: v for k, v in clean_notion["problems"].items() if v} == {}
+    assert clean_notion["queries"] == 4  # one page of results per data source
+    assert clean_pinecone["problems"] == {}
+
+    program = next(k for k in docs if k.entity == "program")
+    first, second = sorted(k for k in docs if k.entity == "dataset")
+    signature = next(k for k in docs if k.entity == "signature")
+    pages = {p["properties"].get("Postgres ID"): p for p in notion_emulator.state()["pages"].values()}
+    sdk: Any = NotionClient(auth=chaos_env["NOTION_API_KEY"], base_url=chaos_env["NOTION_BASE_URL"])
+    try:
+
+        def text(value: str) -> dict[str, Any]:
+            return {"rich_text": [{"text": {"content": value}}]}
+
+        def new_page(entity: str, title: str, postgres_id: str | None, content_hash: str = "") -> None:
+            spec = DATABASES[entity]
+            properties = {spec.title_property: {"title": [{"text": {"content": title}}]}}
+            if postgres_id is not None:
+                properties[POSTGRES_ID] = text(postgres_id)
+            if content_hash:
+                properties[CONTENT_HASH] = text(content_hash)
+            parent = {"type": "data_source_id", "data_source_id": pages[str(program.id)]["data_source_id"]}
+            if entity != "program":
+                parent["data_source_id"] = pages[str(first.id)]["data_source_id"]
+            sdk.pages.create(parent=parent, properties=properties)
+
+        # A second page for one row, in step with it (so it counts as a duplicate, nothing else).
+        new_page("dataset", names[first], str(first.id), str(pages[str(first.id)]["properties"][CONTENT_HASH]))
+        new_page("program", "Gone program", str(uuid.uuid4()))  # a page whose row does not exist
+        new_page("program", "A page someone made", None)  # a page without a Postgres ID
+        title = DATABASES["dataset"].title_property
+        sdk.pages.update(pages[str(second.id)]["id"], properties={title: {"title": [{"text": {"content": "Old"}}]}})
+        sdk.pages.update(pages[str(program.id)]["id"], properties={CONTENT_HASH: text("doc:0000 props:0 body:0")})
+        sdk.pages.update(pages[str(signature.id)]["id"], in_trash=True)  # its row still exists: missing
+    finally:
+        sdk.close()
+    pc = pinecone_client(pinecone_emulator)
+    index = index_client(pc, INDEX)
+    try:
+        values = [0.1] * 32
+        surplus = {"id": vector_id(first, 9), "values": values, "metadata": {"name": names[first]}}
+        orphan = {"id": vector_id(DocumentKey("dataset", uuid.uuid4()), 0), "values": values, "metadata": {}}
+        index.upsert(vectors=[surplus, orphan], namespace=NS, show_progress=False)
+        index.update(id=vector_id(second, 0), set_metadata={"name": "Old"}, namespace=NS)
+        index.update(id=vector_id(program, 0), set_metadata={"content_hash": "0000"}, namespace=NS)
+        chunks = len(chunk_document(docs[signature]))
+        index.delete(ids=[vector_id(signature, n) for n in range(chunks)], namespace=NS)
+    finally:
+        index.close()
+        pc.close()
+
+    notion = notion_readback(chaos_env, docs, names)["problems"]
+    assert {k: len(v) for k, v in notion.items() if v} == {
+        "duplicated": 1, "orphan": 1, "without_postgres_id": 1, "wrong_title": 1, "stale": 1, "missing": 1,
+    }  # fmt: skip
+    assert notion["duplicated"] == [str(first)]
+    assert notion["wrong_title"] == [(str(second), "Old", names[second])]
+    assert notion["stale"] == [str(program)]
+    assert notion["missing"] == [str(signature)]
+    vectors = pinecone_readback(pinecone_emulator, docs, names)["problems"]
+    assert {k: len(v) for k, v in vectors.items()} == {
+        "surplus_chunks": 1, "orphan": 1, "wrong_name": 1, "stale": 1, "missing": 1,
+    }  # fmt: skip
+    assert vectors["surplus_chunks"] == [(str(first), 1)]
+    assert vectors["missing"] == [str(signature)]
