@@ -12,8 +12,9 @@ writer produced and no sink has an outbox row left) and the invariants are check
   on the first verify.
 - An independent read-back through the real SDKs (notion-client data-source queries over every page, paginated;
   pinecone list + fetch), compared with Postgres: exactly one live page per row, no orphan page, no page without
-  a Postgres ID, current titles and content hashes; per document exactly the vector ids of its current chunks
-  (no missing, no surplus chunk), with current metadata (name, content hash, chunk count); no orphan vector.
+  a Postgres ID, current titles and content hashes, one managed section in each page's body; per document
+  exactly the vector ids of its current chunks (no missing, no surplus chunk), with current metadata (name,
+  content hash, chunk count); no orphan vector.
 - No outbox row dead-lettered, no replica exited on its own.
 
 The lost answers of ``"timeout"`` kind are held ``APPLY_THEN_FAIL_TIMEOUT_S`` by the emulator and then dropped:
@@ -52,7 +53,7 @@ from notion_client import Client as NotionClient
 from ingest.api import Component, Feature, ingest_dataset, ingest_program, ingest_signature
 from replicator.documents import Document, DocumentKey, render
 from replicator.graph import ENTITIES
-from replicator.sinks.notion.render import ContentHash
+from replicator.sinks.notion.render import MANAGED_MARKER, ContentHash, is_managed_block
 from replicator.sinks.notion.schema import CONTENT_HASH, DATABASES, POSTGRES_ID
 from replicator.sinks.pinecone import key_of_vector_id, vector_id
 from replicator.text import chunk_document
@@ -353,6 +354,19 @@ def _plain(prop: dict[str, Any] | None) -> str:
     return "".join(part.get("plain_text", "") for part in prop.get(prop.get("type") or "rich_text") or [])
 
 
+def managed_sections(client: Any, page_id: str) -> int:
+    """How many copies of the sink's managed toggle a page holds (top-level blocks, every page of children)."""
+    count = 0
+    cursor: str | None = None
+    while True:
+        extra = {"start_cursor": cursor} if cursor else {}
+        answer = client.blocks.children.list(page_id, page_size=100, **extra)
+        count += sum(1 for block in answer["results"] if is_managed_block(block))
+        if not answer.get("has_more"):
+            return count
+        cursor = answer["next_cursor"]
+
+
 def notion_readback(
     env: dict[str, str], docs: dict[DocumentKey, Document], names: dict[DocumentKey, str]
 ) -> dict[str, Any]:
@@ -389,6 +403,7 @@ def notion_readback(
                 if not answer.get("has_more"):
                     break
                 cursor = answer["next_cursor"]
+        sections = {p["id"]: managed_sections(client, p["id"]) for k in docs for p in pages_by_key.get(k, ())}
     finally:
         client.close()
     for key, pages in pages_by_key.items():
@@ -398,6 +413,8 @@ def notion_readback(
         if len(pages) > 1:
             found["duplicated"].append(str(key))
         for page in pages:
+            if sections[page["id"]] != 1:
+                found["managed_sections_not_one"].append((str(key), sections[page["id"]]))
             title = _plain(page["properties"].get(DATABASES[key.entity].title_property))
             if title != names[key]:
                 found["wrong_title"].append((str(key), title, names[key]))
@@ -794,6 +811,8 @@ def test_the_readback_reports_each_drift_it_checks_for(
         sdk.pages.update(pages[str(second.id)]["id"], properties={title: {"title": [{"text": {"content": "Old"}}]}})
         sdk.pages.update(pages[str(program.id)]["id"], properties={CONTENT_HASH: text("doc:0000 props:0 body:0")})
         sdk.pages.update(pages[str(signature.id)]["id"], in_trash=True)  # its row still exists: missing
+        toggle = {"type": "toggle", "toggle": {"rich_text": [{"text": {"content": f"{MANAGED_MARKER} copy"}}]}}
+        sdk.blocks.children.append(pages[str(program.id)]["id"], children=[toggle])  # a second managed section
     finally:
         sdk.close()
     pc = pinecone_client(pinecone_emulator)
@@ -814,7 +833,10 @@ def test_the_readback_reports_each_drift_it_checks_for(
     notion = notion_readback(chaos_env, docs, names)["problems"]
     assert {k: len(v) for k, v in notion.items() if v} == {
         "duplicated": 1, "orphan": 1, "without_postgres_id": 1, "wrong_title": 1, "stale": 1, "missing": 1,
+        "managed_sections_not_one": 2,
     }  # fmt: skip
+    # The planted duplicate has no body at all; the program page has two sections.
+    assert sorted(notion["managed_sections_not_one"]) == sorted([(str(first), 0), (str(program), 2)])
     assert notion["duplicated"] == [str(first)]
     assert notion["wrong_title"] == [(str(second), "Old", names[second])]
     assert notion["stale"] == [str(program)]
