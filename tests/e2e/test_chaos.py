@@ -528,6 +528,22 @@ def creates_of(logs: list[Path], keys: list[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
+def create_requests_of(emulator: NotionEmulator, keys: list[str]) -> dict[str, list[str]]:
+    """The ``POST /v1/pages`` the Notion emulator received for these keys, and whether each answer was lost."""
+    wanted = {k.split(":", 1)[1]: k for k in keys}
+    out: dict[str, list[str]] = defaultdict(list)
+    for request in list(emulator.requests):
+        if request["method"] != "POST" or request["path"] != "/v1/pages":
+            continue
+        prop = ((request.get("body") or {}).get("properties") or {}).get(POSTGRES_ID) or {}
+        postgres_id = "".join(t.get("text", {}).get("content", "") for t in prop.get("rich_text") or [])
+        if postgres_id in wanted:
+            lost = request.get("apply_then_fail")
+            stamp = time.strftime("%H:%M:%S", time.gmtime(request["at"])) + f".{int(request['at'] * 1000) % 1000:03d}"
+            out[wanted[postgres_id]].append(f"at {stamp}Z" + (f", answer lost ({lost})" if lost else ", answered"))
+    return dict(out)
+
+
 def duplicate_figures(status: dict[str, Any], logs: list[Path]) -> dict[str, Any]:
     """Whatever ``status --json`` and the live replicas' /metrics say about duplicates (per-process metrics
     restart at zero after a kill, so they cover the last life of each replica only)."""
@@ -715,6 +731,7 @@ def test_after_kills_and_faults_in_both_services_verify_is_clean_and_both_sinks_
         "changes_by_kind": dict(writer.done),
         "storm_s": round(storm_s, 1),
         "drain_s": round(drain_s, 1),
+        "slot_lag_s_when_drained": status["slot"].get("lag_seconds"),
         "lost_answers_injected": lost_answers,
         "requests": {"notion": len(notion_emulator.requests), "pinecone": len(pinecone_emulator.requests)},
         "dead_letters": dead_letters,
@@ -727,29 +744,36 @@ def test_after_kills_and_faults_in_both_services_verify_is_clean_and_both_sinks_
         "log_events": dict(events),
     }
 
-    if not verify_payload.get("in_sync"):
-        # Recorded, never what makes the test pass: what repair enqueues, and whether it would have converged.
-        _, repaired = verify_json(chaos_env, "--repair")
-        report["repair_would_enqueue"] = repaired.get("repair")
-        wait_for(lambda: drained(chaos_env, conn, end_lsn, fleet), timeout=DRAIN_TIMEOUT_S, what="repair drained")
-        report["verify_after_repair"] = verify_summary(verify_json(chaos_env)[1])
-
     print("\nCHAOS REPORT " + json.dumps(report, indent=1, default=str))
     print("CHAOS DETAIL notion " + json.dumps(notion["problems"], default=str)[:4000])
     if notion["problems"].get("duplicated"):
-        print("CHAOS DETAIL creates " + json.dumps(creates_of(logs, notion["problems"]["duplicated"]), indent=1))
+        duplicated = notion["problems"]["duplicated"]
+        print("CHAOS DETAIL creates logged " + json.dumps(creates_of(logs, duplicated), indent=1))
+        print("CHAOS DETAIL creates received " + json.dumps(create_requests_of(notion_emulator, duplicated), indent=1))
     print("CHAOS DETAIL pinecone " + json.dumps(pinecone["problems"], default=str)[:4000])
-    for replica in fleet.replicas:
-        assert replica.stop() == 0
+    if not verify_payload.get("in_sync"):
+        # Recorded, never what makes the test pass: what repair enqueues, and whether it would have converged.
+        _, repaired = verify_json(chaos_env, "--repair")
+        print("CHAOS REPAIR would enqueue " + json.dumps(repaired.get("repair"), default=str))
+        try:
+            wait_for(lambda: drained(chaos_env, conn, end_lsn, fleet), timeout=DRAIN_TIMEOUT_S, what="repair drained")
+            print("CHAOS REPAIR then verify " + json.dumps(verify_summary(verify_json(chaos_env)[1])))
+        except AssertionError as error:
+            print(f"CHAOS REPAIR {error}")
+    exits = [replica.stop() for replica in fleet.replicas]
 
-    assert len(fleet.kills) == KILLS
-    assert verify_payload["in_sync"], f"verify after draining: {report['verify']}"
-    assert verify_code == 0
-    assert {k: v for k, v in notion["problems"].items() if v} == {}, "Notion read-back differs from Postgres"
-    assert pinecone["problems"] == {}, "Pinecone read-back differs from Postgres"
-    assert notion["live_pages"] == len(docs)
-    assert dead_letters == {"notion": 0, "pinecone": 0}
-    assert fleet.crashes == []
+    # Every invariant is checked, and every one that fails is named.
+    failed = [
+        *([f"{len(fleet.kills)} kills done, {KILLS} planned"] if len(fleet.kills) != KILLS else []),
+        *([f"verify after draining (exit {verify_code}): {report['verify']}"] if not verify_payload["in_sync"] else []),
+        *[f"notion read-back: {k} {len(v)}" for k, v in notion["problems"].items() if v],
+        *[f"pinecone read-back: {k} {len(v)}" for k, v in pinecone["problems"].items()],
+        *([f"{notion['live_pages']} live pages for {len(docs)} rows"] if notion["live_pages"] != len(docs) else []),
+        *([f"dead letters {dead_letters}"] if any(dead_letters.values()) else []),
+        *([f"replicas exited on their own: {fleet.crashes}"] if fleet.crashes else []),
+        *([f"replica exit codes on SIGTERM: {exits}"] if any(exits) else []),
+    ]
+    assert failed == [], "chaos invariants failed:\n" + "\n".join(failed)
 
 
 @pytest.mark.slow
