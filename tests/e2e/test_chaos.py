@@ -529,7 +529,8 @@ def creates_of(logs: list[Path], keys: list[str]) -> dict[str, list[str]]:
 
 
 def create_requests_of(emulator: NotionEmulator, keys: list[str]) -> dict[str, list[str]]:
-    """The ``POST /v1/pages`` the Notion emulator received for these keys, and whether each answer was lost."""
+    """The ``POST /v1/pages`` the Notion emulator received for these keys, and whether each was applied with its
+    answer lost ("no answer lost": applied and answered, or refused by a 429/5xx drawn before applying)."""
     wanted = {k.split(":", 1)[1]: k for k in keys}
     out: dict[str, list[str]] = defaultdict(list)
     for request in list(emulator.requests):
@@ -540,7 +541,9 @@ def create_requests_of(emulator: NotionEmulator, keys: list[str]) -> dict[str, l
         if postgres_id in wanted:
             lost = request.get("apply_then_fail")
             stamp = time.strftime("%H:%M:%S", time.gmtime(request["at"])) + f".{int(request['at'] * 1000) % 1000:03d}"
-            out[wanted[postgres_id]].append(f"at {stamp}Z" + (f", answer lost ({lost})" if lost else ", answered"))
+            out[wanted[postgres_id]].append(
+                f"at {stamp}Z" + (f", applied, answer lost ({lost})" if lost else ", no answer lost")
+            )
     return dict(out)
 
 
