@@ -13,7 +13,7 @@ DB_PORT ?= 54329
 LOCAL_POSTGRES_URL := postgresql://postgres@127.0.0.1:$(DB_PORT)/postgres
 
 .PHONY: help system-deps install install-local-embeddings install-sentence-transformers db db-stop migrate demo \
-        demo-stop test test-slow lint format bench bench-source bench-ingest bench-sinks bench-embedder roles clean
+        demo-stop test test-slow test-chaos lint format bench bench-source bench-ingest bench-sinks bench-embedder roles clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -64,6 +64,11 @@ test: install  ## the test suite (real Postgres + wal2json, emulators for Notion
 
 test-slow: install  ## only the slow chaos / failover / large-transaction tests (CI runs them too)
 	$(BIN)/pytest -n 2 -m "slow and not bench"
+
+# The chaos run is also part of test-slow (about 2 min). Its knobs come from the environment, e.g. a short
+# variant: CHAOS_KILLS=3 CHAOS_DURATION_S=20 CHAOS_CHANGES=60 make test-chaos
+test-chaos: install  ## the chaos run alone (two replicas, kill -9s, faults in both services), printing its counts
+	$(BIN)/pytest -s -m chaos tests/e2e/test_chaos.py
 
 lint: install  ## ruff (lint + format check), mypy --strict, import contracts
 	$(BIN)/ruff check .
