@@ -142,6 +142,9 @@ class RetryingSink(Sink):
     def check(self) -> None:
         self.inner.check()
 
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        return self.inner.planned_parts(items)
+
     def close(self) -> None:
         self.inner.close()
 

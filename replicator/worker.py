@@ -158,6 +158,7 @@ class SinkWorker:
 
         outcomes: dict[DocumentKey, Outcome] = {}
         if upserts:
+            self._record_intents(conn, upserts)
             outcomes.update(self._apply(self.sink.upsert, upserts, [i.document.key for i in upserts]))
         if deletes:
             outcomes.update(self._apply(self.sink.delete, deletes, [i.key for i in deletes]))
@@ -189,6 +190,14 @@ class SinkWorker:
                 targets = sorted({t for d in docs.values() if d is not None for t in d.relation_keys()})
                 self._relation_ids = sink_state.remote_ids(conn, self.sink.name, targets)
         return docs, states
+
+    def _record_intents(self, conn: psycopg.Connection[Any], upserts: list[UpsertItem]) -> None:
+        """Before the write: the parts each document will have, so a lost answer cannot hide parts written
+        (``Sink.planned_parts``, ``record_intents``). Committed on its own, before any API call."""
+        planned = self.sink.planned_parts(upserts)
+        if planned:
+            with conn.transaction():
+                sink_state.record_intents(conn, self.sink.name, planned)
 
     def _apply(
         self, call: Callable[[Any], list[Outcome]], items: Sequence[Any], keys: list[DocumentKey]

@@ -88,6 +88,14 @@ class Sink(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Start-up checks; raise ``SinkConfigError`` with a message that says what to fix."""
 
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        """How many remote parts (Pinecone: chunks) each document will have once ``upsert`` has written it, for
+        sinks that clean up surplus parts by their recorded count. The worker records the larger of this and the
+        stored count in ``sink_state`` BEFORE the write (a write intent), so a write whose answer is lost (or a
+        worker killed right after it) can never leave parts that the recorded count does not cover. Must be cheap
+        and make no API call. Default: no parts to plan."""
+        return {}
+
     @abstractmethod
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         """Create or update each document; one outcome per item, in any order."""

@@ -4,8 +4,10 @@ upserted as vectors with deterministic ids (``dataset:<uuid>#0003``) and one met
 Spoken through the real ``pinecone`` SDK with the SDK's own retries switched off: the worker keeps the single
 retry policy (backoff, ``Retry-After``, dead letters), and SDK exceptions become ``SinkError`` in this module and
 nowhere else (``map_pinecone_error``). Requests stay within Pinecone's limits (1,000 vectors and 2 MB per upsert,
-40 KB of metadata per vector). When a document shrinks, its surplus chunk ids are deleted; deleting a document
-deletes every id under its prefix, found by listing, so a lost ``sink_state`` never leaves vectors behind.
+40 KB of metadata per vector). When a document shrinks, its surplus chunk ids are deleted up to the count recorded
+in ``sink_state``, which the worker raises to this write's chunk count BEFORE the write (``planned_parts``), so an
+upsert that was applied but whose answer was lost still leaves a count covering every chunk it wrote; deleting a
+document deletes every id under its prefix, found by listing, so a lost ``sink_state`` never leaves vectors behind.
 """
 
 from __future__ import annotations
@@ -413,6 +415,11 @@ class PineconeSink(Sink):
             )
 
     # ---- writes --------------------------------------------------------------------------------------------------
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        """The chunk count of each document (chunking is pure and cheap; no API call). The worker records it before
+        ``upsert`` so ``_delete_surplus`` covers every chunk a write with a lost answer may have left."""
+        return {item.document.key: len(chunk_document(item.document, self._chunking)) for item in items}
+
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         prepared, failed = self._prepare(items)
         for batch in self._batches(prepared):
@@ -521,6 +528,8 @@ class PineconeSink(Sink):
         state = p.item.state
         try:
             if state is not None:
+                # The recorded count is at least every count ever attempted since the last confirmed write: the
+                # worker records each write's chunk count as an intent before the write (``planned_parts``).
                 old = {vector_id(key, n) for n in range(state.chunk_count)}
             else:
                 # No record of earlier writes (first write, or the state was lost): ask the index.

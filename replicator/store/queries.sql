@@ -220,6 +220,19 @@ ON CONFLICT (sink, entity, entity_id) DO UPDATE
 SET remote_id = EXCLUDED.remote_id, content_hash = EXCLUDED.content_hash, chunk_count = EXCLUDED.chunk_count,
     synced_at = now()
 
+-- name: record_intents
+-- WRITE INTENT — correctness-critical. Recorded BEFORE a sink writes parts (Pinecone chunks) of these documents, in
+-- its own committed transaction: chunk_count becomes the larger of what is recorded and what is about to be written,
+-- and content_hash a marker no render produces. So an upsert whose answer is lost (applied downstream, reported as a
+-- failure) or a worker killed after the write still leaves a count that covers every part that may exist (the next
+-- write deletes the surplus by it), and the "unchanged, skip" shortcut cannot trust a hash of content that may have
+-- been overwritten downstream. A successful write records the exact state afterwards (``record_state``).
+INSERT INTO replicator.sink_state AS s (sink, entity, entity_id, remote_id, content_hash, chunk_count, synced_at)
+SELECT %(sink)s, k.entity, k.entity_id, NULL, %(hash)s, k.chunks, now()
+FROM unnest(%(entities)s::text[], %(ids)s::uuid[], %(chunks)s::int[]) AS k(entity, entity_id, chunks)
+ON CONFLICT (sink, entity, entity_id) DO UPDATE
+SET content_hash = EXCLUDED.content_hash, chunk_count = greatest(s.chunk_count, EXCLUDED.chunk_count)
+
 -- name: forget_state
 DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
 

@@ -5,7 +5,7 @@ how it last fared. Workers, ``verify`` and ``status`` read and write these throu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +50,19 @@ def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
         "chunks": state.chunk_count,
     }
     conn.execute(QUERIES["record_state"], params)
+
+
+# The content hash of a document whose write is under way (``record_intents``); no render produces it.
+INTENT_HASH = "intent:unconfirmed"
+
+
+def record_intents(conn: Conn, sink: str, parts: Mapping[DocumentKey, int]) -> None:
+    """Before a write: record that each document may have up to ``parts[key]`` remote parts (``record_intents``)."""
+    if not parts:
+        return
+    keys = sorted(parts)
+    params = {"sink": sink, "hash": INTENT_HASH, "chunks": [parts[k] for k in keys], **_arrays(keys)}
+    conn.execute(QUERIES["record_intents"], params)
 
 
 def forget(conn: Conn, sink: str, key: DocumentKey) -> None:
