@@ -216,7 +216,8 @@ class RetryingSink(Sink):
                     for o in outcomes
                     if o.kind is OutcomeKind.FAILED and o.error is not None and o.error.retryable
                 }
-                pending = [item for item in pending if key_of(item) in retry_keys]
+                # A document whose lease is gone is not retried here: the worker that holds the row writes it.
+                pending = [item for item in pending if key_of(item) in retry_keys and item.held()]
                 if pending and not retry_hint_too_long():
                     raise TryAgain
         return [final[key_of(item)] for item in items if key_of(item) in final]

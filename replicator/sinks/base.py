@@ -6,7 +6,7 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -14,6 +14,7 @@ from replicator.documents import Document, DocumentKey, RemoteState
 
 __all__ = [
     "DeleteItem",
+    "LeaseLostError",
     "Outcome",
     "OutcomeKind",
     "RemoteDocument",
@@ -22,6 +23,8 @@ __all__ = [
     "SinkConfigError",
     "SinkError",
     "UpsertItem",
+    "always_held",
+    "lease_lost",
 ]
 
 
@@ -39,6 +42,10 @@ class SinkConfigError(Exception):
     """The sink cannot start: missing settings, a database without the properties it writes, a wrong dimension."""
 
 
+def always_held() -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class UpsertItem:
     document: Document
@@ -46,12 +53,21 @@ class UpsertItem:
     # Remote ids (Notion page ids) of the document's relation targets in this sink, as recorded in its state;
     # filled by the worker for sinks that set ``wants_relation_ids``.
     relation_ids: Mapping[DocumentKey, str] = field(default_factory=dict)
+    # The worker's lease on this document: False once it is lost (or about to run out unrenewed). A sink calls it
+    # right before each write request that carries the document and leaves the document out when it is False
+    # (outcome FAILED, retryable: the worker that holds the row now writes it).
+    held: Callable[[], bool] = field(default=always_held, compare=False, repr=False)
+    # Rewrite even if the sink's own record says the remote copy is current (``replicator resync --force``, a
+    # ``verify --repair`` of a missing or stale document): the remote copy may be gone although our records say
+    # otherwise. A sink with a hash check of its own (Notion's cache, its content-hash property) skips it.
+    force: bool = False
 
 
 @dataclass(frozen=True)
 class DeleteItem:
     key: DocumentKey
     state: RemoteState | None
+    held: Callable[[], bool] = field(default=always_held, compare=False, repr=False)
 
 
 class OutcomeKind(Enum):
@@ -68,6 +84,18 @@ class Outcome:
     state: RemoteState | None = None
     error: SinkError | None = None
     calls: int = 0  # API calls this item cost (metrics, benchmarks)
+
+
+class LeaseLostError(SinkError):
+    """The document was left out because the worker's lease on it is gone (``UpsertItem.held`` said False)."""
+
+    def __init__(self, key: DocumentKey) -> None:
+        super().__init__(f"{key}: the worker's lease on this row ran out or was taken; not written", retryable=True)
+
+
+def lease_lost(key: DocumentKey) -> Outcome:
+    """The outcome of a document left out because the worker's lease on it is gone."""
+    return Outcome(key, OutcomeKind.FAILED, error=LeaseLostError(key))
 
 
 @dataclass(frozen=True)

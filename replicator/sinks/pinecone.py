@@ -43,6 +43,7 @@ from replicator.metrics import Metrics, metered
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import (
     DeleteItem,
+    LeaseLostError,
     Outcome,
     OutcomeKind,
     RemoteDocument,
@@ -51,6 +52,7 @@ from replicator.sinks.base import (
     SinkConfigError,
     SinkError,
     UpsertItem,
+    lease_lost,
 )
 from replicator.text import ChunkPolicy, chunk_document
 
@@ -496,6 +498,9 @@ class PineconeSink(Sink):
             yield batch
 
     def _send(self, batch: list[tuple[_Prepared, list[dict[str, Any]]]]) -> None:
+        for p, _ in batch:
+            if p.error is None and not p.item.held():
+                p.error = LeaseLostError(p.item.document.key)  # the fence: never write a row we no longer hold
         live = [(p, vs) for p, vs in batch if p.error is None]
         if not live:
             return
@@ -537,6 +542,9 @@ class PineconeSink(Sink):
                 old = set(self._list_ids(id_prefix(key), p))
             surplus = sorted(old - keep)
             for start in range(0, len(surplus), MAX_IDS_PER_DELETE):
+                if not p.item.held():
+                    p.error = LeaseLostError(key)
+                    return
                 p.calls += 1
                 self._index.delete(ids=surplus[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
         except _SDK_ERRORS as error:
@@ -559,6 +567,9 @@ class PineconeSink(Sink):
                 if item.state is not None:
                     ids |= {vector_id(item.key, n) for n in range(item.state.chunk_count)}
                 ordered = sorted(ids)
+                if ordered and not item.held():
+                    outcomes.append(lease_lost(item.key))
+                    continue
                 for start in range(0, len(ordered), MAX_IDS_PER_DELETE):
                     calls += 1
                     self._index.delete(ids=ordered[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)

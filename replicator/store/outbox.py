@@ -139,6 +139,37 @@ def complete(conn: Conn, lease: Lease, row: ClaimedRow) -> None:
         release(conn, lease, row.key)
 
 
+def _key_arrays(keys: Collection[DocumentKey]) -> dict[str, list[Any]]:
+    ordered = sorted(keys)
+    entities: list[str] = [k.entity for k in ordered]
+    ids: list[uuid.UUID] = [k.id for k in ordered]
+    return {"entities": entities, "ids": ids}
+
+
+def renew(conn: Conn, lease: Lease, keys: Collection[DocumentKey], *, lease_s: float) -> set[DocumentKey]:
+    """Extend the lease of ``keys`` (``renew_leases``); returns those this worker still holds."""
+    if not keys:
+        return set()
+    params = {"sink": lease.sink, "worker": lease.worker, "lease": lease_s, **_key_arrays(keys)}
+    with conn.transaction():
+        rows = conn.execute(QUERIES["renew_leases"], params).fetchall()
+    return {DocumentKey(entity, id_) for entity, id_ in rows}
+
+
+def held(conn: Conn, lease: Lease, keys: Collection[DocumentKey]) -> set[DocumentKey]:
+    """The rows of ``keys`` this worker still holds, locked until the caller's transaction ends (``held_claims``)."""
+    if not keys:
+        return set()
+    params = {"sink": lease.sink, "worker": lease.worker, **_key_arrays(keys)}
+    return {DocumentKey(entity, id_) for entity, id_ in conn.execute(QUERIES["held_claims"], params)}
+
+
+def release_all(conn: Conn, lease: Lease) -> int:
+    """Give back every row this worker holds (``release_claims``)."""
+    params = {"sink": lease.sink, "worker": lease.worker}
+    return max(conn.execute(QUERIES["release_claims"], params).rowcount, 0)
+
+
 def release(conn: Conn, lease: Lease, key: DocumentKey) -> None:
     conn.execute(QUERIES["release"], lease.params(key))
 

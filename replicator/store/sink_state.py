@@ -56,12 +56,14 @@ def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
 INTENT_HASH = "intent:unconfirmed"
 
 
-def record_intents(conn: Conn, sink: str, parts: Mapping[DocumentKey, int]) -> None:
-    """Before a write: record that each document may have up to ``parts[key]`` remote parts (``record_intents``)."""
+def record_intents(conn: Conn, sink: str, worker: str, parts: Mapping[DocumentKey, int]) -> None:
+    """Before a write: record that each document may have up to ``parts[key]`` remote parts (``record_intents``),
+    for the documents whose outbox row ``worker`` still holds."""
     if not parts:
         return
     keys = sorted(parts)
-    params = {"sink": sink, "hash": INTENT_HASH, "chunks": [parts[k] for k in keys], **_arrays(keys)}
+    chunks = [parts[k] for k in keys]
+    params = {"sink": sink, "worker": worker, "hash": INTENT_HASH, "chunks": chunks, **_arrays(keys)}
     conn.execute(QUERIES["record_intents"], params)
 
 

@@ -4,8 +4,10 @@ goes through the real ``pinecone`` SDK against the emulator and the real sink wo
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -16,10 +18,12 @@ from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.query import search
 from replicator.retry import BackoffPolicy
+from replicator.sinks.base import DeleteItem, LeaseLostError, Outcome, OutcomeKind, Sink, UpsertItem
 from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index, id_prefix
 from replicator.store.outbox import backfill
 from replicator.text import ChunkPolicy, chunk_document
 from replicator.worker import SinkWorker
+from tests.daemon_harness import wait_for
 from tests.emulators.openai_embeddings import EmbeddingsServer, serve_embeddings
 from tests.emulators.pinecone import PineconeEmulator
 
@@ -204,3 +208,156 @@ def test_backfill_then_drain_is_idempotent(
     upserts = [r for r in pinecone_emulator.requests[before:] if r["path"] == "/vectors/upsert"]
     assert upserts == [], "an unchanged document is not rewritten"
     assert len(_vector_ids(pinecone_emulator, key)) > 1
+
+
+# ---- 2. a claimed batch never outlives its lease unnoticed ------------------------------------------------------
+
+
+class _Delegate(Sink):
+    """The Pinecone sink with a hook run right before the worker's first write step of a batch."""
+
+    name = "pinecone"
+
+    def __init__(self, inner: PineconeSink, before_write: Any) -> None:
+        self.inner = inner
+        self.before_write = before_write
+
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        self.before_write()
+        return self.inner.planned_parts(items)
+
+    def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
+        return self.inner.upsert(items)
+
+    def delete(self, items: Sequence[DeleteItem]) -> list[Outcome]:
+        return self.inner.delete(items)
+
+
+def _upserted_ids(emulator: PineconeEmulator, since: int = 0) -> list[str]:
+    return [
+        v["id"]
+        for r in emulator.requests[since:]
+        if r["path"] == "/vectors/upsert" and "apply_then_fail" not in r
+        for v in r["body"]["vectors"]
+    ]
+
+
+def test_two_workers_with_a_short_lease_and_a_slow_index_write_each_row_once(
+    conn: Conn, db_url: str, pinecone_emulator: PineconeEmulator, embeddings: EmbeddingsServer, settings: Settings
+) -> None:
+    keys = [_dataset(conn, f"Slow {n}", f"Dataset number {n}.") for n in range(6)]
+    for key in keys:
+        _enqueue(conn, key)
+    short = _settings(
+        db_url,
+        pinecone_emulator,
+        embeddings,
+        REPLICATOR_LEASE_S=1.0,
+        REPLICATOR_WORKER_BATCH=4,
+        REPLICATOR_WORKER_IDLE_POLL_S=0.1,
+    )
+    # Each request takes 0.3 s: a batch of four new documents (upsert, then one listing per document) takes
+    # about 1.5 s, longer than the 1 s lease.
+    pinecone_emulator.set_faults({"latency_ms": 300, "only_paths": ["/vectors/"]})
+    sinks = [build_pinecone_sink(short), build_pinecone_sink(short)]
+    workers = [_worker(db_url, short, s, worker_id=f"w{n}") for n, s in enumerate(sinks)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.run, args=(stop,)) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(
+            lambda: conn.execute("SELECT count(*) FROM replicator.outbox").fetchone() == (0,),
+            timeout=30,
+            what="the outbox drained",
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        for s in sinks:
+            s.close()
+    written = _upserted_ids(pinecone_emulator)
+    assert sorted(written) == sorted(f"{id_prefix(k)}0000" for k in keys), "each document written exactly once"
+    lost = sum(_metric(w, "replicator_leases_lost_total") for w in workers)
+    assert lost == 0
+    recorded = conn.execute("SELECT count(*) FROM replicator.sink_state WHERE content_hash <> 'intent:unconfirmed'")
+    assert recorded.fetchone() == (len(keys),)
+
+
+def _metric(worker: SinkWorker, name: str) -> float:
+    return worker.metrics.registry.get_sample_value(name, {"sink": "pinecone"}) or 0.0
+
+
+def test_a_worker_whose_rows_were_taken_never_writes_them(
+    conn: Conn, db_url: str, settings: Settings, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    key = _dataset(conn, "Taken", "A dataset another worker took.")
+    _enqueue(conn, key)
+    short = settings.model_copy(update={"lease_s": 0.6})
+
+    def steal() -> None:
+        with psycopg.connect(db_url, autocommit=True) as other:
+            other.execute(
+                "UPDATE replicator.outbox SET claimed_by = 'thief', claimed_until = now() + interval '1 minute'"
+            )
+        time.sleep(0.5)  # the heartbeat (every 0.2 s) sees the row gone
+
+    worker = _worker(db_url, short, _Delegate(sink, steal))
+    before = len(pinecone_emulator.requests)
+    try:
+        assert worker.run_once() == 1
+    finally:
+        worker.close()
+    assert _upserted_ids(pinecone_emulator, before) == []
+    assert conn.execute("SELECT claimed_by FROM replicator.outbox").fetchall() == [("thief",)]
+    assert conn.execute("SELECT count(*) FROM replicator.sink_state").fetchone() == (0,)
+    assert _metric(worker, "replicator_leases_lost_total") == 1
+
+
+def test_the_pinecone_sink_checks_the_fence_before_each_write(
+    conn: Conn, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    key = _dataset(conn, "Fenced", "Written only while held.")
+    document = _render(conn, key)
+    before = len(pinecone_emulator.requests)
+    (outcome,) = sink.upsert([UpsertItem(document, None, held=lambda: False)])
+    assert outcome.kind is OutcomeKind.FAILED
+    assert isinstance(outcome.error, LeaseLostError)
+    assert [r["path"] for r in pinecone_emulator.requests[before:]] == []
+    (written,) = sink.upsert([UpsertItem(document, None)])
+    assert written.kind is OutcomeKind.APPLIED
+    (kept,) = sink.delete([DeleteItem(key, written.state, held=lambda: False)])
+    assert isinstance(kept.error, LeaseLostError)
+    assert _vector_ids(pinecone_emulator, key) == [f"{id_prefix(key)}0000"]
+
+
+def test_a_worker_that_hits_a_database_error_gives_its_rows_back_at_once(
+    conn: Conn, db_url: str, settings: Settings, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    key = _dataset(conn, "Released", "Given back after a database error.")
+    _enqueue(conn, key)
+    killed: list[int] = []
+
+    def kill_my_connection() -> None:
+        if not killed:
+            with psycopg.connect(db_url, autocommit=True) as other:
+                rows = other.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'replicator-dbe'"
+                ).fetchall()
+            killed.append(len(rows))
+
+    # A lease of ten minutes: only the release explains a prompt second try.
+    long_lease = settings.model_copy(update={"lease_s": 600.0, "worker_idle_poll_s": 0.1})
+    worker = _worker(db_url, long_lease, _Delegate(sink, kill_my_connection), worker_id="dbe")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: _vector_ids(pinecone_emulator, key), timeout=20, what="the document written after the error")
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    assert len(killed) == 1
+    assert killed[0] >= 1
+    assert conn.execute("SELECT count(*) FROM replicator.outbox").fetchone() == (0,)
