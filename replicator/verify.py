@@ -32,8 +32,9 @@ from replicator.store import sink_state
 from replicator.store.outbox import current_lsn, enqueue
 
 RENDER_BATCH = 500
-# What ``repair`` writes over a recorded hash so the worker sees the document as changed.
-INVALIDATED_HASH = "verify:invalidated"
+# What ``repair`` writes over a recorded hash so the worker sees the document as changed (and passes
+# ``force=True`` to the sink, so a sink's own hash check does not skip it either).
+INVALIDATED_HASH = sink_state.INVALIDATED_HASH
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,8 @@ class SinkWorker:
                 unchanged.append(key)
             else:
                 related = {t: self._relation_ids[t] for t in doc.relation_keys() if t in self._relation_ids}
-                upserts.append(UpsertItem(doc, state, related, held=keeper.fence(key)))
+                force = state is not None and state.content_hash in sink_state.FORCE_HASHES
+                upserts.append(UpsertItem(doc, state, related, held=keeper.fence(key), force=force))
 
         outcomes: dict[DocumentKey, Outcome] = {}
         if upserts:

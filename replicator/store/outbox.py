@@ -27,6 +27,7 @@ from psycopg import sql
 
 from replicator.documents import DocumentKey
 from replicator.graph import ENTITIES
+from replicator.store import sink_state
 from replicator.store.queries import QUERIES
 
 NOTIFY_CHANNEL = "replicator_outbox"
@@ -82,11 +83,15 @@ def current_lsn(conn: Conn) -> int:
     return int(row[0])
 
 
-def backfill(conn: Conn, sinks: Collection[str], entities: Iterable[str] | None = None) -> int:
+def backfill(conn: Conn, sinks: Collection[str], entities: Iterable[str] | None = None, *, force: bool = False) -> int:
     """Enqueue every existing document of ``entities`` (all by default) for ``sinks``, in one transaction.
-    A full backfill also clears ``sink_status.needs_resync`` of those sinks. Returns the rows enqueued."""
+    A full backfill also clears ``sink_status.needs_resync`` of those sinks. With ``force`` every recorded
+    content hash of those documents is overwritten first (``sink_state.force_rewrite``), so each document is
+    written again instead of skipped as unchanged. Returns the rows enqueued."""
     chosen = tuple(entities) if entities is not None else ENTITIES
     with conn.transaction():
+        if force:
+            sink_state.force_rewrite(conn, list(sinks), None if entities is None else chosen)
         total = enqueue_entities(conn, sinks, chosen, current_lsn(conn))
         if entities is None and sinks:
             conn.execute(QUERIES["clear_needs_resync"], {"sinks": list(sinks)})

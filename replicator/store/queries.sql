@@ -273,6 +273,14 @@ DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s 
 UPDATE replicator.sink_state SET content_hash = %(hash)s
 WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))
 
+-- name: force_rewrite
+-- RESYNC --FORCE: a hash no render produces, for every document these sinks hold (of one entity, or all), in the
+-- transaction that enqueues them, so the worker rewrites each one instead of trusting sink_state (a sink restored
+-- empty or from an old backup still has our records saying "in sync"). remote_id and chunk_count stay: the sink
+-- still finds, updates and cleans up what may exist.
+UPDATE replicator.sink_state SET content_hash = %(hash)s
+WHERE sink = ANY(%(sinks)s::text[]) AND (%(entity)s::text IS NULL OR entity = %(entity)s)
+
 -- name: forget_states
 DELETE FROM replicator.sink_state
 WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))

@@ -52,8 +52,22 @@ def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
     conn.execute(QUERIES["record_state"], params)
 
 
-# The content hash of a document whose write is under way (``record_intents``); no render produces it.
+# Content hashes no render produces, written over a recorded hash so the worker rewrites the document:
+# a write under way (``record_intents``), ``resync --force`` (``force_rewrite``), ``verify --repair`` (``invalidate``).
 INTENT_HASH = "intent:unconfirmed"
+FORCED_HASH = "resync:forced"
+INVALIDATED_HASH = "verify:invalidated"
+# The worker passes ``force=True`` to the sink for these: rewrite even if the sink's own check says "current".
+FORCE_HASHES = frozenset({FORCED_HASH, INVALIDATED_HASH})
+
+
+def force_rewrite(conn: Conn, sinks: Sequence[str], entities: Iterable[str] | None = None) -> int:
+    """Mark every document ``sinks`` hold (of ``entities``, all by default) to be rewritten (``force_rewrite``)."""
+    total = 0
+    for entity in (None,) if entities is None else tuple(entities):
+        params = {"sinks": list(sinks), "hash": FORCED_HASH, "entity": entity}
+        total += max(conn.execute(QUERIES["force_rewrite"], params).rowcount, 0)
+    return total
 
 
 def record_intents(conn: Conn, sink: str, worker: str, parts: Mapping[DocumentKey, int]) -> None:

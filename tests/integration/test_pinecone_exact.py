@@ -12,18 +12,22 @@ from typing import Any
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from replicator.cli import app
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.query import search
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import DeleteItem, LeaseLostError, Outcome, OutcomeKind, Sink, UpsertItem
+from replicator.sinks.notion import NotionSink, create_databases, notion_client
 from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index, id_prefix
 from replicator.store.outbox import backfill
 from replicator.text import ChunkPolicy, chunk_document
 from replicator.worker import SinkWorker
 from tests.daemon_harness import wait_for
+from tests.emulators.notion import NotionEmulator
 from tests.emulators.openai_embeddings import EmbeddingsServer, serve_embeddings
 from tests.emulators.pinecone import PineconeEmulator
 
@@ -361,3 +365,147 @@ def test_a_worker_that_hits_a_database_error_gives_its_rows_back_at_once(
     assert len(killed) == 1
     assert killed[0] >= 1
     assert conn.execute("SELECT count(*) FROM replicator.outbox").fetchone() == (0,)
+
+
+# ---- 3. resync --force restores sinks that lost their data ----------------------------------------------------
+
+
+NOTION_SETTING = {
+    "program": "NOTION_PROGRAMS_DB_ID",
+    "experiment": "NOTION_EXPERIMENTS_DB_ID",
+    "signature": "NOTION_SIGNATURE_DB_ID",
+    "dataset": "NOTION_EXP_DATA_DB_ID",
+}
+
+
+def _notion_sink(emulator: NotionEmulator) -> tuple[NotionSink, dict[str, str]]:
+    """The four databases created as ``replicator notion init`` does, and a Notion sink on them."""
+    client = notion_client(emulator.token, emulator.url)
+    try:
+        ids = create_databases(client, emulator.root_page_id)
+    finally:
+        client.close()
+    by_entity = {entity: ids[name] for entity, name in NOTION_SETTING.items()}
+    notion = NotionSink(notion_client(emulator.token, emulator.url), by_entity, sleep=lambda _s: None)
+    notion.check()
+    return notion, {setting: by_entity[entity] for entity, setting in NOTION_SETTING.items()}
+
+
+def _live_pages(emulator: NotionEmulator) -> dict[str, str]:
+    """Postgres ID → title of every live database page."""
+    out: dict[str, str] = {}
+    for page in emulator.state()["pages"].values():
+        if page["data_source_id"] and not page["in_trash"]:
+            props = page["properties"]
+            out[str(props.get("Postgres ID"))] = str(props.get("Name") or props.get("Experiment Name"))
+    return out
+
+
+def test_resync_force_restores_both_sinks_restarted_empty(
+    conn: Conn,
+    db_url: str,
+    settings: Settings,
+    pinecone_emulator: PineconeEmulator,
+    notion_emulator: NotionEmulator,
+    embeddings: EmbeddingsServer,
+) -> None:
+    datasets = [_dataset(conn, f"Restored {n}", f"Dataset {n} about {'lipids ' * n}") for n in range(4)]
+    program = conn.execute("INSERT INTO program (name) VALUES ('Restoration') RETURNING id").fetchone()
+    assert program is not None
+    conn.execute("INSERT INTO program_dataset (program_id, dataset_id) VALUES (%s, %s)", (program[0], datasets[0].id))
+    keys = [*datasets, DocumentKey("program", program[0])]
+    both = settings.model_copy(update={"replicator_sinks": "notion,pinecone", "notion_settle_ms": 0})
+
+    def sync_all(notion: NotionSink) -> None:
+        pinecone = build_pinecone_sink(both)
+        try:
+            for sink in (notion, pinecone):
+                worker = _worker(db_url, both, sink, worker_id=f"resync-{sink.name}")
+                try:
+                    _drain(worker, conn)
+                finally:
+                    worker.close()
+        finally:
+            pinecone.close()
+
+    notion, _ = _notion_sink(notion_emulator)
+    backfill(conn, ["notion", "pinecone"])
+    sync_all(notion)
+    notion.close()
+    expected_vectors = sorted(pinecone_emulator.vectors(INDEX, NS))
+    assert len(_live_pages(notion_emulator)) == len(keys)
+
+    # Both services lose everything and are set up again, as after restoring an empty backup.
+    pinecone_emulator.reset()
+    notion_emulator.reset()
+    pc = connect(pinecone_emulator.api_key, pinecone_emulator.url)
+    ensure_index(pc, INDEX, DIM)
+    pc.close()
+    notion, notion_env = _notion_sink(notion_emulator)
+
+    env = {
+        "POSTGRES_URL": db_url,
+        "REPLICATOR_SINKS": "notion,pinecone",
+        "NOTION_API_KEY": notion_emulator.token,
+        "NOTION_BASE_URL": notion_emulator.url,
+        **notion_env,
+    }
+    result = CliRunner().invoke(app, ["resync", "--force"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"enqueued {2 * len(keys)} document(s)" in result.output
+    assert "forced" in result.output
+    sync_all(notion)
+    notion.close()
+
+    assert sorted(pinecone_emulator.vectors(INDEX, NS)) == expected_vectors
+    pages = _live_pages(notion_emulator)
+    assert sorted(pages) == sorted(str(k.id) for k in keys)
+    assert conn.execute("SELECT count(*) FROM replicator.sink_state WHERE content_hash LIKE '%%:%%'").fetchone() == (
+        0,
+    ), "every document recorded with its real hash again"
+
+
+def test_plain_resync_skips_documents_recorded_in_sync(
+    conn: Conn, db_url: str, settings: Settings, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    key = _dataset(conn, "Skipped", "Recorded in sync.")
+    backfill(conn, ["pinecone"])
+    worker = _worker(db_url, settings, sink)
+    try:
+        _drain(worker, conn)
+        sink.index.delete(ids=[f"{id_prefix(key)}0000"], namespace=NS)  # lost downstream behind our back
+        backfill(conn, ["pinecone"])
+        _drain(worker, conn)
+        assert _vector_ids(pinecone_emulator, key) == [], "plain resync trusts sink_state (documented)"
+        backfill(conn, ["pinecone"], force=True)
+        _drain(worker, conn)
+    finally:
+        worker.close()
+    assert _vector_ids(pinecone_emulator, key) == [f"{id_prefix(key)}0000"]
+
+
+def test_the_notion_sink_honours_force_over_its_own_hash_check(
+    conn: Conn, db_url: str, settings: Settings, notion_emulator: NotionEmulator
+) -> None:
+    key = _dataset(conn, "Forced title", "Renamed in the UI behind our back.")
+    notion, _ = _notion_sink(notion_emulator)
+    both = settings.model_copy(update={"replicator_sinks": "notion", "notion_settle_ms": 0})
+    worker = _worker(db_url, both, notion, worker_id="force-notion")
+    try:
+        backfill(conn, ["notion"])
+        _drain(worker, conn)
+        (page_id,) = [p["id"] for p in notion_emulator.state()["pages"].values() if p["data_source_id"]]
+        client = notion_client(notion_emulator.token, notion_emulator.url)
+        client.pages.update(
+            page_id, properties={"Experiment Name": {"title": [{"text": {"content": "Renamed by hand"}}]}}
+        )
+        client.close()
+        backfill(conn, ["notion"])
+        _drain(worker, conn)
+        assert _live_pages(notion_emulator)[str(key.id)] == "Renamed by hand", "plain resync trusts the hashes"
+        backfill(conn, ["notion"], force=True)
+        _drain(worker, conn)
+    finally:
+        worker.close()
+        notion.close()
+    assert _live_pages(notion_emulator)[str(key.id)] == "Forced title"

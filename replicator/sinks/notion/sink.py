@@ -289,6 +289,8 @@ class NotionSink(Sink):
                     written = ContentHash.parse(_property_text(found, CONTENT_HASH))
         if page_id is None:
             page_id, written = self._find_page(doc.key, page, data_source, calls)
+        if item.force:
+            written = None  # resync --force / verify --repair: rewrite whatever the page's hash property says
         if page_id is None:
             page_id = self._create(page, data_source, calls)
         elif written != page.hashes:
