@@ -68,6 +68,13 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_METADATA_BYTES = 40 * 1024
 MAX_IDS_PER_DELETE = 1000
 FETCH_BATCH = 100
+# A fetch answer carries each record's values and metadata; batches are sized to stay within this, far below the
+# 4 MB a query answer may be (https://docs.pinecone.io/reference/api/database-limits/operation-limits).
+MAX_FETCH_ANSWER_BYTES = 2 * 1024 * 1024
+# The share of the 40 KB metadata that related ids (``program_ids`` …) may take together; the rest is for the
+# chunk text and the filter fields. A list beyond its share is cut visibly: ``<key>_count`` holds the full count
+# and ``<key>_truncated`` is true (the full set stays in Postgres and in the document text).
+RELATION_IDS_BUDGET = 16 * 1024
 # Room for the request envelope and for the SDK serialising floats a little longer than we measure them.
 _REQUEST_MARGIN = 64 * 1024
 
@@ -287,10 +294,40 @@ def vector_metadata(
             related[f"{key.entity}_ids"].add(str(key.id))
     for match in document.signature_matches:
         related[f"{match.other.entity}_ids"].add(str(match.other.id))
-    for meta_key, ids in sorted(related.items()):
-        if ids:
-            meta[meta_key] = sorted(ids)
+    meta.update(budget_id_lists({k: sorted(v) for k, v in related.items() if v}))
     return meta
+
+
+def budget_id_lists(lists: dict[str, list[str]], budget: int = RELATION_IDS_BUDGET) -> dict[str, Any]:
+    """The id lists within ``budget`` bytes of JSON together, shared fairly (a short list keeps all of its ids,
+    the long ones share what is left). A list that was cut keeps its first ids in sorted order and gains
+    ``<key>_count`` (how many there are) and ``<key>_truncated: true``, so a reader sees the list is partial."""
+    out: dict[str, Any] = {}
+    remaining = budget
+    ordered = sorted(lists.items(), key=lambda kv: (_json_size(kv[1]), kv[0]))
+    for position, (key, ids) in enumerate(ordered):
+        share = remaining // (len(ordered) - position)
+        if _json_size(ids) <= share:
+            out[key] = ids
+            remaining -= _json_size(ids)
+            continue
+        kept: list[str] = []
+        size = 2  # the brackets
+        for item in ids:
+            cost = len(orjson.dumps(item)) + 1
+            if size + cost > share - 64:  # room for the count and the marker fields
+                break
+            kept.append(item)
+            size += cost
+        out[key] = kept
+        out[f"{key}_count"] = len(ids)
+        out[f"{key}_truncated"] = True
+        remaining -= size + 64
+    return out
+
+
+def _json_size(value: Any) -> int:
+    return len(orjson.dumps(value))
 
 
 def _metadata_value(value: Any) -> str | list[str] | None:
@@ -313,8 +350,21 @@ def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[
     text: str = meta["text"]
     rest = size - len(text.encode())
     budget = limit - rest - 16  # the ellipsis and quoting
-    if budget <= 0:
-        raise SinkError(f"metadata of {meta['entity']}:{meta['postgres_id']} exceeds {limit} bytes", retryable=False)
+    if budget <= 1024:
+        # The other fields alone leave too little room (filter lists of thousands of values): cut the largest list
+        # in half, visibly, until the text has at least 1 KB; never a permanent error for size.
+        lists = {k: v for k, v in meta.items() if isinstance(v, list) and v}
+        if not lists:
+            raise SinkError(
+                f"metadata of {meta['entity']}:{meta['postgres_id']} exceeds {limit} bytes", retryable=False
+            )
+        key = max(lists, key=lambda k: _json_size(lists[k]))
+        values = lists[key]
+        cut = dict(meta)
+        cut[key] = values[: len(values) // 2]
+        cut[f"{key}_count"] = meta.get(f"{key}_count", len(values))
+        cut[f"{key}_truncated"] = True
+        return fit_metadata(cut, limit)
     encoded = text.encode()[:budget]
     short = encoded.decode("utf-8", errors="ignore").rstrip() + " …"
     out = dict(meta, text=short)
@@ -584,15 +634,33 @@ class PineconeSink(Sink):
         return outcomes
 
     # ---- retrieval -----------------------------------------------------------------------------------------------
-    def query(self, vector: Sequence[float], *, top_k: int, filter: dict[str, Any] | None = None) -> list[VectorMatch]:
-        """Nearest chunks to ``vector`` in this sink's namespace, best first, with their metadata."""
+    def query(
+        self,
+        vector: Sequence[float],
+        *,
+        top_k: int,
+        filter: dict[str, Any] | None = None,
+        include_metadata: bool = True,
+    ) -> list[VectorMatch]:
+        """Nearest chunks to ``vector`` in this sink's namespace, best first, with their metadata (or without, for
+        a large ``top_k``: a query answer is capped at 4 MB; ``fetch_metadata`` then reads what is needed)."""
         try:
             response = self._index.query(
-                vector=list(vector), top_k=top_k, include_metadata=True, filter=filter, namespace=self._namespace
+                vector=list(vector),
+                top_k=top_k,
+                include_metadata=include_metadata,
+                include_values=False,
+                filter=filter,
+                namespace=self._namespace,
             )
         except _SDK_ERRORS as error:
             raise map_pinecone_error(error, "query") from error
         return [VectorMatch(m.id, float(m.score), dict(m.metadata or {})) for m in response.matches]
+
+    def fetch_metadata(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The metadata of each of ``ids`` that exists, read in batches whose answers stay small (values and up
+        to 40 KB of metadata per record)."""
+        return self._fetch_metadata(list(ids))
 
     # ---- verify --------------------------------------------------------------------------------------------------
     def inventory(self) -> Iterator[RemoteDocument]:
@@ -624,10 +692,16 @@ class PineconeSink(Sink):
 
         return retry_reads(mapped, policy=self._read_policy, attempts=self._read_attempts, sleep=self._sleep)
 
+    def _fetch_batch(self) -> int:
+        """Ids per fetch, so that an answer of full-size records stays within ``MAX_FETCH_ANSWER_BYTES``."""
+        per_record = self._provider.dimension * 24 + MAX_METADATA_BYTES
+        return max(1, min(FETCH_BATCH, MAX_FETCH_ANSWER_BYTES // per_record))
+
     def _fetch_metadata(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), FETCH_BATCH):
-            batch = ids[start : start + FETCH_BATCH]
+        step = self._fetch_batch()
+        for start in range(0, len(ids), step):
+            batch = ids[start : start + step]
             fetch = functools.partial(self._index.fetch, ids=batch, namespace=self._namespace)
             response = self._read(fetch, f"fetch {len(batch)} vectors")
             for vid, vector in response.vectors.items():

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -18,11 +19,19 @@ from replicator.cli import app
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
-from replicator.query import search
+from replicator.query import MAX_TOP_K, search
 from replicator.retry import BackoffPolicy
-from replicator.sinks.base import DeleteItem, LeaseLostError, Outcome, OutcomeKind, Sink, UpsertItem
+from replicator.sinks.base import DeleteItem, LeaseLostError, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
 from replicator.sinks.notion import NotionSink, create_databases, notion_client
-from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index, id_prefix
+from replicator.sinks.pinecone import (
+    MAX_METADATA_BYTES,
+    PineconeSink,
+    budget_id_lists,
+    build_pinecone_sink,
+    connect,
+    ensure_index,
+    id_prefix,
+)
 from replicator.store.outbox import backfill
 from replicator.text import ChunkPolicy, chunk_document
 from replicator.worker import SinkWorker
@@ -509,3 +518,69 @@ def test_the_notion_sink_honours_force_over_its_own_hash_check(
         worker.close()
         notion.close()
     assert _live_pages(notion_emulator)[str(key.id)] == "Forced title"
+
+
+# ---- 4. metadata and answer budgets -------------------------------------------------------------------------------
+
+
+def test_a_program_related_to_a_thousand_datasets_is_indexed_with_its_ids_cut_visibly(
+    conn: Conn, db_url: str, settings: Settings, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    program = conn.execute("INSERT INTO program (name) VALUES ('Huge program') RETURNING id").fetchone()
+    assert program is not None
+    conn.execute(
+        "INSERT INTO dataset (natural_key, name, omics_type) "
+        "SELECT 'huge-' || n, 'Dataset ' || n, 'lipidomics' FROM generate_series(1, 1000) AS n"
+    )
+    conn.execute("INSERT INTO program_dataset (program_id, dataset_id) SELECT %s, id FROM dataset", (program[0],))
+    key = DocumentKey("program", program[0])
+    _enqueue(conn, key)
+    worker = _worker(db_url, settings, sink)
+    try:
+        _drain(worker, conn)
+    finally:
+        worker.close()
+    assert conn.execute("SELECT count(*) FROM replicator.dead_letter").fetchone() == (0,)
+    vectors = [v for i, v in pinecone_emulator.vectors(INDEX, NS).items() if i.startswith(id_prefix(key))]
+    assert vectors
+    for vector in vectors:
+        meta = vector.metadata or {}
+        assert len(orjson.dumps(meta)) <= MAX_METADATA_BYTES
+        assert meta["dataset_ids_count"] == 1000
+        assert meta["dataset_ids_truncated"] is True
+        assert 100 < len(meta["dataset_ids"]) < 1000
+        all_ids = {str(r[0]) for r in conn.execute("SELECT id FROM dataset")}
+        assert set(meta["dataset_ids"]) <= all_ids
+
+
+def test_short_id_lists_are_kept_whole_and_unmarked() -> None:
+    ids = sorted(str(uuid.uuid4()) for _ in range(20))
+    out = budget_id_lists({"program_ids": ids, "dataset_ids": ids[:3]})
+    assert out == {"program_ids": ids, "dataset_ids": ids[:3]}
+
+
+def test_query_with_the_largest_top_k_stays_under_the_4_mb_answer(
+    conn: Conn, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    # 1,200 documents of two chunks with ~1.8 KB of text each: 4 × 1,000 matches with metadata would be ~4.4 MB.
+    filler = "ceramide " * 200
+    vectors = [
+        {
+            "id": f"dataset:{uuid.uuid4()}#{n:04d}",
+            "values": [1.0 + (i % 7) / 10] + [0.5] * (DIM - 1),
+            "metadata": {"entity": "dataset", "chunk": n, "chunk_count": 2, "text": f"chunk {n} {filler}"},
+        }
+        for i in range(1200)
+        for n in range(2)
+    ]
+    for start in range(0, len(vectors), 400):
+        sink.index.upsert(vectors=vectors[start : start + 400], namespace=NS)
+    with pytest.raises(SinkError, match="4MB"):  # what asking for metadata with the matches would do
+        sink.query([1.0] * DIM, top_k=4 * MAX_TOP_K, include_metadata=True)
+    hits = search(conn, sink, "ceramide", top_k=MAX_TOP_K)
+    assert len(hits) == MAX_TOP_K
+    assert len({h.key for h in hits}) == MAX_TOP_K
+    assert all(h.chunk_text.startswith("chunk ") for h in hits)
+    assert all(h.stale for h in hits)  # no such rows in Postgres: reported as stale, with the vector's text
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
