@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -151,6 +151,12 @@ class RetryingSink(Sink):
     def inventory(self) -> Iterator[RemoteDocument]:
         # Reads are retried inside the sinks themselves (their own read policy); pass straight through.
         return self.inner.inventory()
+
+    def inventory_of(self, keys: Collection[DocumentKey]) -> Iterator[RemoteDocument]:
+        return self.inner.inventory_of(keys)
+
+    def settle_reads(self) -> None:
+        self.inner.settle_reads()
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         return self._with_retries(list(items), lambda item: item.document.key, self.inner.upsert)

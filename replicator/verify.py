@@ -8,6 +8,9 @@ hash compared with the hash the sink stored downstream:
 - stale: downstream with another content hash (or an incomplete set of chunks);
 - duplicated: more than one remote document for one key (two Notion pages, or Pinecone chunks that disagree).
 
+Eventually consistent reads (Pinecone) are handled in ``verify_sink``: it waits for the sink's reads to catch up
+(``Sink.settle_reads``), and re-checks what looks drifted after ``REPLICATOR_VERIFY_RECHECK_S`` before reporting it.
+
 ``repair`` goes through the normal pipeline rather than around it: it enqueues the keys into
 ``replicator.outbox`` (the same coalescing insert the source uses) and makes the worker write them again —
 for missing and stale keys it invalidates the recorded hash (so the "unchanged, skip" shortcut does not apply),
@@ -17,9 +20,10 @@ orphans are enqueued and the worker, finding no row, deletes them downstream.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -122,11 +126,44 @@ def compare(sink: str, expected: dict[DocumentKey, str], remote: Iterable[Remote
 
 
 def verify_sink(
-    conn: psycopg.Connection[Any], sink: Sink, expected: dict[DocumentKey, str] | None = None
+    conn: psycopg.Connection[Any],
+    sink: Sink,
+    expected: dict[DocumentKey, str] | None = None,
+    *,
+    recheck_s: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SinkReport:
-    """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks)."""
+    """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks).
+
+    Reads of an eventually consistent sink may lag its writes: first ``sink.settle_reads()`` waits until they
+    reflect every write made before verify started (where the service says how far its reads are: Pinecone's
+    LSNs). Then, with ``recheck_s`` > 0, whatever looks drifted is looked at again after that many seconds — the
+    documents re-rendered from Postgres, their remote copies read again (``inventory_of``) — and only what still
+    drifted is reported, so a read that was merely late (a fetch by id has no freshness signal) is never reported,
+    and ``repair`` never rewrites a document that was in sync."""
     hashes = expected if expected is not None else expected_hashes(conn)
-    return compare(sink.name, hashes, sink.inventory())
+    sink.settle_reads()
+    first = compare(sink.name, hashes, sink.inventory())
+    if first.in_sync or recheck_s <= 0:
+        return first
+    sleep(recheck_s)
+    sink.settle_reads()
+    drifted = sorted(set(first.missing) | set(first.orphaned) | set(first.stale) | set(first.duplicated))
+    now = expected_hashes_of(conn, drifted)
+    second = compare(sink.name, now, sink.inventory_of(drifted))
+    return replace(second, documents=first.documents, remote=first.remote)
+
+
+def expected_hashes_of(conn: psycopg.Connection[Any], keys: list[DocumentKey]) -> dict[DocumentKey, str]:
+    """Content hash of each of ``keys`` that exists now (one REPEATABLE READ snapshot)."""
+    out: dict[DocumentKey, str] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for start in range(0, len(keys), RENDER_BATCH):
+            for key, document in render(conn, keys[start : start + RENDER_BATCH]).items():
+                if document is not None:
+                    out[key] = document.content_hash()
+    return out
 
 
 def repair(conn: psycopg.Connection[Any], report: SinkReport) -> RepairResult:

@@ -220,7 +220,7 @@ def verify_command(
             for name in names:
                 sink = build_sink(name, settings)
                 try:
-                    report = verify_sink(conn, sink, expected)
+                    report = verify_sink(conn, sink, expected, recheck_s=settings.verify_recheck_s)
                 finally:
                     sink.close()
                 reports.append(report)

@@ -6,7 +6,7 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -135,6 +135,16 @@ class Sink(ABC):
     def inventory(self) -> Iterator[RemoteDocument]:
         """Every document this sink holds downstream (duplicates included: two pages for one key are two items)."""
         raise NotImplementedError(f"sink {self.name!r} cannot list its documents")
+
+    def inventory_of(self, keys: Collection[DocumentKey]) -> Iterator[RemoteDocument]:
+        """What ``inventory`` says of ``keys`` only (``verify`` re-checks drift with it); sinks that can look
+        documents up one by one override this cheaper default."""
+        wanted = set(keys)
+        return (item for item in self.inventory() if item.key in wanted)
+
+    def settle_reads(self) -> None:  # noqa: B027 - optional hook
+        """Wait until this sink's reads reflect every write acknowledged before the call, where the service says
+        how far its reads have caught up (Pinecone's log sequence numbers). ``verify`` calls it before reading."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""

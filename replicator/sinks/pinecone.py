@@ -12,12 +12,13 @@ document deletes every id under its prefix, found by listing, so a lost ``sink_s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +40,7 @@ from pinecone import (
 from replicator.documents import Document, DocumentKey
 from replicator.embedding import EmbeddingProvider
 from replicator.graph import ENTITIES
+from replicator.logs import event_logger
 from replicator.metrics import Metrics, metered
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import (
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from replicator.config import Settings
 
 T = TypeVar("T")
+log = event_logger("replicator.pinecone")
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -374,6 +377,11 @@ def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[
     return out
 
 
+# The id of the freshness probe ``settle_reads`` writes (not a document id: no ``entity:`` prefix, so inventory,
+# query and verify never take it for a document).
+FRESHNESS_PROBE_ID = "replicator-freshness-probe"
+FRESHNESS_POLL_S = 0.25
+
 # ---- the sink ----------------------------------------------------------------------------------------------------
 
 
@@ -411,7 +419,9 @@ class PineconeSink(Sink):
         max_request_bytes: int = MAX_REQUEST_BYTES,
         read_policy: BackoffPolicy | None = None,
         read_attempts: int = 6,
+        freshness_timeout_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._index = index
         self._provider = provider
@@ -425,7 +435,9 @@ class PineconeSink(Sink):
         # (writes are retried by RetryingSink around upsert/delete, reads have no such wrapper).
         self._read_policy = read_policy or BackoffPolicy()
         self._read_attempts = read_attempts
+        self._freshness_timeout_s = freshness_timeout_s
         self._sleep = sleep
+        self._clock = clock
 
     @property
     def provider(self) -> EmbeddingProvider:
@@ -681,6 +693,63 @@ class PineconeSink(Sink):
                 for key in group:
                     yield from _remote_documents(key, {vid: metadata.get(vid, {}) for vid in by_doc[key]})
 
+    def inventory_of(self, keys: Collection[DocumentKey]) -> Iterator[RemoteDocument]:
+        """``inventory`` for a few documents: one listing by each document's id prefix, then their metadata (for
+        many documents, one pass over the whole namespace is cheaper)."""
+        wanted = sorted(set(keys))
+        if len(wanted) > 200:
+            yield from super().inventory_of(wanted)
+            return
+        by_doc = {
+            key: self._read(functools.partial(self._list_ids, id_prefix(key)), f"list vectors of {key}")
+            for key in wanted
+        }
+        metadata = self._fetch_metadata([vid for ids in by_doc.values() for vid in ids])
+        for key, ids in by_doc.items():
+            if ids:
+                yield from _remote_documents(key, {vid: metadata.get(vid, {}) for vid in ids})
+
+    def settle_reads(self) -> None:
+        """Wait until list and query reflect every write made before this call, as Pinecone's "check data
+        freshness" guide says (https://docs.pinecone.io/guides/index-data/check-data-freshness): a write answers
+        with the log sequence number it committed at (``x-pinecone-request-lsn``), a list or query answer with the
+        newest one it reflects (``x-pinecone-max-indexed-lsn``). Only a write tells the current position, so a
+        probe record is upserted (and deleted again afterwards); then a one-id listing is polled until it has
+        caught up, for at most ``freshness_timeout_s`` (then a warning, and ``verify`` re-checks what it finds)."""
+        dimension = self._provider.dimension
+        probe = {
+            "id": FRESHNESS_PROBE_ID,
+            "values": [1.0] + [0.0] * (dimension - 1),
+            "metadata": {"entity": "freshness-probe"},
+        }
+        upsert = functools.partial(self._index.upsert, vectors=[probe], namespace=self._namespace)
+        written = self._read(upsert, "freshness probe")  # idempotent, so retried like a read
+        info = getattr(written, "response_info", None)
+        target = info.lsn_committed if info is not None else None
+        deadline = self._clock() + self._freshness_timeout_s
+        reached: int | None = None
+        try:
+            while target is not None:
+                listing = functools.partial(
+                    self._index.list_paginated, prefix=FRESHNESS_PROBE_ID, limit=1, namespace=self._namespace
+                )
+                page = self._read(listing, "freshness check")
+                page_info = getattr(page, "response_info", None)
+                reached = page_info.lsn_reconciled if page_info is not None else None
+                if reached is None or reached >= target:
+                    break
+                if self._clock() >= deadline:
+                    log.warning(
+                        "pinecone.reads_not_settled", index=self._index_name, target_lsn=target,
+                        reconciled_lsn=reached, waited_s=self._freshness_timeout_s,
+                    )  # fmt: skip
+                    return
+                self._sleep(FRESHNESS_POLL_S)
+            log.info("pinecone.reads_settled", index=self._index_name, target_lsn=target, reconciled_lsn=reached)
+        finally:
+            with contextlib.suppress(*_SDK_ERRORS):
+                self._index.delete(ids=[FRESHNESS_PROBE_ID], namespace=self._namespace)
+
     def _read(self, call: Callable[[], T], doing: str) -> T:
         """A read call, retried on retryable failures with the replicator's backoff policy."""
 
@@ -752,6 +821,7 @@ def build_pinecone_sink(
         index_name=settings.pinecone_index,
         control=pc,
         read_policy=policy,
+        freshness_timeout_s=settings.pinecone_freshness_timeout_s,
     )
 
 

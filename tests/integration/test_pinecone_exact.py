@@ -24,6 +24,7 @@ from replicator.retry import BackoffPolicy
 from replicator.sinks.base import DeleteItem, LeaseLostError, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
 from replicator.sinks.notion import NotionSink, create_databases, notion_client
 from replicator.sinks.pinecone import (
+    FRESHNESS_PROBE_ID,
     MAX_METADATA_BYTES,
     PineconeSink,
     budget_id_lists,
@@ -34,6 +35,7 @@ from replicator.sinks.pinecone import (
 )
 from replicator.store.outbox import backfill
 from replicator.text import ChunkPolicy, chunk_document
+from replicator.verify import compare, expected_hashes, repair, verify_sink
 from replicator.worker import SinkWorker
 from tests.daemon_harness import wait_for
 from tests.emulators.notion import NotionEmulator
@@ -584,3 +586,81 @@ def test_query_with_the_largest_top_k_stays_under_the_4_mb_answer(
     assert all(h.stale for h in hits)  # no such rows in Postgres: reported as stale, with the vector's text
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
+
+
+# ---- 5. verify and --repair under read lag ---------------------------------------------------------------------
+
+
+def _upserts_since(emulator: PineconeEmulator, since: int) -> list[str]:
+    return [i for i in _upserted_ids(emulator, since) if i != FRESHNESS_PROBE_ID]
+
+
+def test_verify_right_after_writes_under_read_lag_reports_in_sync_and_repair_rewrites_nothing(
+    conn: Conn, db_url: str, settings: Settings, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    keys = [_dataset(conn, f"Lagging {n}", f"Dataset {n} under read lag.") for n in range(5)]
+    backfill(conn, ["pinecone"])
+    worker = _worker(db_url, settings, sink)
+    try:
+        _drain(worker, conn)
+        # Queries, listings and fetches see writes only 1.5 s late from now on.
+        pinecone_emulator.set_faults({"read_lag_s": 1.5, "read_by_id_lag_s": 1.5})
+        conn.execute("UPDATE dataset SET description = 'Changed just now.' WHERE id = %s", (keys[0].id,))
+        _enqueue(conn, keys[0])
+        new = _dataset(conn, "Brand new", "Written just now.")
+        _enqueue(conn, new)
+        conn.execute("DELETE FROM dataset WHERE id = %s", (keys[1].id,))
+        _enqueue(conn, keys[1])
+        _drain(worker, conn)
+
+        naive = compare("pinecone", expected_hashes(conn), sink.inventory())
+        assert not naive.in_sync, "a read right after the writes does not see them yet"
+
+        report = verify_sink(conn, sink, recheck_s=1.6)
+        assert report.in_sync, report.as_json()
+        assert report.documents == 5
+        before = len(pinecone_emulator.requests)
+        result = repair(conn, report)
+        assert result.enqueued == 0
+        _drain(worker, conn)
+    finally:
+        worker.close()
+    assert _upserts_since(pinecone_emulator, before) == [], "repair re-embedded nothing"
+
+
+def test_real_drift_under_read_lag_is_reported_and_only_it_is_repaired(
+    conn: Conn, db_url: str, settings: Settings, sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    keys = [_dataset(conn, f"Drift {n}", f"Dataset {n}.") for n in range(4)]
+    backfill(conn, ["pinecone"])
+    worker = _worker(db_url, settings, sink)
+    try:
+        _drain(worker, conn)
+        pinecone_emulator.set_faults({"read_lag_s": 1.0, "read_by_id_lag_s": 1.0})
+        sink.index.delete(ids=[f"{id_prefix(keys[2])}0000"], namespace=NS)  # lost behind our back
+        report = verify_sink(conn, sink, recheck_s=1.1)
+        assert report.missing == (keys[2],)
+        assert (report.orphaned, report.stale, report.duplicated) == ((), (), ())
+        before = len(pinecone_emulator.requests)
+        assert repair(conn, report).enqueued == 1
+        _drain(worker, conn)
+    finally:
+        worker.close()
+    assert _upserts_since(pinecone_emulator, before) == [f"{id_prefix(keys[2])}0000"]
+    pinecone_emulator.set_faults({})
+    assert verify_sink(conn, sink).in_sync
+
+
+def test_settle_reads_waits_for_the_lsn_of_a_probe_write(
+    sink: PineconeSink, pinecone_emulator: PineconeEmulator
+) -> None:
+    pinecone_emulator.set_faults({"read_lag_s": 0.8})
+    sink.settle_reads()
+    checks = [r for r in pinecone_emulator.requests if r["path"] == "/vectors/list"]
+    assert len(checks) >= 2, "the first listing reflected an LSN older than the probe's: it polled until caught up"
+    pinecone_emulator.set_faults({})
+    before = len(pinecone_emulator.requests)
+    sink.settle_reads()
+    again = [r for r in pinecone_emulator.requests[before:] if r["path"] == "/vectors/list"]
+    assert len(again) == 1, "without lag the first listing has caught up"
+    assert FRESHNESS_PROBE_ID not in pinecone_emulator.vectors(INDEX, NS), "the probe is deleted again"
