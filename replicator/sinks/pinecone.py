@@ -214,6 +214,56 @@ def index_dimension(pc: Pinecone, index_name: str) -> int | None:
     return int(dimension)
 
 
+INDEX_READY_POLL_S = 2.0
+
+
+def wait_until_ready(
+    pc: Pinecone,
+    index_name: str,
+    *,
+    timeout_s: float,
+    poll_s: float = INDEX_READY_POLL_S,
+    on_wait: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Wait while the index is initializing: a new index answers ``status.ready: false`` and has no host for a
+    while after ``create_index``, which "only queues the job" (https://docs.pinecone.io/troubleshooting/wait-for-
+    index-creation: poll describe_index until ready). Each wait is logged (``pinecone.index_initializing``) and
+    told to ``on_wait`` (the CLI prints it). A missing index, or one still not ready after ``timeout_s``, is a
+    ``SinkConfigError`` saying what to do."""
+    deadline = clock() + timeout_s
+    told = False
+    while True:
+        try:
+            model = pc.describe_index(index_name)
+        except NotFoundError as error:
+            raise SinkConfigError(
+                f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
+            ) from error
+        except _SDK_ERRORS as error:
+            raise map_pinecone_error(error, f"describe index {index_name!r}") from error
+        status = getattr(model, "status", None)
+        if status is None or bool(getattr(status, "ready", True)):
+            if told:
+                log.info("pinecone.index_ready", index=index_name)
+            return
+        state = str(getattr(status, "state", "Initializing"))
+        if state == "InitializationFailed":
+            raise SinkConfigError(f"Pinecone index {index_name!r} failed to initialize: delete and recreate it")
+        if clock() >= deadline:
+            raise SinkConfigError(
+                f"Pinecone index {index_name!r} is still {state} after {timeout_s:g}s "
+                "(PINECONE_INDEX_READY_TIMEOUT_S); check it in the Pinecone console, then start again"
+            )
+        message = f"Pinecone index {index_name!r} is {state}; waiting until it is ready"
+        log.info("pinecone.index_initializing", index=index_name, state=state)
+        if on_wait is not None and not told:
+            on_wait(message)
+        told = True
+        sleep(poll_s)
+
+
 @dataclass(frozen=True)
 class InitResult:
     index: str
@@ -223,9 +273,18 @@ class InitResult:
 
 
 def ensure_index(
-    pc: Pinecone, index_name: str, dimension: int, *, cloud: str = "aws", region: str = "us-east-1"
+    pc: Pinecone,
+    index_name: str,
+    dimension: int,
+    *,
+    cloud: str = "aws",
+    region: str = "us-east-1",
+    ready_timeout_s: float = 300.0,
+    on_wait: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> InitResult:
-    """Create the serverless index (cosine, ``dimension``) when missing; refuse one of another dimension."""
+    """Create the serverless index (cosine, ``dimension``) when missing; refuse one of another dimension. Either
+    way, wait (visibly, through ``on_wait``) until it is ready."""
     existing = index_dimension(pc, index_name)
     if existing is not None:
         if existing != dimension:
@@ -233,14 +292,21 @@ def ensure_index(
                 f"Pinecone index {index_name!r} exists with dimension {existing}, but the embedding provider "
                 f"gives {dimension}: delete the index or change EMBEDDING_PROVIDER/EMBEDDING_MODEL"
             )
+        wait_until_ready(pc, index_name, timeout_s=ready_timeout_s, on_wait=on_wait, sleep=sleep)
         return InitResult(index_name, False, existing, _host(pc, index_name))
     try:
-        model = pc.create_index(
-            name=index_name, dimension=dimension, metric="cosine", spec=ServerlessSpec(cloud=cloud, region=region)
+        # timeout=-1: the SDK would poll silently; we wait ourselves and say so.
+        pc.create_index(
+            name=index_name,
+            dimension=dimension,
+            metric="cosine",
+            spec=ServerlessSpec(cloud=cloud, region=region),
+            timeout=-1,
         )
     except _SDK_ERRORS as error:
         raise map_pinecone_error(error, f"create index {index_name!r}") from error
-    return InitResult(index_name, True, dimension, model.host)
+    wait_until_ready(pc, index_name, timeout_s=ready_timeout_s, on_wait=on_wait, sleep=sleep)
+    return InitResult(index_name, True, dimension, _host(pc, index_name))
 
 
 def _host(pc: Pinecone, index_name: str) -> str | None:
@@ -811,6 +877,11 @@ def build_pinecone_sink(
         raise SinkConfigError("the pinecone sink needs PINECONE_API_KEY")
     policy = BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
     pc = connect(settings.pinecone_api_key.get_secret_value(), settings.pinecone_controller_host)
+    retry_reads(
+        lambda: wait_until_ready(pc, settings.pinecone_index, timeout_s=settings.pinecone_index_ready_timeout_s),
+        policy=policy,
+        attempts=6,
+    )
     index = retry_reads(
         lambda: open_index(pc, settings.pinecone_index, settings.pinecone_index_host), policy=policy, attempts=6
     )

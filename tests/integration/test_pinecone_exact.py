@@ -4,6 +4,7 @@ goes through the real ``pinecone`` SDK against the emulator and the real sink wo
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -13,15 +14,27 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from pinecone import ServerlessSpec
 from typer.testing import CliRunner
 
 from replicator.cli import app
 from replicator.config import Settings
 from replicator.documents import DocumentKey
+from replicator.embedding import build_provider
+from replicator.embedding import pinecone as hosted
 from replicator.metrics import Metrics
 from replicator.query import MAX_TOP_K, search
 from replicator.retry import BackoffPolicy
-from replicator.sinks.base import DeleteItem, LeaseLostError, Outcome, OutcomeKind, Sink, SinkError, UpsertItem
+from replicator.sinks.base import (
+    DeleteItem,
+    LeaseLostError,
+    Outcome,
+    OutcomeKind,
+    Sink,
+    SinkConfigError,
+    SinkError,
+    UpsertItem,
+)
 from replicator.sinks.notion import NotionSink, create_databases, notion_client
 from replicator.sinks.pinecone import (
     FRESHNESS_PROBE_ID,
@@ -664,3 +677,116 @@ def test_settle_reads_waits_for_the_lsn_of_a_probe_write(
     again = [r for r in pinecone_emulator.requests[before:] if r["path"] == "/vectors/list"]
     assert len(again) == 1, "without lag the first listing has caught up"
     assert FRESHNESS_PROBE_ID not in pinecone_emulator.vectors(INDEX, NS), "the probe is deleted again"
+
+
+# ---- 6. hosted inference, sparse models, an index still initializing -------------------------------------------
+
+
+def _inference_env(db_url: str, emulator: PineconeEmulator, **extra: str) -> dict[str, str]:
+    return {
+        "POSTGRES_URL": db_url,
+        "REPLICATOR_SINKS": "pinecone",
+        "PINECONE_API_KEY": emulator.api_key,
+        "PINECONE_CONTROLLER_HOST": emulator.url,
+        "PINECONE_INDEX": "omics-inference",
+        "PINECONE_NAMESPACE": "hosted",
+        "EMBEDDING_PROVIDER": "pinecone",
+        "REPLICATOR_VERIFY_RECHECK_S": "0",
+        **extra,
+    }
+
+
+def test_hosted_inference_works_end_to_end_and_init_waits_visibly_for_the_new_index(
+    conn: Conn, db_url: str, pinecone_emulator: PineconeEmulator
+) -> None:
+    env = _inference_env(db_url, pinecone_emulator)
+    pinecone_emulator.set_faults({"index_init_s": 1.0})  # a new index answers "Initializing" for a second
+    runner = CliRunner()
+    created = runner.invoke(app, ["pinecone", "init", "--json"], env=env)
+    assert created.exit_code == 0, created.output
+    assert "'omics-inference' is Initializing; waiting until it is ready" in created.stderr
+    assert orjson.loads(created.stdout)["dimension"] == 1024  # multilingual-e5-large, the provider's default
+
+    als = _dataset(conn, "ALS cerebrospinal fluid ceramides", "Ceramide lipids in the CSF of ALS patients.")
+    _dataset(conn, "Liver transcripts", "Hepatic gene expression after fasting.")
+    backfill(conn, ["pinecone"])
+    settings = Settings.model_validate(env)
+    sink = build_pinecone_sink(settings)
+    try:
+        sink.check()
+        worker = _worker(db_url, settings, sink)
+        try:
+            _drain(worker, conn)
+        finally:
+            worker.close()
+    finally:
+        sink.close()
+    stored = pinecone_emulator.vectors("omics-inference", "hosted")
+    assert len(stored) == 2
+    assert {len(v.values) for v in stored.values()} == {1024}
+    embeds = [r for r in pinecone_emulator.requests if r["path"] == "/embed"]
+    assert {r["body"]["parameters"]["input_type"] for r in embeds} == {"passage"}
+
+    found = runner.invoke(app, ["query", "ceramide lipids ALS", "--top-k", "1", "--json"], env=env)
+    assert found.exit_code == 0, found.output
+    (hit,) = orjson.loads(found.stdout)["hits"]
+    assert hit["postgres_id"] == str(als.id)
+    assert [r["body"]["parameters"]["input_type"] for r in pinecone_emulator.requests if r["path"] == "/embed"][
+        -1
+    ] == "query"
+    checked = runner.invoke(app, ["verify", "--json"], env=env)
+    assert checked.exit_code == 0, checked.output
+
+
+def test_a_sparse_model_is_refused_at_start_up_with_a_configuration_error(
+    db_url: str, pinecone_emulator: PineconeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _inference_env(db_url, pinecone_emulator, EMBEDDING_MODEL="pinecone-sparse-english-v0")
+    result = CliRunner().invoke(app, ["pinecone", "init"], env=env)
+    assert result.exit_code == 2
+    assert "'pinecone-sparse-english-v0' is a sparse embedding model" in result.stderr
+    assert pinecone_emulator.index_names() == []
+    with pytest.raises(SinkConfigError, match="sparse"):
+        build_provider(Settings.model_validate(env))
+    # A sparse model the list does not know is caught by the first answer (the dimension probe at start-up).
+    monkeypatch.setattr(hosted, "SPARSE_MODELS", frozenset())
+    provider = build_provider(Settings.model_validate(env))
+    try:
+        with pytest.raises(SinkConfigError, match="sparse embedding model"):
+            _ = provider.dimension
+    finally:
+        provider.close()
+
+
+def test_start_up_waits_for_an_initializing_index_with_a_log_line(
+    db_url: str, pinecone_emulator: PineconeEmulator, embeddings: EmbeddingsServer
+) -> None:
+    settings = _settings(db_url, pinecone_emulator, embeddings)
+    pinecone_emulator.set_faults({"index_init_s": 1.0})
+    pc = connect(pinecone_emulator.api_key, pinecone_emulator.url)
+    pc.create_index(name=INDEX, dimension=DIM, metric="cosine", spec=ServerlessSpec(cloud="aws", region="us-east-1"),
+                    timeout=-1)  # fmt: skip
+    pc.close()
+    seen: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler = Collect()
+    logger = logging.getLogger("replicator.pinecone")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        sink = build_pinecone_sink(settings)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    try:
+        sink.check()
+    finally:
+        sink.close()
+    events = [r.getMessage() for r in seen]
+    assert "pinecone.index_initializing" in events
+    assert events[-1] == "pinecone.index_ready"
