@@ -781,7 +781,8 @@ class PineconeSink(Sink):
         with the log sequence number it committed at (``x-pinecone-request-lsn``), a list or query answer with the
         newest one it reflects (``x-pinecone-max-indexed-lsn``). Only a write tells the current position, so a
         probe record is upserted (and deleted again afterwards); then a one-id listing is polled until it has
-        caught up, for at most ``freshness_timeout_s`` (then a warning, and ``verify`` re-checks what it finds)."""
+        caught up, for at most ``freshness_timeout_s`` (then a warning, and ``verify`` re-checks what it finds). A
+        probe that cannot be written (a read-only key) leaves freshness unknown: a warning, no error."""
         dimension = self._provider.dimension
         probe = {
             "id": FRESHNESS_PROBE_ID,
@@ -789,7 +790,12 @@ class PineconeSink(Sink):
             "metadata": {"entity": "freshness-probe"},
         }
         upsert = functools.partial(self._index.upsert, vectors=[probe], namespace=self._namespace)
-        written = self._read(upsert, "freshness probe")  # idempotent, so retried like a read
+        try:
+            written = self._read(upsert, "freshness probe")  # idempotent, so retried like a read
+        except SinkError as error:
+            # E.g. a read-only API key: freshness stays unknown, and verify's re-check still applies.
+            log.warning("pinecone.freshness_unknown", index=self._index_name, error=str(error))
+            return
         info = getattr(written, "response_info", None)
         target = info.lsn_committed if info is not None else None
         deadline = self._clock() + self._freshness_timeout_s
