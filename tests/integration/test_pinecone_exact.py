@@ -790,3 +790,21 @@ def test_start_up_waits_for_an_initializing_index_with_a_log_line(
     events = [r.getMessage() for r in seen]
     assert "pinecone.index_initializing" in events
     assert events[-1] == "pinecone.index_ready"
+
+
+def test_the_notion_sink_checks_the_fence_before_each_document(conn: Conn, notion_emulator: NotionEmulator) -> None:
+    key = _dataset(conn, "Fenced page", "Written only while held.")
+    document = _render(conn, key)
+    notion, _ = _notion_sink(notion_emulator)
+    try:
+        before = len(notion_emulator.requests)
+        (outcome,) = notion.upsert([UpsertItem(document, None, held=lambda: False)])
+        assert isinstance(outcome.error, LeaseLostError)
+        assert [r for r in notion_emulator.requests[before:] if r["method"] != "GET"] == []
+        (written,) = notion.upsert([UpsertItem(document, None)])
+        assert written.kind is OutcomeKind.APPLIED
+        (kept,) = notion.delete([DeleteItem(key, written.state, held=lambda: False)])
+        assert isinstance(kept.error, LeaseLostError)
+    finally:
+        notion.close()
+    assert list(_live_pages(notion_emulator)) == [str(key.id)]

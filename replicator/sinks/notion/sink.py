@@ -41,6 +41,7 @@ from replicator.sinks.base import (
     SinkConfigError,
     SinkError,
     UpsertItem,
+    lease_lost,
 )
 from replicator.sinks.notion.render import (
     ContentHash,
@@ -251,6 +252,9 @@ class NotionSink(Sink):
         for item in sorted(items, key=lambda i: (CREATE_ORDER.index(i.document.key.entity), i.document.key)):
             calls = _Calls()
             key = item.document.key
+            if not item.held():  # the worker's lease on this row is gone: the worker holding it now writes it
+                outcomes.append(lease_lost(key))
+                continue
             try:
                 outcome = self._upsert_one(item, sources[key.entity], pages, calls)
             except SinkError as error:
@@ -420,6 +424,9 @@ class NotionSink(Sink):
         outcomes: list[Outcome] = []
         for item in items:
             calls = _Calls()
+            if not item.held():
+                outcomes.append(lease_lost(item.key))
+                continue
             try:
                 if item.state is not None and item.state.remote_id:
                     page_ids = [item.state.remote_id]
