@@ -2,7 +2,9 @@
 
 One pass (``run_once``): lease a batch of due rows (``CLAIM_BATCH``, committed at once, so no transaction stays
 open during slow API calls and a crashed worker's lease simply expires); render those documents from the CURRENT
-rows in one snapshot; skip any whose content hash equals ``sink_state`` (no API call); upsert the present ones and
+rows in one snapshot; skip any whose content hash equals ``sink_state`` (no API call); record a write intent for
+sinks with parts (``planned_parts``: Pinecone's chunk count, committed before the write so a lost answer cannot
+hide chunks); upsert the present ones (``force`` when ``resync --force`` or ``verify --repair`` marked them) and
 delete the missing ones; then, in one transaction, record each outcome: new ``sink_state``, and the outbox row
 deleted only if its version is still the one claimed (``COMPLETE``) — a change that arrived meanwhile keeps the
 row, so it is rendered again. Retryable failures come back after the shared backoff policy; permanent ones, and
