@@ -277,9 +277,12 @@ WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entitie
 -- RESYNC --FORCE: a hash no render produces, for every document these sinks hold (of one entity, or all), in the
 -- transaction that enqueues them, so the worker rewrites each one instead of trusting sink_state (a sink restored
 -- empty or from an old backup still has our records saying "in sync"). remote_id and chunk_count stay: the sink
--- still finds, updates and cleans up what may exist.
+-- still finds, updates and cleans up what may exist. A hash starting with ``intent:`` is a write in flight, not a
+-- hash of anything written (a Pinecone chunk-count intent, a Notion create intent that keeps a retry from making a
+-- twin page): it is left alone, and is never taken for "unchanged" anyway.
 UPDATE replicator.sink_state SET content_hash = %(hash)s
 WHERE sink = ANY(%(sinks)s::text[]) AND (%(entity)s::text IS NULL OR entity = %(entity)s)
+  AND content_hash NOT LIKE 'intent:%%'
 
 -- name: forget_states
 DELETE FROM replicator.sink_state

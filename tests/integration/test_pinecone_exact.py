@@ -889,3 +889,17 @@ def test_two_workers_under_lost_answers_errors_and_read_lag_end_exact(
     assert conn.execute("SELECT count(*) FROM replicator.dead_letter").fetchone() == (0,)
     print(f"chaos: {changes} changes, {lost} answers lost after the write was applied")
     assert lost > 0, "the faults were exercised"
+
+
+def test_resync_force_leaves_writes_in_flight_alone(conn: Conn) -> None:
+    done = _dataset(conn, "Done", "Recorded in sync.")
+    flying = _dataset(conn, "In flight", "A create whose answer may be lost.")
+    for key, digest in ((done, "a" * 64), (flying, "intent:create-until-2026-12-02T17:00:00Z")):
+        conn.execute(
+            "INSERT INTO replicator.sink_state (sink, entity, entity_id, remote_id, content_hash) "
+            "VALUES ('notion', 'dataset', %s, NULL, %s)",
+            (key.id, digest),
+        )
+    backfill(conn, ["notion"], force=True)
+    hashes = dict(conn.execute("SELECT entity_id, content_hash FROM replicator.sink_state").fetchall())
+    assert hashes == {done.id: "resync:forced", flying.id: "intent:create-until-2026-12-02T17:00:00Z"}
