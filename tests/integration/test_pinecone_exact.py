@@ -901,5 +901,6 @@ def test_resync_force_leaves_writes_in_flight_alone(conn: Conn) -> None:
             (key.id, digest),
         )
     backfill(conn, ["notion"], force=True)
-    hashes = dict(conn.execute("SELECT entity_id, content_hash FROM replicator.sink_state").fetchall())
+    rows = conn.execute("SELECT entity_id, content_hash FROM replicator.sink_state").fetchall()
+    hashes: dict[uuid.UUID, str] = {row[0]: row[1] for row in rows}
     assert hashes == {done.id: "resync:forced", flying.id: "intent:create-until-2026-12-02T17:00:00Z"}
