@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     pinecone_index_host: str | None = Field(None, alias="PINECONE_INDEX_HOST")
     pinecone_rate_per_s: float = Field(20.0, alias="PINECONE_RATE_PER_S", gt=0)
     pinecone_settle_ms: int = Field(0, alias="PINECONE_SETTLE_MS", ge=0)
+    # A new index answers "initializing" for a while: start-up and `pinecone init` wait this long for it.
+    pinecone_index_ready_timeout_s: float = Field(300.0, alias="PINECONE_INDEX_READY_TIMEOUT_S", ge=0)
+    # `verify` waits at most this long for Pinecone's reads to reflect the writes made before it started (LSNs).
+    pinecone_freshness_timeout_s: float = Field(60.0, alias="PINECONE_FRESHNESS_TIMEOUT_S", ge=0)
+    # `verify` re-checks the drift it found after this many seconds and reports only what is still there.
+    verify_recheck_s: float = Field(5.0, alias="REPLICATOR_VERIFY_RECHECK_S", ge=0)
     embedding_provider: Literal["local", "sentence-transformers", "openai", "pinecone"] = Field(
         "local", alias="EMBEDDING_PROVIDER"
     )

@@ -110,6 +110,13 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.leases_lost = Counter(
+            "replicator_leases_lost",
+            "Claimed outbox rows a worker lost before it finished them (another worker took them after the lease "
+            "ran out unrenewed); the losing worker writes them no more",
+            ["sink"],
+            registry=r,
+        )
         self.skipped_unchanged = Counter(
             "replicator_skipped_unchanged", "Documents whose content hash had not changed", ["sink"], registry=r
         )

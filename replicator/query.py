@@ -7,7 +7,6 @@ gone is reported as stale, not crashed on.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import psycopg
 from replicator.documents import Document, DocumentKey, render
 from replicator.errors import ConfigurationError
 from replicator.graph import ENTITIES
-from replicator.sinks.pinecone import LIST_METADATA_KEYS, PineconeSink
+from replicator.sinks.pinecone import LIST_METADATA_KEYS, PineconeSink, key_of_vector_id
 
 # Chunks asked for per wanted document: several chunks of one document often rank together.
 _OVERFETCH = 4
@@ -87,16 +86,25 @@ def search(
         raise QueryInputError(f"--top-k {top_k}: expected 1 to {MAX_TOP_K}")
     metadata_filter = parse_filters(filters, entity)
     (vector,) = sink.provider.embed([question], query=True)
-    matches = sink.query(vector, top_k=min(top_k * _OVERFETCH, 10_000), filter=metadata_filter)
-    best: dict[DocumentKey, tuple[float, dict[str, Any]]] = {}
+    # Ids and scores only: an answer is capped at 4 MB, and 4 × 1,000 matches with up to 40 KB of metadata each
+    # would exceed it many times over (without metadata and values a match is ~100 bytes: 10,000 fit). The
+    # metadata of the one best chunk per document is fetched afterwards, in small batches.
+    matches = sink.query(vector, top_k=min(top_k * _OVERFETCH, 10_000), filter=metadata_filter, include_metadata=False)
+    candidates: dict[DocumentKey, tuple[str, float]] = {}
     for match in matches:
-        meta = match.metadata
-        key = _key(meta)
-        if key is None or key in best:  # matches come best first, so the first one per document is its best
+        key = key_of_vector_id(match.id)
+        if key is None or key in candidates:  # matches come best first, so the first one per document is its best
             continue
-        best[key] = (float(match.score), meta)
-        if len(best) == top_k:
-            break
+        candidates[key] = (match.id, float(match.score))
+    best: dict[DocumentKey, tuple[float, dict[str, Any]]] = {}
+    ordered = list(candidates.items())
+    while ordered and len(best) < top_k:
+        wanted, ordered = ordered[: top_k - len(best)], ordered[top_k - len(best) :]
+        metadata = sink.fetch_metadata([vid for _, (vid, _) in wanted])
+        for key, (vid, score) in wanted:
+            # A chunk gone since the query saw it (read lag: the query may reflect an older state) is no hit.
+            if vid in metadata:
+                best[key] = (score, metadata[vid])
     documents = render(conn, list(best))
     return [
         Hit(
@@ -109,16 +117,6 @@ def search(
         )
         for key, (score, meta) in best.items()
     ]
-
-
-def _key(meta: dict[str, Any]) -> DocumentKey | None:
-    entity, raw = meta.get("entity"), meta.get("postgres_id")
-    if entity not in ENTITIES or not isinstance(raw, str):
-        return None
-    try:
-        return DocumentKey(str(entity), uuid.UUID(raw))
-    except ValueError:
-        return None
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:

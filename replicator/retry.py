@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -143,6 +143,9 @@ class RetryingSink(Sink):
     def check(self) -> None:
         self.inner.check()
 
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        return self.inner.planned_parts(items)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -152,6 +155,12 @@ class RetryingSink(Sink):
 
     def fetch(self, remote_ids: Sequence[str]) -> dict[str, RemoteDocument | None] | None:
         return self.inner.fetch(remote_ids)  # a read, like inventory
+
+    def inventory_of(self, keys: Collection[DocumentKey]) -> Iterator[RemoteDocument]:
+        return self.inner.inventory_of(keys)
+
+    def settle_reads(self) -> None:
+        self.inner.settle_reads()
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         return self._with_retries(list(items), lambda item: item.document.key, self.inner.upsert)
@@ -217,7 +226,8 @@ class RetryingSink(Sink):
                     for o in outcomes
                     if o.kind is OutcomeKind.FAILED and o.error is not None and o.error.retryable
                 }
-                pending = [item for item in pending if key_of(item) in retry_keys]
+                # A document whose lease is gone is not retried here: the worker that holds the row writes it.
+                pending = [item for item in pending if key_of(item) in retry_keys and item.held()]
                 if pending and not retry_hint_too_long():
                     raise TryAgain
         return [final[key_of(item)] for item in items if key_of(item) in final]

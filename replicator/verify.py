@@ -8,6 +8,9 @@ hash compared with the hash the sink stored downstream:
 - stale: downstream with another content hash (or an incomplete set of chunks);
 - duplicated: more than one remote document for one key (two Notion pages, or Pinecone chunks that disagree).
 
+Eventually consistent reads (Pinecone) are handled in ``verify_sink``: it waits for the sink's reads to catch up
+(``Sink.settle_reads``), and re-checks what looks drifted after ``REPLICATOR_VERIFY_RECHECK_S`` before reporting it.
+
 ``repair`` goes through the normal pipeline rather than around it: it enqueues the keys into
 ``replicator.outbox`` (the same coalescing insert the source uses) and makes the worker write them again —
 for missing and stale keys it invalidates the recorded hash (so the "unchanged, skip" shortcut does not apply),
@@ -17,9 +20,10 @@ orphans are enqueued and the worker, finding no row, deletes them downstream.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -32,8 +36,9 @@ from replicator.store import sink_state
 from replicator.store.outbox import current_lsn, enqueue
 
 RENDER_BATCH = 500
-# What ``repair`` writes over a recorded hash so the worker sees the document as changed.
-INVALIDATED_HASH = "verify:invalidated"
+# What ``repair`` writes over a recorded hash so the worker sees the document as changed (and passes
+# ``force=True`` to the sink, so a sink's own hash check does not skip it either).
+INVALIDATED_HASH = sink_state.INVALIDATED_HASH
 
 
 @dataclass(frozen=True)
@@ -121,31 +126,64 @@ def compare(sink: str, expected: dict[DocumentKey, str], remote: Iterable[Remote
 
 
 def verify_sink(
-    conn: psycopg.Connection[Any], sink: Sink, expected: dict[DocumentKey, str] | None = None
+    conn: psycopg.Connection[Any],
+    sink: Sink,
+    expected: dict[DocumentKey, str] | None = None,
+    *,
+    recheck_s: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SinkReport:
     """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks).
 
-    An inventory comes from lists and queries that may lag behind the writes (Notion documents no consistency
-    for queries; see docs/operations.md, "What the real services do"), so a drifted key is RE-CHECKED by id
-    before it is reported (``Sink.fetch``): the remote documents the inventory showed for it, and for a missing
-    key the one its sink state names. Only what still drifts read fresh is reported, so ``--repair`` never
-    rewrites a document that was in sync. (A change a lagging inventory does not show yet — a page a person
-    trashed a moment ago — is seen by the next ``verify`` once it settled.)"""
+    Reads may lag the writes (Notion documents no consistency for queries, Pinecone is eventually consistent; see
+    docs/operations.md, "What the real services do"). Three steps keep ``verify`` and ``--repair`` exact:
+
+    1. ``sink.settle_reads()`` waits until the sink's reads reflect every write made before verify started, where
+       the service says how far its reads are (Pinecone's LSNs).
+    2. A drifted key is RE-CHECKED by id (``Sink.fetch``, where the sink can read by id: Notion's
+       ``pages.retrieve``): the remote documents the inventory showed for it, and for a missing key the one its
+       sink state names.
+    3. With ``recheck_s`` > 0, whatever still looks drifted is looked at again after that many seconds — the
+       documents re-rendered from Postgres, their remote copies read again (``inventory_of``) — so a read that was
+       merely late (a Pinecone fetch has no freshness signal) is never reported.
+
+    Only what still drifts is reported, so ``repair`` never rewrites a document that was in sync. (A change a
+    lagging inventory does not show yet — a page a person trashed a moment ago — is seen by the next ``verify``.)"""
     hashes = expected if expected is not None else expected_hashes(conn)
+    sink.settle_reads()
     remote = list(sink.inventory())
-    report = compare(sink.name, hashes, remote)
-    if report.in_sync:
-        return report
-    ids = {i for k in (*report.orphaned, *report.stale, *report.duplicated) for i in report.remote_ids.get(k, ())}
-    ids.update(sink_state.remote_ids(conn, sink.name, list(report.missing)).values())
+    first = compare(sink.name, hashes, remote)
+    if first.in_sync:
+        return first
+    report = first
+    ids = {i for k in (*first.orphaned, *first.stale, *first.duplicated) for i in first.remote_ids.get(k, ())}
+    ids.update(sink_state.remote_ids(conn, sink.name, list(first.missing)).values())
     fresh = sink.fetch(sorted(ids)) if ids else None
-    if fresh is None:
+    if fresh is not None:
+        settled = [item for item in remote if item.remote_id not in fresh]
+        seen = {r.remote_id for r in settled}
+        settled.extend(doc for doc in fresh.values() if doc is not None and doc.remote_id not in seen)
+        report = compare(sink.name, hashes, settled)
+    if report.in_sync or recheck_s <= 0:
         return report
-    settled = [item for item in remote if item.remote_id not in fresh]
-    settled.extend(
-        doc for doc in fresh.values() if doc is not None and doc.remote_id not in {r.remote_id for r in settled}
-    )
-    return compare(sink.name, hashes, settled)
+    sleep(recheck_s)
+    sink.settle_reads()
+    drifted = sorted(set(report.missing) | set(report.orphaned) | set(report.stale) | set(report.duplicated))
+    now = expected_hashes_of(conn, drifted)
+    second = compare(sink.name, now, sink.inventory_of(drifted))
+    return replace(second, documents=first.documents, remote=first.remote)
+
+
+def expected_hashes_of(conn: psycopg.Connection[Any], keys: list[DocumentKey]) -> dict[DocumentKey, str]:
+    """Content hash of each of ``keys`` that exists now (one REPEATABLE READ snapshot)."""
+    out: dict[DocumentKey, str] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for start in range(0, len(keys), RENDER_BATCH):
+            for key, document in render(conn, keys[start : start + RENDER_BATCH]).items():
+                if document is not None:
+                    out[key] = document.content_hash()
+    return out
 
 
 def repair(conn: psycopg.Connection[Any], report: SinkReport) -> RepairResult:

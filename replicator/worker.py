@@ -2,11 +2,20 @@
 
 One pass (``run_once``): lease a batch of due rows (``CLAIM_BATCH``, committed at once, so no transaction stays
 open during slow API calls and a crashed worker's lease simply expires); render those documents from the CURRENT
-rows in one snapshot; skip any whose content hash equals ``sink_state`` (no API call); upsert the present ones and
+rows in one snapshot; skip any whose content hash equals ``sink_state`` (no API call); record a write intent for
+sinks with parts (``planned_parts``: Pinecone's chunk count, committed before the write so a lost answer cannot
+hide chunks); upsert the present ones (``force`` when ``resync --force`` or ``verify --repair`` marked them) and
 delete the missing ones; then, in one transaction, record each outcome: new ``sink_state``, and the outbox row
 deleted only if its version is still the one claimed (``COMPLETE``) — a change that arrived meanwhile keeps the
 row, so it is rendered again. Retryable failures come back after the shared backoff policy; permanent ones, and
 rows out of attempts, move to ``replicator.dead_letter``.
+
+A claimed batch never outlives its lease unnoticed: while the sink works, a ``LeaseKeeper`` thread renews the
+batch's leases every third of ``REPLICATOR_LEASE_S`` (``renew_leases``); every item handed to the sink carries a
+fence (``UpsertItem.held``) that turns False once a row was taken by another worker, or once renewals have failed
+for so long that the lease may run out, and sinks check it before each write request; the recording transaction
+locks the rows still held (``held_claims``) and records nothing for the others. A worker that hits a database
+error gives its claims back at once (``release_claims``) instead of letting them wait for the lease to run out.
 
 ``run`` repeats passes until ``stop`` is set, sleeping on ``LISTEN replicator_outbox`` (payload: the sink name)
 between them, or until the next row is due. Any number of workers, threads or processes, may serve one sink:
@@ -21,6 +30,7 @@ dead-letters its row: the row goes back to the outbox without counting an attemp
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -36,7 +46,17 @@ from replicator.documents import Document, DocumentKey, RemoteState, render
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
-from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, Sink, SinkError, SinkSchemaError, UpsertItem
+from replicator.sinks.base import (
+    DeleteItem,
+    LeaseLostError,
+    Outcome,
+    OutcomeKind,
+    Sink,
+    SinkError,
+    SinkSchemaError,
+    UpsertItem,
+    lease_lost,
+)
 from replicator.sinks.factory import backoff_policy
 from replicator.status import configured_secrets, redact
 from replicator.store import outbox, sink_state
@@ -46,6 +66,79 @@ if TYPE_CHECKING:
     from replicator.sink_gate import SinkGate
 
 log = event_logger("replicator.worker")
+
+# A lease counts as gone this fraction of REPLICATOR_LEASE_S before it would run out unrenewed: the margin covers
+# a request already on its way when the fence was checked.
+LEASE_MARGIN = 0.25
+
+
+class LeaseKeeper:
+    """The heartbeat of one claimed batch: renews the batch's leases every ``lease_s / 3`` on a connection of its
+    own while the sink works, and answers ``holds(key)``: False for a row another worker took (lost for good), and
+    for every row once the last confirmed renewal is within ``LEASE_MARGIN`` of running out (the database is
+    unreachable, or the renewals are stuck), so a stalled worker stops writing before another can take its rows."""
+
+    def __init__(
+        self,
+        lease: Lease,
+        keys: Sequence[DocumentKey],
+        *,
+        lease_s: float,
+        claimed_at: float,
+        connect: Callable[[], psycopg.Connection[Any]],
+        disconnect: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+        on_lost: Callable[[set[DocumentKey]], None] = lambda keys: None,
+    ) -> None:
+        self._lease = lease
+        self._keys = set(keys)
+        self._lost: set[DocumentKey] = set()
+        self._lease_s = lease_s
+        self._valid_until = claimed_at + lease_s
+        self._connect = connect
+        self._disconnect = disconnect
+        self._clock = clock
+        self._on_lost = on_lost
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.worker}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def holds(self, key: DocumentKey) -> bool:
+        with self._lock:
+            return key not in self._lost and self._clock() < self._valid_until - LEASE_MARGIN * self._lease_s
+
+    def fence(self, key: DocumentKey) -> Callable[[], bool]:
+        return functools.partial(self.holds, key)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._lease_s / 3):
+            with self._lock:
+                pending = self._keys - self._lost
+            if not pending:
+                return
+            sent = self._clock()
+            try:
+                kept = outbox.renew(self._connect(), self._lease, pending, lease_s=self._lease_s)
+            except psycopg.Error as error:
+                # The lease is not extended; holds() turns False when the last confirmed one nears its end.
+                log.warning("worker.lease_renew_failed", sink=self._lease.sink, worker=self._lease.worker,
+                            error=type(error).__name__)  # fmt: skip
+                self._disconnect()
+                continue
+            with self._lock:
+                newly = pending - kept
+                self._lost |= newly
+                self._valid_until = sent + self._lease_s
+            if newly:
+                self._on_lost(newly)
 
 
 class SinkWorker:
@@ -78,6 +171,7 @@ class SinkWorker:
         self._relation_ids: dict[DocumentKey, str] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._listen: psycopg.Connection[Any] | None = None
+        self._beat: psycopg.Connection[Any] | None = None
 
     # ---- connections ------------------------------------------------------------------------------------------
 
@@ -93,11 +187,36 @@ class SinkWorker:
             self._listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
         return self._listen
 
+    def _beat_conn(self) -> psycopg.Connection[Any]:
+        """The heartbeat's connection (used only by the ``LeaseKeeper`` thread, while a batch is in flight)."""
+        if self._beat is None or self._beat.closed:
+            self._beat = psycopg.connect(
+                self.dsn, autocommit=True, connect_timeout=5, application_name=f"replicator-{self.worker_id}-lease"
+            )
+        return self._beat
+
+    def _drop_beat_conn(self) -> None:
+        if self._beat is not None and not self._beat.closed:
+            self._beat.close()
+        self._beat = None
+
     def close(self) -> None:
-        for conn in (self._conn, self._listen):
+        for conn in (self._conn, self._listen, self._beat):
             if conn is not None and not conn.closed:
                 conn.close()
-        self._conn = self._listen = None
+        self._conn = self._listen = self._beat = None
+
+    def _release_claims(self) -> None:
+        """After a database error: give back every row this worker holds, on a fresh connection, so other workers
+        take them at once. If the database cannot be reached either, the leases simply run out."""
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                released = outbox.release_all(conn, self._lease)
+        except psycopg.Error as error:
+            log.warning("worker.release_failed", sink=self.sink.name, worker=self.worker_id, error=type(error).__name__)
+            return
+        if released:
+            log.info("worker.claims_released", sink=self.sink.name, worker=self.worker_id, rows=released)
 
     # ---- the loop -----------------------------------------------------------------------------------------------
 
@@ -123,6 +242,7 @@ class SinkWorker:
                         "worker.db_error", sink=self.sink.name, worker=self.worker_id, error=self._redact(str(error))
                     )
                     self.close()
+                    self._release_claims()
                     stop.wait(delay)
         finally:
             self.close()
@@ -148,11 +268,36 @@ class SinkWorker:
     def run_once(self) -> int:
         """One pass: claim, render, apply, record. Returns the number of rows claimed (0: nothing was due)."""
         conn = self._work_conn()
+        started = self._clock()
         claimed = self._claim(conn)
         if not claimed:
             return 0
-        started = self._clock()
         keys = [row.key for row in claimed]
+        keeper = LeaseKeeper(
+            self._lease,
+            keys,
+            lease_s=self.settings.lease_s,
+            claimed_at=started,
+            connect=self._beat_conn,
+            disconnect=self._drop_beat_conn,
+            clock=self._clock,
+            on_lost=self._lost,
+        )
+        with keeper:
+            outcomes, docs, unchanged = self._work(conn, keys, keeper)
+        self._record(conn, claimed, docs, outcomes, unchanged)
+        self._report(outcomes, unchanged)
+        self.metrics.apply_seconds.labels(sink=self.sink.name).observe(max(self._clock() - started, 0.0))
+        return len(claimed)
+
+    def _lost(self, keys: set[DocumentKey]) -> None:
+        self.metrics.leases_lost.labels(sink=self.sink.name).inc(len(keys))
+        log.warning("worker.lease_lost", sink=self.sink.name, worker=self.worker_id, keys=sorted(map(str, keys)))
+
+    def _work(
+        self, conn: psycopg.Connection[Any], keys: list[DocumentKey], keeper: LeaseKeeper
+    ) -> tuple[dict[DocumentKey, Outcome], dict[DocumentKey, Document | None], list[DocumentKey]]:
+        """Render, skip the unchanged, write the rest: the part of a pass that runs under the lease keeper."""
         docs, states = self._render(conn, keys)
 
         upserts: list[UpsertItem] = []
@@ -167,26 +312,58 @@ class SinkWorker:
                 unchanged.append(key)
             else:
                 related = {t: self._relation_ids[t] for t in doc.relation_keys() if t in self._relation_ids}
+                force = state is not None and state.content_hash in sink_state.FORCE_HASHES
                 upserts.append(
-                    UpsertItem(document=doc, state=state, relation_ids=related, record_intent=self._intent(conn, key))
+                    UpsertItem(
+                        document=doc,
+                        state=state,
+                        relation_ids=related,
+                        record_intent=self._intent(conn, key),
+                        held=keeper.fence(key),
+                        force=force,
+                    )
                 )
 
         outcomes: dict[DocumentKey, Outcome] = {}
         if upserts:
-            outcomes.update(self._apply(self.sink.upsert, upserts, [i.document.key for i in upserts]))
+            self._record_intents(conn, upserts)
+            upserts = self._still_held(upserts, lambda i: i.document.key, keeper, outcomes)
+            if upserts:
+                outcomes.update(self._apply(self.sink.upsert, upserts, [i.document.key for i in upserts]))
         if deletes:
-            outcomes.update(self._apply(self.sink.delete, deletes, [i.key for i in deletes]))
-        self._record(conn, claimed, docs, outcomes, unchanged)
-        self._report(outcomes, unchanged)
-        self.metrics.apply_seconds.labels(sink=self.sink.name).observe(max(self._clock() - started, 0.0))
-        return len(claimed)
+            deletes = [replace(i, held=keeper.fence(i.key)) for i in deletes]
+            deletes = self._still_held(deletes, lambda i: i.key, keeper, outcomes)
+            if deletes:
+                outcomes.update(self._apply(self.sink.delete, deletes, [i.key for i in deletes]))
+        return outcomes, docs, unchanged
+
+    @staticmethod
+    def _still_held(
+        items: list[Any],
+        key_of: Callable[[Any], DocumentKey],
+        keeper: LeaseKeeper,
+        outcomes: dict[DocumentKey, Outcome],
+    ) -> list[Any]:
+        """The items whose lease still holds; the others get a ``lease_lost`` outcome and are not sent."""
+        kept = []
+        for item in items:
+            key = key_of(item)
+            if keeper.holds(key):
+                kept.append(item)
+            else:
+                outcomes[key] = lease_lost(key)
+        return kept
 
     def _report(self, outcomes: dict[DocumentKey, Outcome], unchanged: list[DocumentKey]) -> None:
         """Tell the gate how the sink fared: down for a sink-wide error or a pass where every item failed
         retryably (unreachable, rate limited, 5xx); fine when anything was applied."""
         if self.gate is None:
             return
-        failed = [o.error for o in outcomes.values() if o.kind is OutcomeKind.FAILED and o.error is not None]
+        failed = [
+            o.error
+            for o in outcomes.values()
+            if o.kind is OutcomeKind.FAILED and o.error is not None and not isinstance(o.error, LeaseLostError)
+        ]
         sink_wide = next((e for e in failed if e.sink_wide), None)
         if sink_wide is not None:
             self.gate.report_down(sink_wide, config=True)
@@ -231,6 +408,14 @@ class SinkWorker:
 
         return record
 
+    def _record_intents(self, conn: psycopg.Connection[Any], upserts: list[UpsertItem]) -> None:
+        """Before the write: the parts each document will have, so a lost answer cannot hide parts written
+        (``Sink.planned_parts``, ``record_intents``). Committed on its own, before any API call."""
+        planned = self.sink.planned_parts(upserts)
+        if planned:
+            with conn.transaction():
+                sink_state.record_intents(conn, self.sink.name, self.worker_id, planned)
+
     def _apply(
         self, call: Callable[[Any], list[Outcome]], items: Sequence[Any], keys: list[DocumentKey]
     ) -> dict[DocumentKey, Outcome]:
@@ -264,14 +449,23 @@ class SinkWorker:
         duplicates = sum(o.duplicates for o in outcomes.values())
         written_entities: set[str] = set()
         with conn.transaction():
+            # The fence: rows another worker took after our lease ran out are not ours to record.
+            ours = outbox.held(conn, lease, [row.key for row in claimed])
             for row in claimed:
                 key = row.key
+                if key not in ours:
+                    continue
                 if key in skipped:
                     self.metrics.skipped_unchanged.labels(sink=sink).inc()
                     successes += 1
                     outbox.complete(conn, lease, row)
                     continue
                 outcome = outcomes[key]
+                if isinstance(outcome.error, LeaseLostError):
+                    # Not written because the lease looked gone; still ours in the database: back at once, no
+                    # attempt counted (nothing failed downstream).
+                    outbox.retry_later(conn, lease, key, delay_s=0.0, error=str(outcome.error), attempts=0)
+                    continue
                 self.metrics.sink_calls.labels(sink=sink, outcome=outcome.kind.value).inc()
                 if outcome.kind is OutcomeKind.APPLIED:
                     doc = docs[key]

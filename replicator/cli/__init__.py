@@ -278,10 +278,14 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 def resync(
     sink: str | None = typer.Option(None, "--sink", help="Only this sink (default: every enabled sink)."),
     entity: str | None = typer.Option(None, "--entity", help=f"Only this entity ({', '.join(ENTITIES)})."),
+    force: bool = typer.Option(
+        False, "--force", help="Rewrite every document, even those sink_state says are in sync (a sink restored empty)."
+    ),
 ) -> None:
-    """Enqueue every existing document again (unchanged ones cost no API call).
+    """Enqueue every existing document again (unchanged ones cost no API call, unless --force).
 
-    A full resync of a sink clears its "needs resync" flag.
+    A full resync of a sink clears its "needs resync" flag. With --force every document is written again
+    whatever replicator.sink_state says: use it after a sink lost data (restored empty or from an old backup).
     """
     settings = load_settings()
     _check_sink(settings, sink)
@@ -293,8 +297,9 @@ def resync(
     from replicator.store.outbox import backfill
 
     with connect(settings) as conn:
-        count = backfill(conn, sinks, [entity] if entity else None)
-    _out().print(f"enqueued {count} document(s) for {', '.join(sinks)}", markup=False)
+        count = backfill(conn, sinks, [entity] if entity else None, force=force)
+    forced = " (forced: each is rewritten, whatever sink_state says)" if force else ""
+    _out().print(f"enqueued {count} document(s) for {', '.join(sinks)}{forced}", markup=False)
 
 
 # ---- dead letters ------------------------------------------------------------------------------------------------

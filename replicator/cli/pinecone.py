@@ -74,7 +74,15 @@ def init_command(
         provider.close()
         pc = connect(api_key.get_secret_value(), settings.pinecone_controller_host)
         try:
-            result = ensure_index(pc, settings.pinecone_index, dimension, cloud=cloud, region=region)
+            result = ensure_index(
+                pc,
+                settings.pinecone_index,
+                dimension,
+                cloud=cloud,
+                region=region,
+                ready_timeout_s=settings.pinecone_index_ready_timeout_s,
+                on_wait=lambda message: typer.echo(message, err=True),
+            )
         finally:
             pc.close()
     except SinkConfigError as error:
@@ -222,7 +230,7 @@ def verify_command(
             for name in names:
                 sink = build_sink(name, settings)
                 try:
-                    report = verify_sink(conn, sink, expected)
+                    report = verify_sink(conn, sink, expected, recheck_s=settings.verify_recheck_s)
                 finally:
                     sink.close()
                 reports.append(report)

@@ -11,7 +11,19 @@ from collections.abc import Sequence
 
 from pinecone import Pinecone, PineconeError
 
-from replicator.sinks.base import SinkError
+from replicator.sinks.base import SinkConfigError, SinkError
+
+# Pinecone's hosted sparse models (https://docs.pinecone.io/models/overview): their embeddings are index → weight
+# pairs, which cannot fill the dense index the sink writes; refused when the provider is built.
+SPARSE_MODELS = frozenset({"pinecone-sparse-english-v0"})
+DENSE_MODELS = ("multilingual-e5-large", "llama-text-embed-v2")
+
+
+def _refuse_sparse(model: str) -> SinkConfigError:
+    return SinkConfigError(
+        f"EMBEDDING_MODEL={model!r} is a sparse embedding model: its vectors are index/weight pairs, and the "
+        f"replicator writes a dense index; use a dense model such as {' or '.join(DENSE_MODELS)}"
+    )
 
 
 class PineconeInferenceProvider:
@@ -19,6 +31,8 @@ class PineconeInferenceProvider:
     DEFAULT_MODEL = "multilingual-e5-large"
 
     def __init__(self, client: Pinecone, *, model: str, batch_size: int = 96, dimension: int | None = None) -> None:
+        if model in SPARSE_MODELS:
+            raise _refuse_sparse(model)
         self.model = model
         self._client = client
         self._batch_size = batch_size
@@ -33,6 +47,8 @@ class PineconeInferenceProvider:
 
     @property
     def dimension(self) -> int:
+        """The model's dimension, from one probe embedding (start-up: the sink's ``check`` and ``pinecone init``
+        ask for it), which also refuses a model that answers sparse vectors."""
         if self._dimension is None:
             self.embed(["dimension probe"])
         assert self._dimension is not None
@@ -49,7 +65,12 @@ class PineconeInferenceProvider:
                 result = self._client.inference.embed(model=self.model, inputs=batch, parameters=parameters)
             except PineconeError as error:
                 raise map_pinecone_error(error, f"inference embed ({self.model})") from error
-            vectors = [[float(x) for x in getattr(item, "values", [])] for item in result.data]
+            # A sparse model answers SparseEmbedding items, whose ``values`` is a method, not a vector.
+            if getattr(result, "vector_type", "dense") != "dense" or any(
+                getattr(item, "vector_type", "dense") != "dense" for item in result.data
+            ):
+                raise _refuse_sparse(self.model)
+            vectors = [[float(x) for x in values] for item in result.data if isinstance(values := item.values, list)]
             if len(vectors) != len(batch) or not all(vectors):
                 raise SinkError(f"pinecone inference ({self.model}) returned no dense vectors", retryable=False)
             with self._lock:

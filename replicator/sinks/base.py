@@ -6,7 +6,7 @@ or permanent) at the sink's edge and never escape its module.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -16,6 +16,7 @@ from replicator.errors import ConfigurationError, ReplicatorError
 __all__ = [
     "INTENT_PREFIX",
     "DeleteItem",
+    "LeaseLostError",
     "Outcome",
     "OutcomeKind",
     "RemoteDocument",
@@ -25,6 +26,8 @@ __all__ = [
     "SinkError",
     "SinkSchemaError",
     "UpsertItem",
+    "always_held",
+    "lease_lost",
 ]
 
 
@@ -64,6 +67,10 @@ class SinkConfigError(ConfigurationError):
     """The sink cannot start: missing settings, a database without the properties it writes, a wrong dimension."""
 
 
+def always_held() -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class UpsertItem:
     document: Document
@@ -75,12 +82,21 @@ class UpsertItem:
     # calls it right BEFORE a write whose answer may be lost (Notion: a page create), so a retry — in this
     # process or another, after a crash — knows a page may exist that a lagging query does not show yet.
     record_intent: Callable[[str], None] | None = field(default=None, compare=False)
+    # The worker's lease on this document: False once it is lost (or about to run out unrenewed). A sink calls it
+    # right before each write request that carries the document and leaves the document out when it is False
+    # (outcome FAILED, retryable: the worker that holds the row now writes it).
+    held: Callable[[], bool] = field(default=always_held, compare=False, repr=False)
+    # Rewrite even if the sink's own record says the remote copy is current (``replicator resync --force``, a
+    # ``verify --repair`` of a missing or stale document): the remote copy may be gone although our records say
+    # otherwise. A sink with a hash check of its own (Notion's cache, its content-hash property) skips it.
+    force: bool = False
 
 
 @dataclass(frozen=True)
 class DeleteItem:
     key: DocumentKey
     state: RemoteState | None
+    held: Callable[[], bool] = field(default=always_held, compare=False, repr=False)
 
 
 class OutcomeKind(Enum):
@@ -98,6 +114,18 @@ class Outcome:
     error: SinkError | None = None
     calls: int = 0  # API calls this item cost (metrics, benchmarks)
     duplicates: int = 0  # extra downstream copies of this document the sink found (and removed or reported)
+
+
+class LeaseLostError(SinkError):
+    """The document was left out because the worker's lease on it is gone (``UpsertItem.held`` said False)."""
+
+    def __init__(self, key: DocumentKey) -> None:
+        super().__init__(f"{key}: the worker's lease on this row ran out or was taken; not written", retryable=True)
+
+
+def lease_lost(key: DocumentKey) -> Outcome:
+    """The outcome of a document left out because the worker's lease on it is gone."""
+    return Outcome(key, OutcomeKind.FAILED, error=LeaseLostError(key))
 
 
 @dataclass(frozen=True)
@@ -121,6 +149,14 @@ class Sink(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Start-up checks; raise ``SinkConfigError`` with a message that says what to fix."""
 
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        """How many remote parts (Pinecone: chunks) each document will have once ``upsert`` has written it, for
+        sinks that clean up surplus parts by their recorded count. The worker records the larger of this and the
+        stored count in ``sink_state`` BEFORE the write (a write intent), so a write whose answer is lost (or a
+        worker killed right after it) can never leave parts that the recorded count does not cover. Must be cheap
+        and make no API call. Default: no parts to plan."""
+        return {}
+
     @abstractmethod
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         """Create or update each document; one outcome per item, in any order."""
@@ -138,6 +174,16 @@ class Sink(ABC):
         inventory showed as drifted): id → the document, or None when it is gone or in the trash. None when
         the sink cannot read by id (then ``verify`` reports the inventory as it is)."""
         return None
+
+    def inventory_of(self, keys: Collection[DocumentKey]) -> Iterator[RemoteDocument]:
+        """What ``inventory`` says of ``keys`` only (``verify`` re-checks drift with it); sinks that can look
+        documents up one by one override this cheaper default."""
+        wanted = set(keys)
+        return (item for item in self.inventory() if item.key in wanted)
+
+    def settle_reads(self) -> None:  # noqa: B027 - optional hook
+        """Wait until this sink's reads reflect every write acknowledged before the call, where the service says
+        how far its reads have caught up (Pinecone's log sequence numbers). ``verify`` calls it before reading."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""

@@ -4,18 +4,21 @@ upserted as vectors with deterministic ids (``dataset:<uuid>#0003``) and one met
 Spoken through the real ``pinecone`` SDK with the SDK's own retries switched off: the worker keeps the single
 retry policy (backoff, ``Retry-After``, dead letters), and SDK exceptions become ``SinkError`` in this module and
 nowhere else (``map_pinecone_error``). Requests stay within Pinecone's limits (1,000 vectors and 2 MB per upsert,
-40 KB of metadata per vector). When a document shrinks, its surplus chunk ids are deleted; deleting a document
-deletes every id under its prefix, found by listing, so a lost ``sink_state`` never leaves vectors behind.
+40 KB of metadata per vector). When a document shrinks, its surplus chunk ids are deleted up to the count recorded
+in ``sink_state``, which the worker raises to this write's chunk count BEFORE the write (``planned_parts``), so an
+upsert that was applied but whose answer was lost still leaves a count covering every chunk it wrote; deleting a
+document deletes every id under its prefix, found by listing, so a lost ``sink_state`` never leaves vectors behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,10 +40,12 @@ from pinecone import (
 from replicator.documents import Document, DocumentKey
 from replicator.embedding import EmbeddingProvider
 from replicator.graph import ENTITIES
+from replicator.logs import event_logger
 from replicator.metrics import Metrics, metered
 from replicator.retry import BackoffPolicy
 from replicator.sinks.base import (
     DeleteItem,
+    LeaseLostError,
     Outcome,
     OutcomeKind,
     RemoteDocument,
@@ -49,6 +54,7 @@ from replicator.sinks.base import (
     SinkConfigError,
     SinkError,
     UpsertItem,
+    lease_lost,
 )
 from replicator.text import ChunkPolicy, chunk_document
 
@@ -58,12 +64,20 @@ if TYPE_CHECKING:
     from replicator.config import Settings
 
 T = TypeVar("T")
+log = event_logger("replicator.pinecone")
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_METADATA_BYTES = 40 * 1024
 MAX_IDS_PER_DELETE = 1000
 FETCH_BATCH = 100
+# A fetch answer carries each record's values and metadata; batches are sized to stay within this, far below the
+# 4 MB a query answer may be (https://docs.pinecone.io/reference/api/database-limits/operation-limits).
+MAX_FETCH_ANSWER_BYTES = 2 * 1024 * 1024
+# The share of the 40 KB metadata that related ids (``program_ids`` …) may take together; the rest is for the
+# chunk text and the filter fields. A list beyond its share is cut visibly: ``<key>_count`` holds the full count
+# and ``<key>_truncated`` is true (the full set stays in Postgres and in the document text).
+RELATION_IDS_BUDGET = 16 * 1024
 # Room for the request envelope and for the SDK serialising floats a little longer than we measure them.
 _REQUEST_MARGIN = 64 * 1024
 
@@ -200,6 +214,56 @@ def index_dimension(pc: Pinecone, index_name: str) -> int | None:
     return int(dimension)
 
 
+INDEX_READY_POLL_S = 2.0
+
+
+def wait_until_ready(
+    pc: Pinecone,
+    index_name: str,
+    *,
+    timeout_s: float,
+    poll_s: float = INDEX_READY_POLL_S,
+    on_wait: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Wait while the index is initializing: a new index answers ``status.ready: false`` and has no host for a
+    while after ``create_index``, which "only queues the job" (https://docs.pinecone.io/troubleshooting/wait-for-
+    index-creation: poll describe_index until ready). Each wait is logged (``pinecone.index_initializing``) and
+    told to ``on_wait`` (the CLI prints it). A missing index, or one still not ready after ``timeout_s``, is a
+    ``SinkConfigError`` saying what to do."""
+    deadline = clock() + timeout_s
+    told = False
+    while True:
+        try:
+            model = pc.describe_index(index_name)
+        except NotFoundError as error:
+            raise SinkConfigError(
+                f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
+            ) from error
+        except _SDK_ERRORS as error:
+            raise map_pinecone_error(error, f"describe index {index_name!r}") from error
+        status = getattr(model, "status", None)
+        if status is None or bool(getattr(status, "ready", True)):
+            if told:
+                log.info("pinecone.index_ready", index=index_name)
+            return
+        state = str(getattr(status, "state", "Initializing"))
+        if state == "InitializationFailed":
+            raise SinkConfigError(f"Pinecone index {index_name!r} failed to initialize: delete and recreate it")
+        if clock() >= deadline:
+            raise SinkConfigError(
+                f"Pinecone index {index_name!r} is still {state} after {timeout_s:g}s "
+                "(PINECONE_INDEX_READY_TIMEOUT_S); check it in the Pinecone console, then start again"
+            )
+        message = f"Pinecone index {index_name!r} is {state}; waiting until it is ready"
+        log.info("pinecone.index_initializing", index=index_name, state=state)
+        if on_wait is not None and not told:
+            on_wait(message)
+        told = True
+        sleep(poll_s)
+
+
 @dataclass(frozen=True)
 class InitResult:
     index: str
@@ -209,9 +273,18 @@ class InitResult:
 
 
 def ensure_index(
-    pc: Pinecone, index_name: str, dimension: int, *, cloud: str = "aws", region: str = "us-east-1"
+    pc: Pinecone,
+    index_name: str,
+    dimension: int,
+    *,
+    cloud: str = "aws",
+    region: str = "us-east-1",
+    ready_timeout_s: float = 300.0,
+    on_wait: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> InitResult:
-    """Create the serverless index (cosine, ``dimension``) when missing; refuse one of another dimension."""
+    """Create the serverless index (cosine, ``dimension``) when missing; refuse one of another dimension. Either
+    way, wait (visibly, through ``on_wait``) until it is ready."""
     existing = index_dimension(pc, index_name)
     if existing is not None:
         if existing != dimension:
@@ -219,14 +292,21 @@ def ensure_index(
                 f"Pinecone index {index_name!r} exists with dimension {existing}, but the embedding provider "
                 f"gives {dimension}: delete the index or change EMBEDDING_PROVIDER/EMBEDDING_MODEL"
             )
+        wait_until_ready(pc, index_name, timeout_s=ready_timeout_s, on_wait=on_wait, sleep=sleep)
         return InitResult(index_name, False, existing, _host(pc, index_name))
     try:
-        model = pc.create_index(
-            name=index_name, dimension=dimension, metric="cosine", spec=ServerlessSpec(cloud=cloud, region=region)
+        # timeout=-1: the SDK would poll silently; we wait ourselves and say so.
+        pc.create_index(
+            name=index_name,
+            dimension=dimension,
+            metric="cosine",
+            spec=ServerlessSpec(cloud=cloud, region=region),
+            timeout=-1,
         )
     except _SDK_ERRORS as error:
         raise map_pinecone_error(error, f"create index {index_name!r}") from error
-    return InitResult(index_name, True, dimension, model.host)
+    wait_until_ready(pc, index_name, timeout_s=ready_timeout_s, on_wait=on_wait, sleep=sleep)
+    return InitResult(index_name, True, dimension, _host(pc, index_name))
 
 
 def _host(pc: Pinecone, index_name: str) -> str | None:
@@ -283,10 +363,40 @@ def vector_metadata(
             related[f"{key.entity}_ids"].add(str(key.id))
     for match in document.signature_matches:
         related[f"{match.other.entity}_ids"].add(str(match.other.id))
-    for meta_key, ids in sorted(related.items()):
-        if ids:
-            meta[meta_key] = sorted(ids)
+    meta.update(budget_id_lists({k: sorted(v) for k, v in related.items() if v}))
     return meta
+
+
+def budget_id_lists(lists: dict[str, list[str]], budget: int = RELATION_IDS_BUDGET) -> dict[str, Any]:
+    """The id lists within ``budget`` bytes of JSON together, shared fairly (a short list keeps all of its ids,
+    the long ones share what is left). A list that was cut keeps its first ids in sorted order and gains
+    ``<key>_count`` (how many there are) and ``<key>_truncated: true``, so a reader sees the list is partial."""
+    out: dict[str, Any] = {}
+    remaining = budget
+    ordered = sorted(lists.items(), key=lambda kv: (_json_size(kv[1]), kv[0]))
+    for position, (key, ids) in enumerate(ordered):
+        share = remaining // (len(ordered) - position)
+        if _json_size(ids) <= share:
+            out[key] = ids
+            remaining -= _json_size(ids)
+            continue
+        kept: list[str] = []
+        size = 2  # the brackets
+        for item in ids:
+            cost = len(orjson.dumps(item)) + 1
+            if size + cost > share - 64:  # room for the count and the marker fields
+                break
+            kept.append(item)
+            size += cost
+        out[key] = kept
+        out[f"{key}_count"] = len(ids)
+        out[f"{key}_truncated"] = True
+        remaining -= size + 64
+    return out
+
+
+def _json_size(value: Any) -> int:
+    return len(orjson.dumps(value))
 
 
 def _metadata_value(value: Any) -> str | list[str] | None:
@@ -309,8 +419,21 @@ def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[
     text: str = meta["text"]
     rest = size - len(text.encode())
     budget = limit - rest - 16  # the ellipsis and quoting
-    if budget <= 0:
-        raise SinkError(f"metadata of {meta['entity']}:{meta['postgres_id']} exceeds {limit} bytes", retryable=False)
+    if budget <= 1024:
+        # The other fields alone leave too little room (filter lists of thousands of values): cut the largest list
+        # in half, visibly, until the text has at least 1 KB; never a permanent error for size.
+        lists = {k: v for k, v in meta.items() if isinstance(v, list) and v}
+        if not lists:
+            raise SinkError(
+                f"metadata of {meta['entity']}:{meta['postgres_id']} exceeds {limit} bytes", retryable=False
+            )
+        key = max(lists, key=lambda k: _json_size(lists[k]))
+        values = lists[key]
+        cut = dict(meta)
+        cut[key] = values[: len(values) // 2]
+        cut[f"{key}_count"] = meta.get(f"{key}_count", len(values))
+        cut[f"{key}_truncated"] = True
+        return fit_metadata(cut, limit)
     encoded = text.encode()[:budget]
     short = encoded.decode("utf-8", errors="ignore").rstrip() + " …"
     out = dict(meta, text=short)
@@ -319,6 +442,11 @@ def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[
         out = dict(meta, text=short + " …")
     return out
 
+
+# The id of the freshness probe ``settle_reads`` writes (not a document id: no ``entity:`` prefix, so inventory,
+# query and verify never take it for a document).
+FRESHNESS_PROBE_ID = "replicator-freshness-probe"
+FRESHNESS_POLL_S = 0.25
 
 # ---- the sink ----------------------------------------------------------------------------------------------------
 
@@ -358,7 +486,9 @@ class PineconeSink(Sink):
         max_request_bytes: int = MAX_REQUEST_BYTES,
         read_policy: BackoffPolicy | None = None,
         read_attempts: int = 6,
+        freshness_timeout_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._index = index
         self._provider = provider
@@ -372,7 +502,9 @@ class PineconeSink(Sink):
         # (writes are retried by RetryingSink around upsert/delete, reads have no such wrapper).
         self._read_policy = read_policy or BackoffPolicy()
         self._read_attempts = read_attempts
+        self._freshness_timeout_s = freshness_timeout_s
         self._sleep = sleep
+        self._clock = clock
 
     @property
     def provider(self) -> EmbeddingProvider:
@@ -414,6 +546,11 @@ class PineconeSink(Sink):
             )
 
     # ---- writes --------------------------------------------------------------------------------------------------
+    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+        """The chunk count of each document (chunking is pure and cheap; no API call). The worker records it before
+        ``upsert`` so ``_delete_surplus`` covers every chunk a write with a lost answer may have left."""
+        return {item.document.key: len(chunk_document(item.document, self._chunking)) for item in items}
+
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         prepared, failed = self._prepare(items)
         for batch in self._batches(prepared):
@@ -490,6 +627,9 @@ class PineconeSink(Sink):
             yield batch
 
     def _send(self, batch: list[tuple[_Prepared, list[dict[str, Any]]]]) -> None:
+        for p, _ in batch:
+            if p.error is None and not p.item.held():
+                p.error = LeaseLostError(p.item.document.key)  # the fence: never write a row we no longer hold
         live = [(p, vs) for p, vs in batch if p.error is None]
         if not live:
             return
@@ -522,6 +662,8 @@ class PineconeSink(Sink):
         state = p.item.state
         try:
             if state is not None:
+                # The recorded count is at least every count ever attempted since the last confirmed write: the
+                # worker records each write's chunk count as an intent before the write (``planned_parts``).
                 old = {vector_id(key, n) for n in range(state.chunk_count)}
             else:
                 # No record of earlier writes (first write, or the state was lost): ask the index.
@@ -529,6 +671,9 @@ class PineconeSink(Sink):
                 old = set(self._list_ids(id_prefix(key), p))
             surplus = sorted(old - keep)
             for start in range(0, len(surplus), MAX_IDS_PER_DELETE):
+                if not p.item.held():
+                    p.error = LeaseLostError(key)
+                    return
                 p.calls += 1
                 self._index.delete(ids=surplus[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
         except _SDK_ERRORS as error:
@@ -551,6 +696,9 @@ class PineconeSink(Sink):
                 if item.state is not None:
                     ids |= {vector_id(item.key, n) for n in range(item.state.chunk_count)}
                 ordered = sorted(ids)
+                if ordered and not item.held():
+                    outcomes.append(lease_lost(item.key))
+                    continue
                 for start in range(0, len(ordered), MAX_IDS_PER_DELETE):
                     calls += 1
                     self._index.delete(ids=ordered[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
@@ -565,15 +713,33 @@ class PineconeSink(Sink):
         return outcomes
 
     # ---- retrieval -----------------------------------------------------------------------------------------------
-    def query(self, vector: Sequence[float], *, top_k: int, filter: dict[str, Any] | None = None) -> list[VectorMatch]:
-        """Nearest chunks to ``vector`` in this sink's namespace, best first, with their metadata."""
+    def query(
+        self,
+        vector: Sequence[float],
+        *,
+        top_k: int,
+        filter: dict[str, Any] | None = None,
+        include_metadata: bool = True,
+    ) -> list[VectorMatch]:
+        """Nearest chunks to ``vector`` in this sink's namespace, best first, with their metadata (or without, for
+        a large ``top_k``: a query answer is capped at 4 MB; ``fetch_metadata`` then reads what is needed)."""
         try:
             response = self._index.query(
-                vector=list(vector), top_k=top_k, include_metadata=True, filter=filter, namespace=self._namespace
+                vector=list(vector),
+                top_k=top_k,
+                include_metadata=include_metadata,
+                include_values=False,
+                filter=filter,
+                namespace=self._namespace,
             )
         except _SDK_ERRORS as error:
             raise map_pinecone_error(error, "query") from error
         return [VectorMatch(m.id, float(m.score), dict(m.metadata or {})) for m in response.matches]
+
+    def fetch_metadata(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The metadata of each of ``ids`` that exists, read in batches whose answers stay small (values and up
+        to 40 KB of metadata per record)."""
+        return self._fetch_metadata(list(ids))
 
     # ---- verify --------------------------------------------------------------------------------------------------
     def inventory(self) -> Iterator[RemoteDocument]:
@@ -594,6 +760,69 @@ class PineconeSink(Sink):
                 for key in group:
                     yield from _remote_documents(key, {vid: metadata.get(vid, {}) for vid in by_doc[key]})
 
+    def inventory_of(self, keys: Collection[DocumentKey]) -> Iterator[RemoteDocument]:
+        """``inventory`` for a few documents: one listing by each document's id prefix, then their metadata (for
+        many documents, one pass over the whole namespace is cheaper)."""
+        wanted = sorted(set(keys))
+        if len(wanted) > 200:
+            yield from super().inventory_of(wanted)
+            return
+        by_doc = {
+            key: self._read(functools.partial(self._list_ids, id_prefix(key)), f"list vectors of {key}")
+            for key in wanted
+        }
+        metadata = self._fetch_metadata([vid for ids in by_doc.values() for vid in ids])
+        for key, ids in by_doc.items():
+            if ids:
+                yield from _remote_documents(key, {vid: metadata.get(vid, {}) for vid in ids})
+
+    def settle_reads(self) -> None:
+        """Wait until list and query reflect every write made before this call, as Pinecone's "check data
+        freshness" guide says (https://docs.pinecone.io/guides/index-data/check-data-freshness): a write answers
+        with the log sequence number it committed at (``x-pinecone-request-lsn``), a list or query answer with the
+        newest one it reflects (``x-pinecone-max-indexed-lsn``). Only a write tells the current position, so a
+        probe record is upserted (and deleted again afterwards); then a one-id listing is polled until it has
+        caught up, for at most ``freshness_timeout_s`` (then a warning, and ``verify`` re-checks what it finds). A
+        probe that cannot be written (a read-only key) leaves freshness unknown: a warning, no error."""
+        dimension = self._provider.dimension
+        probe = {
+            "id": FRESHNESS_PROBE_ID,
+            "values": [1.0] + [0.0] * (dimension - 1),
+            "metadata": {"entity": "freshness-probe"},
+        }
+        upsert = functools.partial(self._index.upsert, vectors=[probe], namespace=self._namespace)
+        try:
+            written = self._read(upsert, "freshness probe")  # idempotent, so retried like a read
+        except SinkError as error:
+            # E.g. a read-only API key: freshness stays unknown, and verify's re-check still applies.
+            log.warning("pinecone.freshness_unknown", index=self._index_name, error=str(error))
+            return
+        info = getattr(written, "response_info", None)
+        target = info.lsn_committed if info is not None else None
+        deadline = self._clock() + self._freshness_timeout_s
+        reached: int | None = None
+        try:
+            while target is not None:
+                listing = functools.partial(
+                    self._index.list_paginated, prefix=FRESHNESS_PROBE_ID, limit=1, namespace=self._namespace
+                )
+                page = self._read(listing, "freshness check")
+                page_info = getattr(page, "response_info", None)
+                reached = page_info.lsn_reconciled if page_info is not None else None
+                if reached is None or reached >= target:
+                    break
+                if self._clock() >= deadline:
+                    log.warning(
+                        "pinecone.reads_not_settled", index=self._index_name, target_lsn=target,
+                        reconciled_lsn=reached, waited_s=self._freshness_timeout_s,
+                    )  # fmt: skip
+                    return
+                self._sleep(FRESHNESS_POLL_S)
+            log.info("pinecone.reads_settled", index=self._index_name, target_lsn=target, reconciled_lsn=reached)
+        finally:
+            with contextlib.suppress(*_SDK_ERRORS):
+                self._index.delete(ids=[FRESHNESS_PROBE_ID], namespace=self._namespace)
+
     def _read(self, call: Callable[[], T], doing: str) -> T:
         """A read call, retried on retryable failures with the replicator's backoff policy."""
 
@@ -605,10 +834,16 @@ class PineconeSink(Sink):
 
         return retry_reads(mapped, policy=self._read_policy, attempts=self._read_attempts, sleep=self._sleep)
 
+    def _fetch_batch(self) -> int:
+        """Ids per fetch, so that an answer of full-size records stays within ``MAX_FETCH_ANSWER_BYTES``."""
+        per_record = self._provider.dimension * 24 + MAX_METADATA_BYTES
+        return max(1, min(FETCH_BATCH, MAX_FETCH_ANSWER_BYTES // per_record))
+
     def _fetch_metadata(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), FETCH_BATCH):
-            batch = ids[start : start + FETCH_BATCH]
+        step = self._fetch_batch()
+        for start in range(0, len(ids), step):
+            batch = ids[start : start + step]
             fetch = functools.partial(self._index.fetch, ids=batch, namespace=self._namespace)
             response = self._read(fetch, f"fetch {len(batch)} vectors")
             for vid, vector in response.vectors.items():
@@ -649,6 +884,11 @@ def build_pinecone_sink(
         raise SinkConfigError("the pinecone sink needs PINECONE_API_KEY")
     policy = BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
     pc = connect(settings.pinecone_api_key.get_secret_value(), settings.pinecone_controller_host)
+    retry_reads(
+        lambda: wait_until_ready(pc, settings.pinecone_index, timeout_s=settings.pinecone_index_ready_timeout_s),
+        policy=policy,
+        attempts=6,
+    )
     index = retry_reads(
         lambda: open_index(pc, settings.pinecone_index, settings.pinecone_index_host), policy=policy, attempts=6
     )
@@ -659,6 +899,7 @@ def build_pinecone_sink(
         index_name=settings.pinecone_index,
         control=pc,
         read_policy=policy,
+        freshness_timeout_s=settings.pinecone_freshness_timeout_s,
     )
 
 

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from replicator.documents import DocumentKey
 from replicator.graph import ENTITIES
+from replicator.store import sink_state
 from replicator.store.queries import QUERIES
 
 NOTIFY_CHANNEL = "replicator_outbox"
@@ -82,11 +83,15 @@ def current_lsn(conn: Conn) -> int:
     return int(row[0])
 
 
-def backfill(conn: Conn, sinks: Collection[str], entities: Iterable[str] | None = None) -> int:
+def backfill(conn: Conn, sinks: Collection[str], entities: Iterable[str] | None = None, *, force: bool = False) -> int:
     """Enqueue every existing document of ``entities`` (all by default) for ``sinks``, in one transaction.
-    A full backfill also clears ``sink_status.needs_resync`` of those sinks. Returns the rows enqueued."""
+    A full backfill also clears ``sink_status.needs_resync`` of those sinks. With ``force`` every recorded
+    content hash of those documents is overwritten first (``sink_state.force_rewrite``), so each document is
+    written again instead of skipped as unchanged. Returns the rows enqueued."""
     chosen = tuple(entities) if entities is not None else ENTITIES
     with conn.transaction():
+        if force:
+            sink_state.force_rewrite(conn, list(sinks), None if entities is None else chosen)
         total = enqueue_entities(conn, sinks, chosen, current_lsn(conn))
         if entities is None and sinks:
             conn.execute(QUERIES["clear_needs_resync"], {"sinks": list(sinks)})
@@ -137,6 +142,37 @@ def complete(conn: Conn, lease: Lease, row: ClaimedRow) -> None:
     conn.execute(QUERIES["resolve_dead_letter"], params)
     if conn.execute(QUERIES["complete"], {**params, "version": row.version}).rowcount == 0:
         release(conn, lease, row.key)
+
+
+def _key_arrays(keys: Collection[DocumentKey]) -> dict[str, list[Any]]:
+    ordered = sorted(keys)
+    entities: list[str] = [k.entity for k in ordered]
+    ids: list[uuid.UUID] = [k.id for k in ordered]
+    return {"entities": entities, "ids": ids}
+
+
+def renew(conn: Conn, lease: Lease, keys: Collection[DocumentKey], *, lease_s: float) -> set[DocumentKey]:
+    """Extend the lease of ``keys`` (``renew_leases``); returns those this worker still holds."""
+    if not keys:
+        return set()
+    params = {"sink": lease.sink, "worker": lease.worker, "lease": lease_s, **_key_arrays(keys)}
+    with conn.transaction():
+        rows = conn.execute(QUERIES["renew_leases"], params).fetchall()
+    return {DocumentKey(entity, id_) for entity, id_ in rows}
+
+
+def held(conn: Conn, lease: Lease, keys: Collection[DocumentKey]) -> set[DocumentKey]:
+    """The rows of ``keys`` this worker still holds, locked until the caller's transaction ends (``held_claims``)."""
+    if not keys:
+        return set()
+    params = {"sink": lease.sink, "worker": lease.worker, **_key_arrays(keys)}
+    return {DocumentKey(entity, id_) for entity, id_ in conn.execute(QUERIES["held_claims"], params)}
+
+
+def release_all(conn: Conn, lease: Lease) -> int:
+    """Give back every row this worker holds (``release_claims``)."""
+    params = {"sink": lease.sink, "worker": lease.worker}
+    return max(conn.execute(QUERIES["release_claims"], params).rowcount, 0)
 
 
 def release(conn: Conn, lease: Lease, key: DocumentKey) -> None:

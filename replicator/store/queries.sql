@@ -83,6 +83,33 @@ WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
 UPDATE replicator.outbox SET claimed_by = NULL, claimed_until = NULL, attempts = 0, last_error = NULL
 WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s AND claimed_by = %(worker)s
 
+-- name: renew_leases
+-- LEASE RENEWAL (heartbeat) — correctness-critical. A worker whose batch takes long extends the lease of the rows it
+-- still holds; a row another worker claimed meanwhile (its lease had run out) has another ``claimed_by`` and is not
+-- touched, and is not returned, so the renewing worker learns it lost that row and writes it no more.
+UPDATE replicator.outbox AS o
+SET claimed_until = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(entities)s::text[], %(ids)s::uuid[]) AS k(entity, entity_id)
+WHERE o.sink = %(sink)s AND o.claimed_by = %(worker)s AND (o.entity, o.entity_id) = (k.entity, k.entity_id)
+RETURNING o.entity, o.entity_id
+
+-- name: held_claims
+-- FENCE before recording outcomes — correctness-critical. Locks the rows this worker still holds, in the recording
+-- transaction, so none of them can be claimed by another worker before it commits; a row missing from the answer
+-- was lost (its lease ran out and another worker took it), and its outcome, sink_state included, is not recorded.
+SELECT o.entity, o.entity_id
+FROM replicator.outbox AS o
+JOIN unnest(%(entities)s::text[], %(ids)s::uuid[]) AS k(entity, entity_id)
+  ON (o.entity, o.entity_id) = (k.entity, k.entity_id)
+WHERE o.sink = %(sink)s AND o.claimed_by = %(worker)s
+FOR UPDATE OF o
+
+-- name: release_claims
+-- RELEASE ALL: a worker that hit a database error gives back every row it holds at once (attempts unchanged), so
+-- another worker takes them without waiting for the leases to run out.
+UPDATE replicator.outbox SET claimed_by = NULL, claimed_until = NULL
+WHERE sink = %(sink)s AND claimed_by = %(worker)s
+
 -- name: retry_later
 -- RETRY_LATER: count the attempt and come back after the backoff (or a deferral, which is not an attempt).
 UPDATE replicator.outbox
@@ -223,6 +250,24 @@ ON CONFLICT (sink, entity, entity_id) DO UPDATE
 SET remote_id = EXCLUDED.remote_id, content_hash = EXCLUDED.content_hash, chunk_count = EXCLUDED.chunk_count,
     synced_at = now()
 
+-- name: record_intents
+-- WRITE INTENT — correctness-critical. Recorded BEFORE a sink writes parts (Pinecone chunks) of these documents, in
+-- its own committed transaction: chunk_count becomes the larger of what is recorded and what is about to be written,
+-- and content_hash a marker no render produces. So an upsert whose answer is lost (applied downstream, reported as a
+-- failure) or a worker killed after the write still leaves a count that covers every part that may exist (the next
+-- write deletes the surplus by it), and the "unchanged, skip" shortcut cannot trust a hash of content that may have
+-- been overwritten downstream. A successful write records the exact state afterwards (``record_state``). Only for
+-- rows this worker still holds: a worker that lost its lease writes nothing, so it records no intent either.
+INSERT INTO replicator.sink_state AS s (sink, entity, entity_id, remote_id, content_hash, chunk_count, synced_at)
+SELECT %(sink)s, k.entity, k.entity_id, NULL, %(hash)s, k.chunks, now()
+FROM unnest(%(entities)s::text[], %(ids)s::uuid[], %(chunks)s::int[]) AS k(entity, entity_id, chunks)
+WHERE EXISTS (
+    SELECT 1 FROM replicator.outbox AS o
+    WHERE o.sink = %(sink)s AND o.claimed_by = %(worker)s AND (o.entity, o.entity_id) = (k.entity, k.entity_id)
+)
+ON CONFLICT (sink, entity, entity_id) DO UPDATE
+SET content_hash = EXCLUDED.content_hash, chunk_count = greatest(s.chunk_count, EXCLUDED.chunk_count)
+
 -- name: forget_state
 DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
 
@@ -232,6 +277,17 @@ DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s 
 -- differs from every render, and the sink needs it to look for the page before creating another.
 UPDATE replicator.sink_state SET content_hash = %(hash)s
 WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entities)s::text[], %(ids)s::uuid[]))
+  AND content_hash NOT LIKE 'intent:%%'
+
+-- name: force_rewrite
+-- RESYNC --FORCE: a hash no render produces, for every document these sinks hold (of one entity, or all), in the
+-- transaction that enqueues them, so the worker rewrites each one instead of trusting sink_state (a sink restored
+-- empty or from an old backup still has our records saying "in sync"). remote_id and chunk_count stay: the sink
+-- still finds, updates and cleans up what may exist. A hash starting with ``intent:`` is a write in flight, not a
+-- hash of anything written (a Pinecone chunk-count intent, a Notion create intent that keeps a retry from making a
+-- twin page): it is left alone, and is never taken for "unchanged" anyway.
+UPDATE replicator.sink_state SET content_hash = %(hash)s
+WHERE sink = ANY(%(sinks)s::text[]) AND (%(entity)s::text IS NULL OR entity = %(entity)s)
   AND content_hash NOT LIKE 'intent:%%'
 
 -- name: forget_states

@@ -5,7 +5,7 @@ how it last fared. Workers, ``verify`` and ``status`` read and write these throu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +50,35 @@ def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
         "chunks": state.chunk_count,
     }
     conn.execute(QUERIES["record_state"], params)
+
+
+# Content hashes no render produces, written over a recorded hash so the worker rewrites the document:
+# a write under way (``record_intents``), ``resync --force`` (``force_rewrite``), ``verify --repair`` (``invalidate``).
+INTENT_HASH = "intent:unconfirmed"
+FORCED_HASH = "resync:forced"
+INVALIDATED_HASH = "verify:invalidated"
+# The worker passes ``force=True`` to the sink for these: rewrite even if the sink's own check says "current".
+FORCE_HASHES = frozenset({FORCED_HASH, INVALIDATED_HASH})
+
+
+def force_rewrite(conn: Conn, sinks: Sequence[str], entities: Iterable[str] | None = None) -> int:
+    """Mark every document ``sinks`` hold (of ``entities``, all by default) to be rewritten (``force_rewrite``)."""
+    total = 0
+    for entity in (None,) if entities is None else tuple(entities):
+        params = {"sinks": list(sinks), "hash": FORCED_HASH, "entity": entity}
+        total += max(conn.execute(QUERIES["force_rewrite"], params).rowcount, 0)
+    return total
+
+
+def record_intents(conn: Conn, sink: str, worker: str, parts: Mapping[DocumentKey, int]) -> None:
+    """Before a write: record that each document may have up to ``parts[key]`` remote parts (``record_intents``),
+    for the documents whose outbox row ``worker`` still holds."""
+    if not parts:
+        return
+    keys = sorted(parts)
+    chunks = [parts[k] for k in keys]
+    params = {"sink": sink, "worker": worker, "hash": INTENT_HASH, "chunks": chunks, **_arrays(keys)}
+    conn.execute(QUERIES["record_intents"], params)
 
 
 def forget(conn: Conn, sink: str, key: DocumentKey) -> None:

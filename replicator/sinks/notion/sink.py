@@ -54,6 +54,7 @@ from replicator.sinks.base import (
     SinkError,
     SinkSchemaError,
     UpsertItem,
+    lease_lost,
 )
 from replicator.sinks.notion.render import (
     REQUEST_BYTES_MAX,
@@ -307,6 +308,9 @@ class NotionSink(Sink):
         for item in sorted(items, key=lambda i: (CREATE_ORDER.index(i.document.key.entity), i.document.key)):
             calls = _Calls()
             key = item.document.key
+            if not item.held():  # the worker's lease on this row is gone: the worker holding it now writes it
+                outcomes.append(lease_lost(key))
+                continue
             try:
                 outcome = self._upsert_guarded(item, sources, pages, calls)
             except SinkError as error:
@@ -421,6 +425,8 @@ class NotionSink(Sink):
                     written = ContentHash.parse(_property_text(found, CONTENT_HASH))
         if page_id is None:
             page_id, written, duplicates = self._find_page(doc.key, page, data_source, calls)
+        if item.force:
+            written = None  # resync --force / verify --repair: rewrite whatever the page's hash property says
         if page_id is None:
             if settled_by is not None:
                 # An earlier create of this page may have been applied with its answer lost: a query shows it
@@ -767,6 +773,9 @@ class NotionSink(Sink):
         outcomes: list[Outcome] = []
         for item in items:
             calls = _Calls()
+            if not item.held():
+                outcomes.append(lease_lost(item.key))
+                continue
             try:
                 if item.state is not None and item.state.remote_id:
                     page_ids = [item.state.remote_id]
