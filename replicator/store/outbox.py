@@ -143,6 +143,13 @@ def release(conn: Conn, lease: Lease, key: DocumentKey) -> None:
     conn.execute(QUERIES["release"], lease.params(key))
 
 
+def release_all(conn: Conn, lease: Lease) -> int:
+    """Give back every row this worker holds (after its connection broke mid-pass: a Postgres restart). Returns
+    how many."""
+    cur = conn.execute(QUERIES["release_worker"], {"sink": lease.sink, "worker": lease.worker})
+    return max(cur.rowcount, 0)
+
+
 def retry_later(conn: Conn, lease: Lease, key: DocumentKey, *, delay_s: float, error: str, attempts: int) -> None:
     """Give the row back, due after ``delay_s``; ``attempts`` is added to its count (0 for a deferral)."""
     conn.execute(QUERIES["retry_later"], {**lease.params(key), "count": attempts, "delay": delay_s, "error": error})

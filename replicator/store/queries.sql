@@ -83,6 +83,13 @@ WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s
 UPDATE replicator.outbox SET claimed_by = NULL, claimed_until = NULL, attempts = 0, last_error = NULL
 WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s AND claimed_by = %(worker)s
 
+-- name: release_worker
+-- RELEASE A WORKER'S LEASES: its connection broke mid-pass (a Postgres restart), so whatever it claimed is given
+-- back at once instead of waiting out the lease. Only this worker's own rows (its id is unique per process run);
+-- a row it had applied downstream is applied again, which every sink tolerates (upserts by key).
+UPDATE replicator.outbox SET claimed_by = NULL, claimed_until = NULL
+WHERE sink = %(sink)s AND claimed_by = %(worker)s
+
 -- name: retry_later
 -- RETRY_LATER: count the attempt and come back after the backoff (or a deferral, which is not an attempt).
 UPDATE replicator.outbox
