@@ -159,6 +159,43 @@ def test_notion_unreachable_at_start_waits_in_the_outbox_while_the_other_sink_sy
     )
 
 
+def test_a_sink_that_goes_down_while_running_spends_no_attempts_while_down_and_resumes_when_it_answers(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    recording = tmp_path / "rec.jsonl"
+    fail_file = tmp_path / "fail"
+    # Two attempts would dead-letter a row at its second failure: a sink that is down must not spend them.
+    settings = settings_for(db_url, recording, fail_file=fail_file, REPLICATOR_MAX_ATTEMPTS=2)
+    metrics = Metrics()
+    with InProcessDaemon(settings, metrics) as daemon:
+        first = new_dataset(conn, "first")
+        wait_for(lambda: DocumentKey("dataset", first) in load_recording(recording).documents, what="synced")
+        fail_file.write_text("down")  # the service stops answering, its health check included
+        went_down = time.monotonic()
+        during = [new_dataset(conn, f"during{i}") for i in range(3)]
+        wait_for(lambda: metrics.sink_up.labels(sink="recording")._value.get() == 0, what="marked down")
+        lsn = wait_for(lambda: confirmed_lsn(conn), what="slot active")
+        time.sleep(4.0)  # several re-checks
+        assert (confirmed_lsn(conn) or 0) > lsn  # the slot kept advancing (heartbeats)
+        lag_during = slot_lag_bytes(conn)
+        assert pending(conn, "recording") == 3
+        assert dead_letters(conn) == 0
+        checks = metrics.sink_checks.labels(sink="recording", result="down")._value.get()
+        assert checks >= 2
+        fail_file.unlink()
+        back = time.monotonic()
+        wait_for(lambda: pending(conn, "recording") == 0, timeout=30, what="caught up")
+        resumed_s = time.monotonic() - back
+        assert {DocumentKey("dataset", d) for d in during} <= set(load_recording(recording).documents)
+        assert daemon.thread.is_alive()
+    assert dead_letters(conn) == 0
+    print(
+        f"\n[resilience] sink down while running for {back - went_down:.1f} s: {checks:.0f} failed re-checks, "
+        f"no row dead-lettered (REPLICATOR_MAX_ATTEMPTS=2), slot lag {lag_during} bytes; caught up "
+        f"{resumed_s:.2f} s after it answered"
+    )
+
+
 @pytest.mark.slow
 def test_notion_rate_limited_at_start_is_down_not_fatal_and_syncs_once_the_429s_stop(
     conn: Conn, db_url: str, tmp_path: Path, notion_emulator: NotionEmulator
