@@ -21,7 +21,7 @@
 --     it (`replicator slot drop`). Only a superuser can give the REPLICATION attribute.
 --   * SELECT on the domain tables: workers render each document from the current rows (and `verify` compares).
 --   * USAGE + SELECT/INSERT/UPDATE/DELETE on schema replicator (outbox, dead_letter, sink_state, sink_status,
---     source_checkpoint, heartbeat) and its sequences: its own state.
+--     sink_health, source_checkpoint, heartbeat) and its sequences: its own state.
 --   * Nothing else: pg_replication_slots, pg_current_wal_lsn(), pg_notify()/LISTEN, advisory locks and
 --     pg_logical_emit_message() are open to every role; no CREATE on the database or any schema (the migrations
 --     create the objects, run by owner_role).

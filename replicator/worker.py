@@ -231,6 +231,11 @@ class SinkWorker:
                 try:
                     # LISTEN before the first claim, so a NOTIFY sent while we work is queued, not lost.
                     self._listen_conn()
+                    if failures:
+                        # Reconnected after a broken connection: rows claimed in the broken pass are ours still.
+                        released = outbox.release_all(self._work_conn(), self._lease)
+                        if released:
+                            log.info("worker.leases_released", sink=self.sink.name, rows=released)
                     processed = self.run_once()
                     failures = 0
                     if processed == 0:

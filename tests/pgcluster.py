@@ -160,12 +160,12 @@ class PgCluster:
         bindir = pg_bindir()
         log = self.datadir / "server.log"
         pg_ctl = [str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(log)]
-        subprocess.run(
-            self._as_server_user([*pg_ctl, "-m", mode, "-w", "-t", "60", "restart"]),
-            check=True,
-            capture_output=True,
+        done = subprocess.run(
+            self._as_server_user([*pg_ctl, "-m", mode, "-w", "-t", "60", "restart"]), capture_output=True, text=True
         )
-        self.wait_ready()
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl restart failed ({done.returncode}): {done.stdout} {done.stderr}")
+        self.wait_ready(60.0)
 
     def running(self) -> bool:
         return (self.datadir / "postmaster.pid").exists()

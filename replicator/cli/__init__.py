@@ -256,8 +256,9 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
         reason = redact(not_migrated(error), configured_secrets(settings))
         verdict = Health(ok=False, reasons=[f"not_migrated: {reason}"], rules=["not_migrated"])
-    except psycopg.Error as error:
-        _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {error}", markup=False)
+    except psycopg.Error as error:  # e.g. a URL psycopg cannot parse
+        message = redact(str(error).strip(), configured_secrets(settings))
+        _err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {message}", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         _echo_json(verdict.to_dict())

@@ -170,7 +170,8 @@ def held(conn: Conn, lease: Lease, keys: Collection[DocumentKey]) -> set[Documen
 
 
 def release_all(conn: Conn, lease: Lease) -> int:
-    """Give back every row this worker holds (``release_claims``)."""
+    """Give back every row this worker holds (``release_claims``: after a database error, a Postgres restart).
+    Returns how many."""
     params = {"sink": lease.sink, "worker": lease.worker}
     return max(conn.execute(QUERIES["release_claims"], params).rowcount, 0)
 

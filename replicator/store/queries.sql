@@ -105,8 +105,10 @@ WHERE o.sink = %(sink)s AND o.claimed_by = %(worker)s
 FOR UPDATE OF o
 
 -- name: release_claims
--- RELEASE ALL: a worker that hit a database error gives back every row it holds at once (attempts unchanged), so
--- another worker takes them without waiting for the leases to run out.
+-- RELEASE ALL: a worker that hit a database error (its connection broke mid-pass: a Postgres restart) gives back
+-- every row it holds at once (attempts unchanged), so another worker takes them without waiting for the leases to
+-- run out. Only this worker's own rows (its id is unique per process run); a row it had applied downstream is
+-- applied again, which every sink tolerates (upserts by key).
 UPDATE replicator.outbox SET claimed_by = NULL, claimed_until = NULL
 WHERE sink = %(sink)s AND claimed_by = %(worker)s
 
