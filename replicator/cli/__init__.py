@@ -174,7 +174,9 @@ def _status_view(status: Status, health: Health) -> Group:
     for name, value in rows:
         slot_table.add_row(name, value)
     sinks = Table(title="sinks", title_justify="left")
-    for column in ("sink", "enabled", "pending", "oldest", "dead", "duplicates", "last success", "last error"):
+    longest = max((len(s.name) for s in status.sinks), default=4)
+    sinks.add_column("sink", min_width=longest, no_wrap=True)
+    for column in ("enabled", "pending", "oldest", "dead", "dup", "last success", "last error"):
         sinks.add_column(column)
     down: list[str] = []
     for sink in status.sinks:

@@ -327,9 +327,19 @@ def test_a_429_becomes_a_retryable_error_carrying_retry_after(
     assert outcome.error.retryable is True
 
 
-def test_a_dropped_connection_is_retryable_and_the_retry_creates_one_page(
-    sink: NotionSink, notion_emulator: NotionEmulator, conn: Conn
+def test_a_dropped_connection_is_retryable_and_the_retry_creates_one_page_once_a_lost_create_would_show(
+    notion_emulator: NotionEmulator, database_ids: dict[str, str], conn: Conn
 ) -> None:
+    now = [1_000.0]
+    sink = NotionSink(
+        notion_client(notion_emulator.token, notion_emulator.url),
+        database_ids,
+        sleep=lambda _s: None,
+        read_lag_s=30,
+        request_timeout_s=30,
+        clock=lambda: now[0],
+    )
+    sink.check()
     key = _dataset(conn, "D")
     document = render(conn, [key])[key]
     assert document is not None
@@ -338,9 +348,15 @@ def test_a_dropped_connection_is_retryable_and_the_retry_creates_one_page(
     assert outcome.kind is OutcomeKind.FAILED
     assert outcome.error is not None
     assert outcome.error.retryable is True
+    # The create may have been applied: until it would show in queries (timeout + read lag), the retry waits.
+    now[0] += 59
+    [outcome] = sink.upsert([UpsertItem(document, None)])
+    assert outcome.kind is OutcomeKind.DEFERRED
+    now[0] += 2
     [outcome] = sink.upsert([UpsertItem(document, None)])
     assert outcome.kind is OutcomeKind.APPLIED
     assert [d.key for d in sink.inventory()] == [key]
+    sink.close()
 
 
 def test_a_validation_error_is_permanent_and_dead_letters_the_row(

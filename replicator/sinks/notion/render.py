@@ -101,24 +101,26 @@ def block_count(blocks: Iterable[Mapping[str, Any]]) -> int:
 
 
 def fit_properties(properties: JSON, protected: Iterable[str] = ()) -> JSON:
-    """``properties`` cut until their JSON is at most ``PROPERTIES_BYTES_MAX``: the largest rich-text property
-    (never one in ``protected``) loses half its text, with the visible marker, until they fit. Deterministic, so
-    the same document always renders the same properties (and hash). The full text stays in Postgres."""
+    """``properties`` cut until their JSON is at most ``PROPERTIES_BYTES_MAX``: the largest text property (rich
+    text or title, never one in ``protected``) loses half its text, with the visible marker, until they fit.
+    Deterministic, so the same document always renders the same properties (and hash). The full text stays in
+    Postgres."""
     out = dict(properties)
     keep = set(protected)
     while json_bytes(out) > PROPERTIES_BYTES_MAX:
         sizes = {
             name: json_bytes(value)
             for name, value in out.items()
-            if name not in keep and isinstance(value, dict) and value.get("rich_text")
+            if name not in keep and isinstance(value, dict) and (value.get("rich_text") or value.get("title"))
         }
         if not sizes:
             break
         name = max(sizes, key=lambda n: (sizes[n], n))
-        current = plain_text(out[name]["rich_text"])
+        kind = "title" if "title" in out[name] else "rich_text"
+        current = plain_text(out[name][kind])
         if current.endswith(TRUNCATED):
             current = current[: -len(TRUNCATED)]
-        out[name] = {"rich_text": rich_text(current[: len(current) // 2].rstrip() + TRUNCATED)}
+        out[name] = {kind: rich_text(current[: len(current) // 2].rstrip() + TRUNCATED)}
     return out
 
 
@@ -423,7 +425,7 @@ def render_page(doc: Document, pages: Mapping[DocumentKey, str]) -> RenderedPage
     for name, keys in relation_targets(doc).items():
         properties[name] = {"relation": [{"id": pages[k]} for k in keys]}
     properties[POSTGRES_ID] = _text(str(doc.key.id))
-    properties = fit_properties(properties, protected=(spec.title_property, POSTGRES_ID))
+    properties = fit_properties(properties, protected=(POSTGRES_ID,))
     section = managed_section(doc)
     hashes = ContentHash(doc=doc.content_hash(), props=_digest(properties), body=_digest(section))
     properties[CONTENT_HASH] = _text(hashes.text())
