@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     notion_rate_per_s: float = Field(3.0, alias="NOTION_RATE_PER_S", gt=0)
     notion_settle_ms: int = Field(1000, alias="NOTION_SETTLE_MS", ge=0)
 
+    # ---- narrative capture (Notion -> Postgres, #14) --------------------------------------------------
+    narrative_capture: bool = Field(False, alias="NARRATIVE_CAPTURE")
+    narrative_poll_s: float = Field(30.0, alias="NARRATIVE_POLL_S", gt=0)
+    # Notion rounds last_edited_time down to the minute and its queries may lag: windows overlap by this much.
+    narrative_overlap_s: float = Field(120.0, alias="NARRATIVE_OVERLAP_S", ge=60)
+    narrative_batch_pages: int = Field(50, alias="NARRATIVE_BATCH_PAGES", gt=0)
+
     # ---- Pinecone and embeddings ---------------------------------------------------------------------
     pinecone_api_key: SecretStr | None = Field(None, alias="PINECONE_API_KEY")
     pinecone_index: str = Field("omics-cdc", alias="PINECONE_INDEX")

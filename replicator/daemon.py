@@ -222,6 +222,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
                 return EXIT_OK
             state.role = "leader"
             metrics.is_leader.set(1)
+            # Stages that run in the leader only (narrative capture, #14); joined with the workers at shutdown.
+            from replicator.narrative.stage import start_leader_stages
+
+            workers.extend(start_leader_stages(settings, metrics, worker_stop))
             with psycopg.connect(settings.dsn, autocommit=True, application_name="replicator-setup") as conn:
                 sync_sink_status(conn, settings)
                 prepare_slot(conn, slot, settings.enabled_sinks)

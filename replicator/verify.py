@@ -18,17 +18,17 @@ orphans are enqueued and the worker, finding no row, deletes them downstream.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from replicator.documents import DocumentKey, render
+from replicator.documents import Document, DocumentKey, render
 from replicator.graph import ENTITIES
 from replicator.sinks.base import RemoteDocument, Sink
-from replicator.store import sink_state
+from replicator.store import narrative, sink_state
 from replicator.store.outbox import current_lsn, enqueue
 
 RENDER_BATCH = 500
@@ -78,8 +78,14 @@ class RepairResult:
     forgotten: int  # sink_state rows removed (duplicated)
 
 
-def expected_hashes(conn: psycopg.Connection[Any], *, batch: int = RENDER_BATCH) -> dict[DocumentKey, str]:
-    """Content hash of every current document, rendered in batches inside one REPEATABLE READ snapshot."""
+def expected_hashes(
+    conn: psycopg.Connection[Any],
+    *,
+    batch: int = RENDER_BATCH,
+    hasher: Callable[[Document], str] = Document.content_hash,
+) -> dict[DocumentKey, str]:
+    """Content hash of every current document (as ``hasher``, a sink's ``document_hash``, computes it), rendered in
+    batches inside one REPEATABLE READ snapshot."""
     out: dict[DocumentKey, str] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -90,7 +96,7 @@ def expected_hashes(conn: psycopg.Connection[Any], *, batch: int = RENDER_BATCH)
                 keys = [DocumentKey(entity, i) for i in ids[start : start + batch]]
                 for key, document in render(conn, keys).items():
                     if document is not None:
-                        out[key] = document.content_hash()
+                        out[key] = hasher(document)
     return out
 
 
@@ -123,8 +129,8 @@ def compare(sink: str, expected: dict[DocumentKey, str], remote: Iterable[Remote
 def verify_sink(
     conn: psycopg.Connection[Any], sink: Sink, expected: dict[DocumentKey, str] | None = None
 ) -> SinkReport:
-    """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks)."""
-    hashes = expected if expected is not None else expected_hashes(conn)
+    """Compare one sink with Postgres (``expected`` from ``expected_hashes`` with this sink's ``document_hash``)."""
+    hashes = expected if expected is not None else expected_hashes(conn, hasher=sink.document_hash)
     return compare(sink.name, hashes, sink.inventory())
 
 
@@ -137,3 +143,20 @@ def repair(conn: psycopg.Connection[Any], report: SinkReport) -> RepairResult:
         forgotten = sink_state.forget_many(conn, report.sink, report.duplicated)
         enqueued = enqueue(conn, {report.sink: keys}, current_lsn(conn)) if keys else 0
     return RepairResult(report.sink, enqueued, invalidated, forgotten)
+
+
+def record_report(conn: psycopg.Connection[Any], report: SinkReport) -> None:
+    """Keep the counts of the last verify of this sink (``replicator rollout status`` shows them)."""
+    narrative.record_verify(
+        conn,
+        {
+            "sink": report.sink,
+            "in_sync": report.in_sync,
+            "documents": report.documents,
+            "remote": report.remote,
+            "missing": len(report.missing),
+            "orphaned": len(report.orphaned),
+            "stale": len(report.stale),
+            "duplicated": len(report.duplicated),
+        },
+    )

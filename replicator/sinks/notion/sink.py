@@ -28,7 +28,7 @@ import httpx
 from notion_client import APIResponseError, Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
-from replicator.documents import DocumentKey
+from replicator.documents import Document, DocumentKey
 from replicator.logs import event_logger
 from replicator.retry import BackoffPolicy, TokenBucket
 from replicator.sinks.base import (
@@ -43,6 +43,7 @@ from replicator.sinks.base import (
     UpsertItem,
 )
 from replicator.sinks.notion.render import (
+    OVERWRITTEN_HASH,
     ContentHash,
     RenderedPage,
     is_managed_block,
@@ -147,6 +148,11 @@ class NotionSink(Sink):
         # recorded last. Keyed by document hash, so an entry can never describe another document or version.
         self._written: OrderedDict[str, ContentHash] = OrderedDict()
         self.foreign_pages = 0  # pages without a Postgres ID seen by the last inventory()
+
+    def document_hash(self, document: Document) -> str:
+        """Notion gets the structured document only (the narrative is read FROM its pages), so a captured note
+        leaves the hash, and the page, alone."""
+        return document.structured_hash()
 
     # ---- the API edge ---------------------------------------------------------------------------------------
 
@@ -287,6 +293,10 @@ class NotionSink(Sink):
                     self._call(calls, f"restore page of {doc.key}", self.client.pages.update, page_id, in_trash=False)
                 else:
                     written = ContentHash.parse(_property_text(found, CONTENT_HASH))
+                    if written is not None and state.content_hash == OVERWRITTEN_HASH:
+                        # A person changed a property this sink owns (narrative capture recorded it): the page
+                        # still carries our hash, so force the properties to be written again.
+                        written = replace(written, props="")
         if page_id is None:
             page_id, written = self._find_page(doc.key, page, data_source, calls)
         if page_id is None:
@@ -476,6 +486,11 @@ class NotionSink(Sink):
                 self._written.popitem(last=False)
 
 
+def property_text(page: Mapping[str, Any], name: str) -> str:
+    """The plain text of a text property of a page object (empty when absent)."""
+    return _property_text(page, name)
+
+
 def _property_text(page: Mapping[str, Any], name: str) -> str:
     prop = (page.get("properties") or {}).get(name) or {}
     return plain_text(prop.get(prop.get("type") or "rich_text") or [])
@@ -497,6 +512,20 @@ def notion_client(api_key: str, base_url: str, *, timeout_ms: int = 30_000) -> N
     )
 
 
+_BUCKETS: dict[float, TokenBucket] = {}
+_BUCKETS_LOCK = threading.Lock()
+
+
+def shared_bucket(rate_per_s: float) -> TokenBucket:
+    """The process's one token bucket for the integration's Notion budget: the sink's workers and the narrative
+    capture draw on the same ``NOTION_RATE_PER_S`` (Notion limits the integration, not each caller)."""
+    with _BUCKETS_LOCK:
+        bucket = _BUCKETS.get(rate_per_s)
+        if bucket is None:
+            bucket = _BUCKETS[rate_per_s] = TokenBucket(rate_per_s)
+        return bucket
+
+
 def database_ids(settings: Settings) -> dict[str, str | None]:
     return {
         "program": settings.notion_programs_db_id,
@@ -514,7 +543,7 @@ def build_notion_sink(settings: Settings) -> NotionSink:
     return NotionSink(
         notion_client(settings.notion_api_key.get_secret_value(), settings.notion_base_url),
         database_ids(settings),
-        bucket=TokenBucket(settings.notion_rate_per_s),
+        bucket=shared_bucket(settings.notion_rate_per_s),
         read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
     )
 
