@@ -84,7 +84,8 @@ class RoundStats:
     deleted: int = 0  # narrative rows removed
     unchanged: int = 0
     overwrites: int = 0
-    calls: int = 0
+    calls: int = 0  # every Notion request of the round
+    read_calls: int = 0  # of which block reads (the cost of the pages read; the rest is the poll)
     errors: list[str] = field(default_factory=list)
 
 
@@ -318,6 +319,7 @@ class NarrativeCapture:
                 blocks = self._read_children(page.page_id, calls, depth=0)
             except SinkError as error:
                 stats.calls += calls.n
+                stats.read_calls += calls.n
                 if error.retryable:
                     raise  # Notion is busy: the page stays pending for the next round
                 stats.errors.append(f"{page.key}: {error}")
@@ -326,6 +328,7 @@ class NarrativeCapture:
                     continue
                 blocks = []  # the page is gone for good: nothing people wrote is left on it
             stats.calls += calls.n
+            stats.read_calls += calls.n
             stats.captured += 1
             people = [b for b in blocks if not is_managed_block(b)]
             text = blocks_markdown(people)
