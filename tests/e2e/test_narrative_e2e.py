@@ -10,6 +10,7 @@ Printed, not asserted: the capture delay (the note written → the row in Postgr
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -69,6 +70,10 @@ def _narrative_text(conn: Conn, key: DocumentKey) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _has_text(conn: Conn, key: DocumentKey, text: str) -> bool:
+    return text in (_narrative_text(conn, key) or "")
+
+
 def _note_vectors(emulator: PineconeEmulator, key: DocumentKey) -> list[dict[str, Any]]:
     if INDEX not in emulator.index_names():
         return []
@@ -126,7 +131,7 @@ def test_a_note_written_in_notion_reaches_postgres_and_query_and_its_edit_and_de
         written = time.monotonic()
         answer = person.blocks.children.append(page_id, children=[_paragraph(text)])
         note_ids.append(str(answer["results"][0]["id"]))
-        wait_for(lambda t=text: t in (_narrative_text(conn, lipids) or ""), what=f"note {n} in Postgres")
+        wait_for(functools.partial(_has_text, conn, lipids, text), what=f"note {n} in Postgres")
         delays.append(time.monotonic() - written)
     print(
         f"\n[narrative e2e] capture delay over {len(delays)} notes: p50 {statistics.median(delays):.2f}s, "
@@ -135,7 +140,7 @@ def test_a_note_written_in_notion_reaches_postgres_and_query_and_its_edit_and_de
 
     # Through the slot, the outbox and the worker: vectors that say they came from Notion, with a link.
     wait_for(
-        lambda: any("batch 4" in m.get("text", "") for m in _note_vectors(pinecone_emulator, lipids)),
+        lambda: any("batch 9" in m.get("text", "") for m in _note_vectors(pinecone_emulator, lipids)),
         what="the notes in Pinecone",
     )
     (meta, *_) = _note_vectors(pinecone_emulator, lipids)
