@@ -199,11 +199,13 @@ def _narrative_view(view: NarrativeView) -> list[Any]:
     table = Table(title="narrative capture (Notion -> Postgres)", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
-    oldest = f"{view.oldest_pending_edit:%Y-%m-%d %H:%M} ({_age(view.oldest_pending_age_s)} ago)"
+    oldest = "-"
+    if view.oldest_pending_edit is not None:
+        oldest = f"{view.oldest_pending_edit:%Y-%m-%d %H:%M} ({_age(view.oldest_pending_age_s)} ago)"
     for name, value in (
         ("capture", "on" if view.capture else "off (NARRATIVE_CAPTURE=false)"),
         ("pages pending", str(view.pages_pending)),
-        ("oldest edit not captured", oldest if view.oldest_pending_edit else "-"),
+        ("oldest edit not captured", oldest),
         ("pages tracked", str(view.pages_tracked)),
         ("narratives in Postgres", str(view.narratives)),
         ("last read", f"{view.last_checked_at:%Y-%m-%d %H:%M:%S}" if view.last_checked_at else "-"),

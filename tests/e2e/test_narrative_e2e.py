@@ -235,6 +235,13 @@ def test_notion_read_only_writes_nothing_to_notion_while_capture_goes_on(
     assert len(writes) == person_writes, writes
     assert _live_page(notion_emulator, str(lipids.id))["properties"]["Omics Type"] == "Proteomics"  # not written back
 
+    checked = verify(read_only)  # the pinecone sink (Notion is off) and the overwrite the capture recorded
+    assert checked["in_sync"], checked
+    overwritten = checked["edited_in_notion_overwritten"]
+    assert overwritten["total"] == 1
+    assert overwritten["recent"][0]["property"] == "Omics Type"
+    assert overwritten["recent"][0]["state"] == "edited in Notion, overwritten"
+
     rollout = replicator_cli(read_only, "rollout", "status", "--json")
     assert rollout.returncode == 0, rollout.stderr
     payload = json.loads(rollout.stdout)
@@ -245,3 +252,4 @@ def test_notion_read_only_writes_nothing_to_notion_while_capture_goes_on(
     assert payload["counts"]["dataset"]["postgres"] == 3
     assert payload["counts"]["dataset"]["narrative"] == 1
     assert payload["edited_in_notion_overwritten"] == 1
+    assert payload["last_verify"]["pinecone"]["in_sync"] is True

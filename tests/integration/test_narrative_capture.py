@@ -8,6 +8,7 @@ captured page cost.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -274,3 +275,53 @@ def test_a_document_renders_its_narrative_and_only_the_structured_hash_is_notion
         assert wrapped.document_hash(after) == after.structured_hash()
     finally:
         wrapped.close()
+
+
+def test_the_capture_status_rollout_and_verify_commands(
+    person: NotionSdk,
+    notion_emulator: NotionEmulator,
+    lipids: DocumentKey,
+    database_ids: dict[str, str],
+    db_url: str,
+    conn: Conn,
+) -> None:
+    from typer.testing import CliRunner
+
+    from replicator.cli import app
+
+    env = {
+        "POSTGRES_URL": db_url,
+        "NOTION_API_KEY": notion_emulator.token,
+        "NOTION_BASE_URL": notion_emulator.url,
+        "NOTION_PROGRAMS_DB_ID": database_ids["program"],
+        "NOTION_EXPERIMENTS_DB_ID": database_ids["experiment"],
+        "NOTION_SIGNATURE_DB_ID": database_ids["signature"],
+        "NOTION_EXP_DATA_DB_ID": database_ids["dataset"],
+        "REPLICATOR_SINKS": "notion",
+        "NARRATIVE_CAPTURE": "true",
+    }
+    page_id = _page(notion_emulator, lipids)["id"]
+    person.blocks.children.append(page_id, children=[{"paragraph": {"rich_text": _text("from the CLI round")}}])
+    person.pages.update(page_id, properties={"Disease": {"multi_select": [{"name": "FTD"}]}})
+    runner = CliRunner()
+
+    captured = runner.invoke(app, ["narrative", "capture", "--json"], env=env)
+    assert captured.exit_code == 0, captured.output
+    stats = json.loads(captured.stdout)
+    assert (stats["changed"], stats["overwrites"]) == (1, 1)
+    assert _narrative(conn, lipids) is not None
+
+    shown = runner.invoke(app, ["status"], env={**env, "COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "narrative capture" in shown.stdout
+    assert "edited in Notion, overwritten" in shown.stdout
+    assert "Disease" in shown.stdout
+
+    checked = runner.invoke(app, ["verify"], env={**env, "COLUMNS": "200"})
+    assert checked.exit_code == 0, checked.output  # Postgres's value is pending for the sink, the page still ours
+    assert "edited in Notion, overwritten (1)" in checked.stdout
+
+    rollout = runner.invoke(app, ["rollout", "status"], env={**env, "COLUMNS": "200"})
+    assert rollout.exit_code == 0, rollout.output
+    assert "dual write (Postgres -> Notion and Pinecone), narrative capture on" in rollout.stdout
+    assert "in sync" in rollout.stdout  # the verify just run
