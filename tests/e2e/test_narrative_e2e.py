@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator.documents import DocumentKey
+from replicator.documents import DocumentKey, render
 from replicator.sinks.notion import notion_client
 from tests.daemon_harness import wait_for
 from tests.e2e.test_notion_e2e import _live_page, both_env, embedding_server
@@ -83,6 +83,13 @@ def _note_vectors(emulator: PineconeEmulator, key: DocumentKey) -> list[dict[str
         for v in vectors
         if (v.metadata or {}).get("postgres_id") == str(key.id) and (v.metadata or {}).get("source") == "notion"
     ]
+
+
+def _current_in_pinecone(conn: Conn, emulator: PineconeEmulator, key: DocumentKey) -> bool:
+    """The document's note vectors are there and carry its current content hash."""
+    document = render(conn, [key])[key]
+    notes = _note_vectors(emulator, key)
+    return document is not None and bool(notes) and all(m["content_hash"] == document.content_hash() for m in notes)
 
 
 def _query(env: dict[str, str], question: str, *extra: str) -> list[dict[str, Any]]:
@@ -223,7 +230,7 @@ def test_notion_read_only_writes_nothing_to_notion_while_capture_goes_on(
             what="the overwrite recorded",
         )
         conn.execute("UPDATE dataset SET description = 'changed while read-only' WHERE id = %s", (lipids.id,))
-        wait_for(lambda: bool(_note_vectors(pinecone_emulator, lipids)), what="the note in Pinecone")
+        wait_for(lambda: _current_in_pinecone(conn, pinecone_emulator, lipids), what="the note and change in Pinecone")
     finally:
         assert daemon.stop() == 0
     writes = [
