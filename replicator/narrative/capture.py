@@ -40,7 +40,7 @@ from replicator.leader import LeaderLock
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.retry import TokenBucket
-from replicator.sinks.base import SinkError
+from replicator.sinks.base import SinkConfigError, SinkError
 from replicator.sinks.notion.render import (
     OVERWRITTEN_HASH,
     ContentHash,
@@ -185,6 +185,9 @@ class NarrativeCapture:
                 started = time.monotonic()
                 try:
                     self.run_once()
+                except SinkConfigError as error:  # the databases are not what the capture needs: say so, stop
+                    log.error("narrative.config_error", error=str(error))
+                    return
                 except (SinkError, psycopg.Error) as error:
                     log.warning("narrative.round_failed", error=str(error))
                     self.close()

@@ -20,12 +20,18 @@ def build_capture(settings: Settings, metrics: Metrics | None = None) -> Narrati
     bucket, ``NARRATIVE_*`` options. Property overwrites go back to the Notion sink only while it is enabled."""
     from replicator.sinks.notion.sink import database_ids, notion_client, shared_bucket
 
-    if settings.notion_api_key is None:
-        raise SinkConfigError("narrative capture needs NOTION_API_KEY and the four NOTION_*_DB_ID")
+    ids = database_ids(settings)
+    missing = [entity for entity, value in ids.items() if not value]
+    if settings.notion_api_key is None or missing:
+        raise SinkConfigError(
+            "narrative capture needs NOTION_API_KEY and the four NOTION_*_DB_ID"
+            + (f" (missing: the {', '.join(missing)} database)" if missing else "")
+        )
+    assert settings.notion_api_key is not None
     return NarrativeCapture(
         settings.dsn,
         notion_client(settings.notion_api_key.get_secret_value(), settings.notion_base_url),
-        database_ids(settings),
+        ids,
         options=CaptureOptions(
             poll_s=settings.narrative_poll_s,
             overlap_s=settings.narrative_overlap_s,
