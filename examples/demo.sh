@@ -137,7 +137,7 @@ if [ -f "$STATE/notion.pid" ] && [ "$NARRATIVE_CAPTURE" = true ]; then
         2>/dev/null | "$BIN/python" -c '
 import json, sys
 hits = json.load(sys.stdin)["hits"]
-sys.exit(0 if hits and hits[0]["notes"] and "neurofilament" in hits[0]["notes"][0]["text"] else 1)'; then
+sys.exit(0 if hits and hits[0]["notes"] and "neurofilament" in hits[0]["notes"][0]["text"] else 1)' 2>/dev/null; then
       found=1; break
     fi
     sleep 0.5
@@ -145,6 +145,8 @@ sys.exit(0 if hits and hits[0]["notes"] and "neurofilament" in hits[0]["notes"][
   [ "$found" = 1 ] || { echo "demo: the note did not reach Pinecone in 60 s; see $STATE/replicator.log" >&2; exit 1; }
   say 'replicator query "second ALS cohort neurofilament light chain" (the note, captured into Postgres, then Pinecone)'
   "$BIN/replicator" query "second ALS cohort neurofilament light chain" --top-k 2
+  say "replicator verify (the final validation: Postgres against Notion and Pinecone)"
+  "$BIN/replicator" verify || true
   say "replicator rollout status"
   "$BIN/replicator" rollout status
 fi
