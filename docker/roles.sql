@@ -20,6 +20,7 @@
 --   * LOGIN REPLICATION: to open a replication=database connection, create the wal2json slot, stream it, and drop
 --     it (`replicator slot drop`). Only a superuser can give the REPLICATION attribute.
 --   * SELECT on the domain tables: workers render each document from the current rows (and `verify` compares).
+--   * INSERT/UPDATE/DELETE on public.narrative only: the narrative capture stores what people wrote in Notion.
 --   * USAGE + SELECT/INSERT/UPDATE/DELETE on schema replicator (outbox, dead_letter, sink_state, sink_status,
 --     sink_health, source_checkpoint, heartbeat) and its sequences: its own state.
 --   * Nothing else: pg_replication_slots, pg_current_wal_lsn(), pg_notify()/LISTEN, advisory locks and
@@ -84,6 +85,10 @@ GRANT USAGE ON SCHEMA public TO :"replicator_role";
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO :"replicator_role";
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA public FROM :"replicator_role";
 REVOKE USAGE, UPDATE ON ALL SEQUENCES IN SCHEMA public FROM :"replicator_role";
+-- The one domain table the replicator writes: public.narrative, the notes people wrote on the Notion pages, which
+-- its narrative capture reads back into Postgres (#14).
+SELECT format('GRANT INSERT, UPDATE, DELETE ON TABLE public.narrative TO %I', :'replicator_role')
+ WHERE to_regclass('public.narrative') IS NOT NULL \gexec
 GRANT USAGE ON SCHEMA replicator TO :"replicator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA replicator TO :"replicator_role";
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA replicator TO :"replicator_role";

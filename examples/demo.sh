@@ -2,7 +2,9 @@
 # `make demo`: the whole flow on local defaults. Starts a local PostgreSQL with wal2json (.local/pg), the Notion
 # and Pinecone emulators (unless NOTION_API_KEY / PINECONE_API_KEY name the real services), creates the Notion
 # databases and the Pinecone index, ingests the sample data into Postgres, runs the replicator until it has caught
-# up, then prints `replicator status` and the answer to a sample `replicator query`. `make demo-stop` stops it all.
+# up, then prints `replicator status` and the answer to a sample `replicator query`; then (with the Notion emulator) a
+# scientist writes a note on the lipidomics page, and `replicator query` finds it through the narrative capture, and
+# `replicator rollout status` shows the stage. `make demo-stop` stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,9 +81,11 @@ if [ -z "${PINECONE_API_KEY:-}" ]; then
 fi
 export PINECONE_INDEX=${PINECONE_INDEX:-omics-cdc-demo} EMBEDDING_PROVIDER=${EMBEDDING_PROVIDER:-local}
 export REPLICATOR_SINKS=${REPLICATOR_SINKS:-notion,pinecone} REPLICATOR_HTTP_ADDR=${REPLICATOR_HTTP_ADDR:-127.0.0.1:9187}
+export NARRATIVE_CAPTURE=${NARRATIVE_CAPTURE:-true} NARRATIVE_POLL_S=${NARRATIVE_POLL_S:-2}
 {
   echo "export PINECONE_INDEX=$PINECONE_INDEX EMBEDDING_PROVIDER=$EMBEDDING_PROVIDER"
   echo "export REPLICATOR_SINKS=$REPLICATOR_SINKS REPLICATOR_HTTP_ADDR=$REPLICATOR_HTTP_ADDR"
+  echo "export NARRATIVE_CAPTURE=$NARRATIVE_CAPTURE NARRATIVE_POLL_S=$NARRATIVE_POLL_S"
 } >>"$STATE/env"
 "$BIN/replicator" pinecone init
 
@@ -122,6 +126,30 @@ say "replicator status"
 "$BIN/replicator" status
 say 'replicator query "ceramides increased in ALS cerebrospinal fluid"'
 "$BIN/replicator" query "ceramides increased in ALS cerebrospinal fluid" --top-k 3
+
+if [ -f "$STATE/notion.pid" ] && [ "$NARRATIVE_CAPTURE" = true ]; then
+  NOTE="Scientist's note: the ceramide rise was confirmed in a second ALS cohort; neurofilament light chain tracks Cer 24:1."
+  say "A scientist writes a note on the lipidomics page in Notion (the emulator's person token)"
+  "$BIN/python" examples/demo_note.py "$NOTE"
+  found=0
+  for _ in $(seq 1 120); do
+    if "$BIN/replicator" query "second ALS cohort neurofilament light chain" --source notion --top-k 1 --json \
+        2>/dev/null | "$BIN/python" -c '
+import json, sys
+hits = json.load(sys.stdin)["hits"]
+sys.exit(0 if hits and hits[0]["notes"] and "neurofilament" in hits[0]["notes"][0]["text"] else 1)' 2>/dev/null; then
+      found=1; break
+    fi
+    sleep 0.5
+  done
+  [ "$found" = 1 ] || { echo "demo: the note did not reach Pinecone in 60 s; see $STATE/replicator.log" >&2; exit 1; }
+  say 'replicator query "second ALS cohort neurofilament light chain" (the note, captured into Postgres, then Pinecone)'
+  "$BIN/replicator" query "second ALS cohort neurofilament light chain" --top-k 2
+  say "replicator verify (the final validation: Postgres against Notion and Pinecone)"
+  "$BIN/replicator" verify || true
+  say "replicator rollout status"
+  "$BIN/replicator" rollout status
+fi
 
 say "Running"
 cat <<MSG

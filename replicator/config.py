@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     notion_read_lag_s: float = Field(30.0, alias="NOTION_READ_LAG_S", ge=0)
     notion_timeout_ms: int = Field(30_000, alias="NOTION_TIMEOUT_MS", gt=0)
 
+    # ---- narrative capture (Notion -> Postgres, #14) --------------------------------------------------
+    narrative_capture: bool = Field(False, alias="NARRATIVE_CAPTURE")
+    narrative_poll_s: float = Field(30.0, alias="NARRATIVE_POLL_S", gt=0)
+    # Notion rounds last_edited_time down to the minute and its queries may lag: windows overlap by this much.
+    narrative_overlap_s: float = Field(120.0, alias="NARRATIVE_OVERLAP_S", ge=60)
+    narrative_batch_pages: int = Field(50, alias="NARRATIVE_BATCH_PAGES", gt=0)
+
     # ---- Pinecone and embeddings ---------------------------------------------------------------------
     pinecone_api_key: SecretStr | None = Field(None, alias="PINECONE_API_KEY")
     pinecone_index: str = Field("omics-cdc", alias="PINECONE_INDEX")

@@ -303,6 +303,7 @@ def _lead(
     lock: LeaderLock,
     stop: threading.Event,
     start_sinks: Callable[[], None] = lambda: None,
+    start_leader_stages: Callable[[], None] = lambda: None,
 ) -> int:
     """Take the lock (or stand by), set up the slot, stream; after a lost lock or an unreachable Postgres go back
     to the start of that, in-process, until ``stop``. Only a lost slot or a wrong one ends the process.
@@ -329,6 +330,7 @@ def _lead(
                 prepare_slot(conn, slot, settings.enabled_sinks)
             failures = 0
             start_sinks()
+            start_leader_stages()
             _source_loop(settings, metrics, state, lock).run(stop)
             return EXIT_OK
         except LeadershipLostError as exc:
@@ -372,7 +374,19 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
                     started.set()
                     workers.extend(start_workers(settings, metrics, worker_stop)[0])
 
-            return _lead(settings, metrics, state, lock, stop, start_sinks)
+            leading = threading.Event()
+
+            def leader_stages() -> None:
+                # Stages that run in the leader only (narrative capture, #14), started the first time this process
+                # leads; each holds its own advisory lock too, so a process that lost the lead never runs one twice.
+                # Joined with the workers at shutdown.
+                if not leading.is_set():
+                    leading.set()
+                    from replicator.narrative.stage import start_leader_stages
+
+                    workers.extend(start_leader_stages(settings, metrics, worker_stop))
+
+            return _lead(settings, metrics, state, lock, stop, start_sinks, leader_stages)
         except NOT_MIGRATED_ERRORS as exc:
             log.error("daemon.not_migrated", error=redact(not_migrated(exc), configured_secrets(settings)))
             return EXIT_FAILED

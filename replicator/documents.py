@@ -66,6 +66,18 @@ class SignatureMatch:
 
 
 @dataclass(frozen=True)
+class Narrative:
+    """What people wrote on the document's Notion page (``public.narrative``), as the capture stored it."""
+
+    text: str
+    notion_page_id: str
+    notion_url: str | None
+    last_edited_time: str | None  # ISO 8601
+    last_edited_by: str | None  # a Notion user id
+    content_hash: str
+
+
+@dataclass(frozen=True)
 class Document:
     key: DocumentKey
     name: str
@@ -79,14 +91,28 @@ class Document:
     features: tuple[FeatureLine, ...] = ()
     feature_count: int = 0
     signature_matches: tuple[SignatureMatch, ...] = ()
+    # People's notes from the Notion page (None: nobody wrote any, or capture is off). Not written to Notion.
+    narrative: Narrative | None = None
 
     def relation_keys(self) -> tuple[DocumentKey, ...]:
         """Every document this one relates to, over all roles, without repeats."""
         return tuple(dict.fromkeys(k for keys in self.relations.values() for k in keys))
 
     def content_hash(self) -> str:
-        """sha256 over a canonical JSON of the whole document."""
-        payload = orjson.dumps(self, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS, default=_encode)
+        """sha256 over a canonical JSON of the whole document (the narrative included when there is one, so a
+        document without notes hashes as it did before notes existed)."""
+        return self._hash(with_narrative=True)
+
+    def structured_hash(self) -> str:
+        """The hash of the Postgres-structured part only: what a sink that never writes the narrative (Notion,
+        where the narrative comes from) compares, so a captured note costs it no API call."""
+        return self._hash(with_narrative=False)
+
+    def _hash(self, *, with_narrative: bool) -> str:
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "narrative"}
+        if with_narrative and self.narrative is not None:
+            fields["narrative"] = self.narrative
+        payload = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS, default=_encode)
         return hashlib.sha256(payload).hexdigest()
 
 
@@ -191,6 +217,8 @@ def _render_entity(
         counts = {sid: len(lines) for sid, lines in features.items()}
         matches = _matches(conn, list(rows), from_side="signature")
 
+    narratives = _narratives(conn, entity, list(rows))
+
     out: dict[DocumentKey, Document | None] = {}
     for id_ in ids:
         key = DocumentKey(entity, id_)
@@ -207,6 +235,29 @@ def _render_entity(
             features=features.get(id_, ()),
             feature_count=counts.get(id_, 0),
             signature_matches=matches.get(id_, ()),
+            narrative=narratives.get(id_),
+        )
+    return out
+
+
+_NARRATIVE_SQL = """
+SELECT entity_id, text, notion_page_id, notion_url, last_edited_time, last_edited_by, content_hash
+FROM narrative WHERE entity = %s AND entity_id = ANY(%s)
+"""
+
+
+def _narratives(conn: psycopg.Connection[Any], entity: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, Narrative]:
+    if not ids:
+        return {}
+    out: dict[uuid.UUID, Narrative] = {}
+    for entity_id, text, page_id, url, edited, edited_by, digest in conn.execute(_NARRATIVE_SQL, (entity, ids)):
+        out[entity_id] = Narrative(
+            text=text,
+            notion_page_id=page_id,
+            notion_url=url,
+            last_edited_time=edited.isoformat() if edited is not None else None,
+            last_edited_by=edited_by,
+            content_hash=digest,
         )
     return out
 

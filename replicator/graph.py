@@ -3,7 +3,8 @@ child tables belong to one of them. Routing (which documents a change dirties), 
 document shows) and backfill (which entities exist) all read it from here, so adding a link table is one line.
 
 The graph is the domain schema's (``schema/domain.py``): four entities with a table each, five many-to-many link
-tables, two child tables of per-entity rows, and ``feature``, shared by the datasets and signatures that hold it.
+tables, two child tables of per-entity rows, ``feature``, shared by the datasets and signatures that hold it, and
+``narrative``, the notes people wrote on any entity's Notion page (an annotation: its entity is a column).
 """
 
 from __future__ import annotations
@@ -60,6 +61,20 @@ CHILDREN: tuple[Child, ...] = (
     Child("signature_component", "signature", "signature_id"),
 )
 
+
+@dataclass(frozen=True)
+class Annotation:
+    """A table of rows that belong to a document of ANY entity: ``entity_column`` names the entity, ``id_column``
+    its id (the narrative people wrote on a page, #14). Its rows dirty the document they annotate."""
+
+    table: str
+    entity_column: str
+    id_column: str
+
+
+NARRATIVE = Annotation("narrative", "entity", "entity_id")
+ANNOTATIONS: tuple[Annotation, ...] = (NARRATIVE,)
+
 # A feature row is shared: its holders are the owners of the child rows that reference it.
 FEATURE_TABLE = "feature"
 FEATURE_HOLDERS: tuple[Child, ...] = CHILDREN
@@ -98,4 +113,4 @@ def _parents() -> dict[str, tuple[tuple[str, str], ...]]:
 PARENTS: Mapping[str, tuple[tuple[str, str], ...]] = _parents()
 
 # Every domain table the stream must carry (wal2json ``add-tables``).
-SOURCE_TABLES: tuple[str, ...] = (*PARENTS, FEATURE_TABLE)
+SOURCE_TABLES: tuple[str, ...] = (*PARENTS, FEATURE_TABLE, *(a.table for a in ANNOTATIONS))

@@ -134,6 +134,32 @@ class Metrics:
             registry=r,
         )
 
+        self.narrative_pages = Counter(
+            "replicator_narrative_pages",
+            "Notion pages whose people's blocks the narrative capture read, by outcome (changed, unchanged, deleted)",
+            ["outcome"],
+            registry=r,
+        )
+        self.narrative_requests = Counter(
+            "replicator_narrative_requests", "Notion API requests made by the narrative capture", registry=r
+        )
+        self.narrative_pending = Gauge(
+            "replicator_narrative_pending_pages",
+            "Edited Notion pages the narrative capture has not read yet",
+            registry=r,
+        )
+        self.narrative_oldest_pending_seconds = Gauge(
+            "replicator_narrative_oldest_pending_seconds",
+            "Age of the oldest Notion edit the narrative capture has not read yet",
+            registry=r,
+        )
+        self.property_overwrites = Counter(
+            "replicator_property_overwrites",
+            "Replicator-owned Notion properties a person changed and Postgres overwrote, by entity",
+            ["entity"],
+            registry=r,
+        )
+
     def set_wal_status(self, wal_status: str | None) -> None:
         """Mark the slot's ``wal_status`` (None: the slot does not exist) as the one current state."""
         current = wal_status or "missing"

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
 
-from replicator.documents import DocumentKey
+from replicator.documents import Document, DocumentKey
 from replicator.metrics import Metrics
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteDocument, Sink, SinkError, UpsertItem
 
@@ -145,6 +145,9 @@ class RetryingSink(Sink):
 
     def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
         return self.inner.planned_parts(items)
+
+    def document_hash(self, document: Document) -> str:
+        return self.inner.document_hash(document)
 
     def close(self) -> None:
         self.inner.close()

@@ -6,8 +6,10 @@ without the old tuple) dirties every dataset and signature that holds it; insert
 nothing by itself (its ``dataset_feature`` / ``signature_component`` rows do). An UPDATE of an entity row also
 dirties its related documents, because documents show their relations' names (a renamed program changes the text
 of each of its datasets); unchanged neighbours cost a render, not an API call (their content hash is equal).
-Inserts need no fan-out (a new row has no links yet; its link rows route themselves) and deletes neither (the
-cascaded link-row deletes do). A TRUNCATE dirties every document of the affected entities.
+A ``narrative`` row (people's notes on an entity's page) dirties the document it annotates, named by its
+``entity`` and ``entity_id`` columns. Inserts need no fan-out (a new row has no links yet; its link rows route
+themselves) and deletes neither (the cascaded link-row deletes do). A TRUNCATE dirties every document of the
+affected entities.
 
 ``DirtyDocuments`` collects a batch in a set, so a 200,000-row transaction touching one dataset is ONE key and
 memory stays bounded. Feature holders are looked up once per batch through the small ``FeatureHolders``
@@ -25,7 +27,9 @@ import psycopg
 
 from replicator.changes import ROW_ACTIONS, Action, Change
 from replicator.documents import DocumentKey
-from replicator.graph import ENTITIES, FEATURE_HOLDERS, FEATURE_TABLE, LINKS, PARENTS, SOURCE_TABLES
+from replicator.graph import ANNOTATIONS, ENTITIES, FEATURE_HOLDERS, FEATURE_TABLE, LINKS, PARENTS, SOURCE_TABLES
+
+_ANNOTATIONS = {a.table: a for a in ANNOTATIONS}
 
 DOMAIN_SCHEMA = "public"
 
@@ -49,6 +53,8 @@ def truncated_entities(table: str) -> frozenset[str]:
     """Entities whose every document a TRUNCATE of ``table`` may change."""
     if table == FEATURE_TABLE:
         return frozenset(holder.entity for holder in FEATURE_HOLDERS)
+    if table in _ANNOTATIONS:
+        return frozenset(ENTITIES)
     return frozenset(entity for entity, _ in PARENTS.get(table, ()))
 
 
@@ -129,6 +135,11 @@ class DirtyDocuments:
                 self._updated.add((table, key["id"]))
         elif table == FEATURE_TABLE and action is Action.UPDATE and key.get("id") is not None:
             self._features.add(key["id"])
+        elif table in _ANNOTATIONS:
+            annotation = _ANNOTATIONS[table]
+            kind, value = key.get(annotation.entity_column), key.get(annotation.id_column)
+            if kind in ENTITY_TABLES and value is not None:
+                self._keys.add((str(kind), str(value)))
 
     def direct_keys(self) -> set[DocumentKey]:
         return {DocumentKey(entity, uuid.UUID(value)) for entity, value in self._keys}

@@ -1,6 +1,7 @@
 """What an operator sees: the slot (exists, active, confirmed LSN, lag in bytes and seconds, WAL retention) and
-each sink (enabled, pending, oldest pending age, dead letters, last success and error), read with plain SQL from
-``pg_replication_slots`` and the replicator's own tables. ``evaluate_health`` turns a ``Status`` into a verdict
+each sink (enabled, pending, oldest pending age, dead letters, last success and error), and the narrative capture
+(pages pending, the oldest edit not captured yet, people's property edits overwritten by Postgres), read with plain
+SQL from ``pg_replication_slots`` and the replicator's own tables. ``evaluate_health`` turns a ``Status`` into a verdict
 with reasons (``replicator health``, ``/healthz``). ``redact`` strips secrets from any error text shown here.
 """
 
@@ -14,7 +15,7 @@ import psycopg
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
-from replicator.store import checkpoints, sink_state
+from replicator.store import checkpoints, narrative, sink_state
 from schema.redaction import redact as _redact
 from schema.redaction import url_secrets
 
@@ -95,10 +96,39 @@ class SinkView:
 
 
 @dataclass(frozen=True)
+class OverwriteView:
+    entity: str
+    postgres_id: str
+    notion_page_id: str
+    property: str
+    edited_by: str | None
+    edited_at: datetime
+    notion_value: str
+    postgres_value: str
+    state: str = "edited in Notion, overwritten"
+
+
+@dataclass(frozen=True)
+class NarrativeView:
+    """The narrative capture (Notion → Postgres): on/off, its backlog, what it stored, the overwrites it saw."""
+
+    capture: bool  # NARRATIVE_CAPTURE
+    pages_pending: int  # edited pages whose blocks are not read yet
+    oldest_pending_edit: datetime | None  # the oldest edit not yet captured
+    oldest_pending_age_s: float | None
+    pages_tracked: int
+    last_checked_at: datetime | None
+    narratives: int  # rows in public.narrative
+    overwrites: int  # people's edits of owned properties, overwritten by Postgres
+    recent_overwrites: tuple[OverwriteView, ...] = ()
+
+
+@dataclass(frozen=True)
 class Status:
     slot: SlotStatus
     sinks: tuple[SinkView, ...]
     collected_at: datetime
+    narrative: NarrativeView | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (datetimes as ISO 8601 strings)."""
@@ -188,7 +218,36 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
     ]
     now = conn.execute("SELECT now()").fetchone()
     assert now is not None
-    return Status(slot=slot, sinks=tuple(sinks), collected_at=now[0])
+    return Status(slot=slot, sinks=tuple(sinks), collected_at=now[0], narrative=_narrative(conn, settings, now[0]))
+
+
+def _narrative(conn: psycopg.Connection[Any], settings: Settings, now: datetime) -> NarrativeView:
+    backlog = narrative.backlog(conn)
+    recent = tuple(
+        OverwriteView(
+            entity=o.key.entity,
+            postgres_id=str(o.key.id),
+            notion_page_id=o.page_id,
+            property=o.property,
+            edited_by=o.edited_by,
+            edited_at=o.edited_at,
+            notion_value=o.notion_value,
+            postgres_value=o.postgres_value,
+        )
+        for o in narrative.overwrites(conn, limit=10)
+    )
+    oldest = backlog.oldest_pending_edit
+    return NarrativeView(
+        capture=settings.narrative_capture,
+        pages_pending=backlog.pending,
+        oldest_pending_edit=oldest,
+        oldest_pending_age_s=max((now - oldest).total_seconds(), 0.0) if oldest is not None else None,
+        pages_tracked=backlog.pages,
+        last_checked_at=backlog.last_checked_at,
+        narratives=sum(narrative.counts(conn).values()),
+        overwrites=narrative.overwrite_count(conn),
+        recent_overwrites=recent,
+    )
 
 
 def _sink_health(row: sink_state.SinkHealthRow | None, secrets: tuple[str, ...]) -> dict[str, Any]:
@@ -345,6 +404,9 @@ def refresh_gauges(status: Status, metrics: Metrics) -> None:
         metrics.lag_bytes.set(status.slot.lag_bytes)
     if status.slot.lag_seconds is not None:
         metrics.lag_seconds.set(status.slot.lag_seconds)
+    if status.narrative is not None:
+        metrics.narrative_pending.set(status.narrative.pages_pending)
+        metrics.narrative_oldest_pending_seconds.set(status.narrative.oldest_pending_age_s or 0.0)
     for sink in status.sinks:
         metrics.outbox_pending.labels(sink=sink.name).set(sink.pending)
         metrics.oldest_pending_seconds.labels(sink=sink.name).set(sink.oldest_pending_age_s or 0.0)

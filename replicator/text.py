@@ -149,6 +149,34 @@ def chunk_document(document: Document, policy: ChunkPolicy = ChunkPolicy()) -> l
     return chunk_text(document_text(document), policy, header=title_line(document))
 
 
+SOURCE_POSTGRES = "postgres"
+SOURCE_NOTION = "notion"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a document and where its text came from: ``postgres`` (the structured document) or ``notion``
+    (the narrative people wrote on its page)."""
+
+    text: str
+    source: str
+
+
+def narrative_header(document: Document) -> str:
+    return f"{title_line(document)} (notes in Notion)"
+
+
+def document_chunks(document: Document, policy: ChunkPolicy = ChunkPolicy()) -> list[Chunk]:
+    """The structured document's chunks first, then the narrative's (each narrative chunk names the document)."""
+    chunks = [Chunk(text, SOURCE_POSTGRES) for text in chunk_document(document, policy)]
+    narrative = document.narrative
+    if narrative is not None and narrative.text.strip():
+        header = narrative_header(document)
+        body = chunk_text(f"{header}\n{narrative.text.strip()}", policy, header=header)
+        chunks.extend(Chunk(text, SOURCE_NOTION) for text in body)
+    return chunks
+
+
 def chunk_text(text: str, policy: ChunkPolicy = ChunkPolicy(), *, header: str | None = None) -> list[str]:
     """Pack ``text`` into chunks of at most ``policy.size`` characters; each chunk after the first starts with
     ``header`` (when given) and then the last ≤ ``policy.overlap`` characters of the previous chunk's body."""

@@ -29,10 +29,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from replicator.documents import DocumentKey, render
+from replicator.documents import Document, DocumentKey, render
 from replicator.graph import ENTITIES
 from replicator.sinks.base import RemoteDocument, Sink
-from replicator.store import sink_state
+from replicator.store import narrative, sink_state
 from replicator.store.outbox import current_lsn, enqueue
 
 RENDER_BATCH = 500
@@ -83,8 +83,14 @@ class RepairResult:
     forgotten: int  # sink_state rows removed (duplicated)
 
 
-def expected_hashes(conn: psycopg.Connection[Any], *, batch: int = RENDER_BATCH) -> dict[DocumentKey, str]:
-    """Content hash of every current document, rendered in batches inside one REPEATABLE READ snapshot."""
+def expected_hashes(
+    conn: psycopg.Connection[Any],
+    *,
+    batch: int = RENDER_BATCH,
+    hasher: Callable[[Document], str] = Document.content_hash,
+) -> dict[DocumentKey, str]:
+    """Content hash of every current document (as ``hasher``, a sink's ``document_hash``, computes it), rendered in
+    batches inside one REPEATABLE READ snapshot."""
     out: dict[DocumentKey, str] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -95,7 +101,7 @@ def expected_hashes(conn: psycopg.Connection[Any], *, batch: int = RENDER_BATCH)
                 keys = [DocumentKey(entity, i) for i in ids[start : start + batch]]
                 for key, document in render(conn, keys).items():
                     if document is not None:
-                        out[key] = document.content_hash()
+                        out[key] = hasher(document)
     return out
 
 
@@ -149,7 +155,7 @@ def verify_sink(
 
     Only what still drifts is reported, so ``repair`` never rewrites a document that was in sync. (A change a
     lagging inventory does not show yet — a page a person trashed a moment ago — is seen by the next ``verify``.)"""
-    hashes = expected if expected is not None else expected_hashes(conn)
+    hashes = expected if expected is not None else expected_hashes(conn, hasher=sink.document_hash)
     sink.settle_reads()
     remote = list(sink.inventory())
     first = compare(sink.name, hashes, remote)
@@ -169,20 +175,25 @@ def verify_sink(
     sleep(recheck_s)
     sink.settle_reads()
     drifted = sorted(set(report.missing) | set(report.orphaned) | set(report.stale) | set(report.duplicated))
-    now = expected_hashes_of(conn, drifted)
+    now = expected_hashes_of(conn, drifted, hasher=sink.document_hash)
     second = compare(sink.name, now, sink.inventory_of(drifted))
     return replace(second, documents=first.documents, remote=first.remote)
 
 
-def expected_hashes_of(conn: psycopg.Connection[Any], keys: list[DocumentKey]) -> dict[DocumentKey, str]:
-    """Content hash of each of ``keys`` that exists now (one REPEATABLE READ snapshot)."""
+def expected_hashes_of(
+    conn: psycopg.Connection[Any],
+    keys: list[DocumentKey],
+    *,
+    hasher: Callable[[Document], str] = Document.content_hash,
+) -> dict[DocumentKey, str]:
+    """Content hash (as ``hasher`` computes it) of each of ``keys`` that exists now (one REPEATABLE READ snapshot)."""
     out: dict[DocumentKey, str] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for start in range(0, len(keys), RENDER_BATCH):
             for key, document in render(conn, keys[start : start + RENDER_BATCH]).items():
                 if document is not None:
-                    out[key] = document.content_hash()
+                    out[key] = hasher(document)
     return out
 
 
@@ -195,3 +206,20 @@ def repair(conn: psycopg.Connection[Any], report: SinkReport) -> RepairResult:
         forgotten = sink_state.forget_many(conn, report.sink, report.duplicated)
         enqueued = enqueue(conn, {report.sink: keys}, current_lsn(conn)) if keys else 0
     return RepairResult(report.sink, enqueued, invalidated, forgotten)
+
+
+def record_report(conn: psycopg.Connection[Any], report: SinkReport) -> None:
+    """Keep the counts of the last verify of this sink (``replicator rollout status`` shows them)."""
+    narrative.record_verify(
+        conn,
+        {
+            "sink": report.sink,
+            "in_sync": report.in_sync,
+            "documents": report.documents,
+            "remote": report.remote,
+            "missing": len(report.missing),
+            "orphaned": len(report.orphaned),
+            "stale": len(report.stale),
+            "duplicated": len(report.duplicated),
+        },
+    )

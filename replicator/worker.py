@@ -313,7 +313,7 @@ class SinkWorker:
             state = states.get(key)
             if doc is None:
                 deletes.append(DeleteItem(key=key, state=state))
-            elif state is not None and state.content_hash == doc.content_hash():
+            elif state is not None and state.content_hash == self.sink.document_hash(doc):
                 unchanged.append(key)
             else:
                 related = {t: self._relation_ids[t] for t in doc.relation_keys() if t in self._relation_ids}
@@ -477,7 +477,7 @@ class SinkWorker:
                     assert doc is not None
                     # The worker owns the content hash: it is what the next pass compares against.
                     state = outcome.state or RemoteState(remote_id=None, content_hash="", chunk_count=0)
-                    sink_state.record(conn, sink, key, replace(state, content_hash=doc.content_hash()))
+                    sink_state.record(conn, sink, key, replace(state, content_hash=self.sink.document_hash(doc)))
                     written_entities.add(key.entity)
                     successes += 1
                     outbox.complete(conn, lease, row)

@@ -34,6 +34,8 @@ FEATURE_TYPES = ("gene", "protein", "metabolite", "lipid")
 DIRECTIONS = ("up", "down", "neutral", "complex")
 MATCH_LEVELS = ("exact", "molecular", "species", "mixed")
 EXPERIMENT_TYPES = ("in_vivo", "in_vitro", "patient")
+# The entities whose Notion pages people write on (the replicator's documents).
+ENTITY_KINDS = ("program", "experiment", "dataset", "signature")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -251,6 +253,26 @@ class ProgramSignature(_Link, Base):
     signature_id: Mapped[uuid.UUID] = _fk("signature", index=True)
 
 
+class Narrative(Timestamped, Base):
+    """What people wrote on an entity's Notion page, outside the replicator's managed section (#14): one row per
+    page, written by the replicator's narrative capture (the one writer of this table) and carried to retrieval
+    by the same stream as every other domain table. ``text`` is Markdown-like; ``content_hash`` (sha256 of the
+    text) lets capture skip a page whose people's blocks did not change."""
+
+    __tablename__ = "narrative"
+    __table_args__ = (CheckConstraint(_in("entity", ENTITY_KINDS), name="entity"),)
+
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    notion_page_id: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    notion_url: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    # The newest people's block: when it was edited and by whom (a Notion user id), as the API reports them.
+    last_edited_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_edited_by: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(Text, nullable=False)
+
+
 # Tables whose updated_at the database maintains (the migration installs one trigger per table).
 TIMESTAMPED_TABLES = (
     "program",
@@ -261,4 +283,5 @@ TIMESTAMPED_TABLES = (
     "signature",
     "signature_component",
     "dataset_signature",
+    "narrative",
 )

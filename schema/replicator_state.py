@@ -7,6 +7,11 @@
 - ``sink_health``: per sink, whether the daemon's sink gate last found it up, and if not why, since when, and the
   command that fixes a configuration an operator must fix (``replicator status`` / ``health``).
 - ``source_checkpoint``: per slot, the LSN confirmed to the server and the heartbeat last seen through the stream.
+- ``narrative_page``: per Notion page of a managed database, the last edit the narrative capture saw and the one
+  it captured (``pending`` pages are the capture's backlog).
+- ``property_overwrite``: a replicator-owned property a person changed in Notion, with who, when, the old (their)
+  and new (Postgres's) value; Postgres wins, the record says so.
+- ``verify_result``: per sink, the last ``replicator verify`` counts (shown by ``replicator rollout status``).
 - ``heartbeat``: a row the daemon rewrites every few seconds; it is part of the stream, so seeing it come back
   measures lag in seconds and keeps an idle slot advancing.
 
@@ -136,3 +141,54 @@ class Heartbeat(Base):
 
     slot_name: Mapped[str] = mapped_column(Text, primary_key=True)
     beat_at: Mapped[datetime] = _now()
+
+
+class NarrativePage(Base):
+    __tablename__ = "narrative_page"
+    __table_args__ = (
+        Index("ix_narrative_page_pending", "pending", "seen_edit"),
+        {"schema": REPLICATOR_SCHEMA},
+    )
+
+    page_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity: Mapped[str] = mapped_column(Text, nullable=False)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    url: Mapped[str | None] = mapped_column(Text)
+    # The page's last_edited_time (minute-rounded by Notion) and last_edited_by as the last poll saw them.
+    seen_edit: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    seen_by: Mapped[str | None] = mapped_column(Text)
+    pending: Mapped[bool] = mapped_column(nullable=False, server_default=text("true"))
+    # When the page's blocks were last read (our clock), and the seen_edit they were read for.
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    captured_edit: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = _now()
+
+
+class PropertyOverwrite(Base):
+    __tablename__ = "property_overwrite"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    page_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    property: Mapped[str] = mapped_column(Text, primary_key=True)
+    edited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    notion_value: Mapped[str] = mapped_column(Text, primary_key=True)
+    entity: Mapped[str] = mapped_column(Text, nullable=False)
+    entity_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    edited_by: Mapped[str | None] = mapped_column(Text)
+    postgres_value: Mapped[str] = mapped_column(Text, nullable=False)
+    recorded_at: Mapped[datetime] = _now()
+
+
+class VerifyResult(Base):
+    __tablename__ = "verify_result"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    checked_at: Mapped[datetime] = _now()
+    in_sync: Mapped[bool] = mapped_column(nullable=False)
+    documents: Mapped[int] = mapped_column(Integer, nullable=False)
+    remote: Mapped[int] = mapped_column(Integer, nullable=False)
+    missing: Mapped[int] = mapped_column(Integer, nullable=False)
+    orphaned: Mapped[int] = mapped_column(Integer, nullable=False)
+    stale: Mapped[int] = mapped_column(Integer, nullable=False)
+    duplicated: Mapped[int] = mapped_column(Integer, nullable=False)

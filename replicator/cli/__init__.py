@@ -30,6 +30,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -37,6 +38,7 @@ from replicator.config import Settings
 from replicator.graph import ENTITIES
 from replicator.status import (
     Health,
+    NarrativeView,
     Status,
     collect_status,
     configured_secrets,
@@ -201,10 +203,48 @@ def _status_view(status: Status, health: Health) -> Group:
             success,
             error,
         )
+    parts: list[Any] = [slot_table, sinks]
+    if status.narrative is not None:
+        parts.extend(_narrative_view(status.narrative))
     verdict = "[green]healthy[/green]" if health.ok else "[red]unhealthy[/red]: " + "; ".join(health.reasons)
     if health.warnings:
         verdict += "\n[yellow]warning[/yellow]: " + "; ".join(health.warnings)
-    return Group(slot_table, sinks, Text("\n".join(down)), verdict)
+    return Group(*parts, Text("\n".join(down)), verdict)
+
+
+def _narrative_view(view: NarrativeView) -> list[Any]:
+    table = Table(title="narrative capture (Notion -> Postgres)", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    oldest = "-"
+    if view.oldest_pending_edit is not None:
+        oldest = f"{view.oldest_pending_edit:%Y-%m-%d %H:%M} ({_age(view.oldest_pending_age_s)} ago)"
+    for name, value in (
+        ("capture", "on" if view.capture else "off (NARRATIVE_CAPTURE=false)"),
+        ("pages pending", str(view.pages_pending)),
+        ("oldest edit not captured", oldest),
+        ("pages tracked", str(view.pages_tracked)),
+        ("narratives in Postgres", str(view.narratives)),
+        ("last read", f"{view.last_checked_at:%Y-%m-%d %H:%M:%S}" if view.last_checked_at else "-"),
+        ("edited in Notion, overwritten", str(view.overwrites)),
+    ):
+        table.add_row(name, value)
+    out: list[Any] = [table]
+    if view.recent_overwrites:
+        recent = Table(title="edited in Notion, overwritten (newest first)", title_justify="left")
+        for column in ("document", "property", "edited by", "edited at", "Notion value", "Postgres value"):
+            recent.add_column(column, overflow="fold")
+        for o in view.recent_overwrites:
+            recent.add_row(
+                f"{o.entity} {o.postgres_id}",
+                escape(o.property),
+                escape(o.edited_by or "-"),
+                f"{o.edited_at:%Y-%m-%d %H:%M}",
+                escape(o.notion_value[:120]),
+                escape(o.postgres_value[:120]),
+            )
+        out.append(recent)
+    return out
 
 
 def _status_dict(status: Status, health: Health) -> dict[str, Any]:
@@ -465,6 +505,12 @@ _register_pinecone_commands(app, pinecone_app)
 from replicator.cli.notion import register as _register_notion_commands  # noqa: E402
 
 _register_notion_commands(notion_app)
+
+
+# `narrative capture` and `rollout status` live in replicator/cli/narrative.py.
+from replicator.cli.narrative import register as _register_narrative_commands  # noqa: E402
+
+_register_narrative_commands(app)
 
 
 def main() -> None:

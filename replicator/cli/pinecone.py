@@ -121,10 +121,16 @@ def query_command(
         list[str] | None,
         typer.Option("--filter", help="Metadata filter KEY=VALUE (repeatable), e.g. omics_type=lipidomics."),
     ] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source", help="postgres (structured documents), notion (the notes people wrote) or all (default)."
+        ),
+    ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Semantic search in Pinecone, each hit hydrated from Postgres (Postgres data first, the matching chunk
-    second)."""
+    second, then the matching notes from Notion, each with a link to its page)."""
     from replicator.query import QueryInputError, hit_json, search
     from replicator.sinks.pinecone import build_pinecone_sink
 
@@ -137,7 +143,7 @@ def query_command(
         _fail(str(error), EXIT_UNHEALTHY)
     try:
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
-            hits = search(conn, sink, question, top_k=top_k, entity=entity, filters=filter_ or ())
+            hits = search(conn, sink, question, top_k=top_k, entity=entity, filters=filter_ or (), source=source)
     except QueryInputError as error:
         _fail(str(error), EXIT_USAGE)
     except SinkError as error:
@@ -193,9 +199,17 @@ def _print_hits(question: str, hits: list[dict[str, Any]]) -> None:
             escape(", ".join(hit["programs"])),
             features,
             matches,
-            f"#{hit['chunk']}: {_snippet(hit['chunk_text'], limit=160)}",
+            f"#{hit['chunk']}: {_snippet(hit['chunk_text'], limit=160)}" if hit["chunk"] >= 0 else "",
         )
     console.print(table)
+    for rank, hit in enumerate(hits, start=1):
+        for note in hit.get("notes", []):
+            link = note["notion_url"] or note["notion_page_id"] or ""
+            console.print(
+                f"  #{rank} [bold]evidence[/bold] (source: notion, score {note['score']:.3f}) {escape(link)}\n"
+                f"    {_snippet(note['text'], limit=300)}",
+                highlight=False,
+            )
 
 
 def _snippet(text: str, limit: int = 240) -> str:
@@ -216,7 +230,8 @@ def verify_command(
     """Compare Postgres with each sink: missing, orphaned, stale and duplicated documents. Exit 0 only when
     everything is in sync (1: drift found, 2: bad configuration, 3: a sink could not be reached)."""
     from replicator.sinks.factory import build_sink
-    from replicator.verify import expected_hashes, repair, verify_sink
+    from replicator.store import narrative
+    from replicator.verify import record_report, repair, verify_sink
 
     settings = _settings()
     names = (sink_name,) if sink_name else settings.enabled_sinks
@@ -226,16 +241,19 @@ def verify_command(
     repairs = []
     try:
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
-            expected = expected_hashes(conn)
             for name in names:
                 sink = build_sink(name, settings)
                 try:
-                    report = verify_sink(conn, sink, expected, recheck_s=settings.verify_recheck_s)
+                    # Each sink's own hash (Notion leaves the narrative out: it is where the narrative comes from).
+                    report = verify_sink(conn, sink, recheck_s=settings.verify_recheck_s)
                 finally:
                     sink.close()
                 reports.append(report)
+                record_report(conn, report)
                 if repair_ and not report.in_sync:
                     repairs.append(repair(conn, report))
+            overwritten = narrative.overwrites(conn, limit=20)
+            overwrite_total = narrative.overwrite_count(conn)
     except SinkConfigError as error:
         _fail(str(error), EXIT_USAGE)
     except NotImplementedError as error:
@@ -253,10 +271,15 @@ def verify_command(
                 "in_sync": in_sync,
                 "sinks": [r.as_json() for r in reports],
                 "repair": [vars(r) for r in repairs],
+                "edited_in_notion_overwritten": {
+                    "total": overwrite_total,
+                    "recent": [overwrite_json(o) for o in overwritten],
+                },
             }
         )
     else:
         _print_reports(reports, repairs)
+        print_overwrites(Console(), overwrite_total, overwritten)
     raise typer.Exit(EXIT_OK if in_sync else EXIT_FAILED)
 
 
@@ -287,3 +310,39 @@ def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
             f"repair {result.sink}: enqueued {result.enqueued} document(s) for the worker "
             f"({result.invalidated} to rewrite, {result.forgotten} duplicated); run verify again once it has drained"
         )
+
+
+# ---- property overwrites (shown by verify and status) -------------------------------------------------------------
+
+
+def overwrite_json(item: Any) -> dict[str, Any]:
+    return {
+        "entity": item.key.entity,
+        "postgres_id": str(item.key.id),
+        "notion_page_id": item.page_id,
+        "property": item.property,
+        "edited_by": item.edited_by,
+        "edited_at": item.edited_at.isoformat(),
+        "notion_value": item.notion_value,
+        "postgres_value": item.postgres_value,
+        "state": "edited in Notion, overwritten",
+    }
+
+
+def print_overwrites(console: Console, total: int, items: list[Any]) -> None:
+    """People's edits of replicator-owned properties, which Postgres overwrote (newest first)."""
+    if not total:
+        return
+    table = Table(title=f"edited in Notion, overwritten ({total})", title_justify="left")
+    for column in ("document", "property", "edited by", "edited at", "Notion value", "Postgres value"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(
+            f"{item.key.entity} {item.key.id}",
+            escape(item.property),
+            escape(item.edited_by or ""),
+            item.edited_at.isoformat()[:16],
+            escape(item.notion_value[:120]),
+            escape(item.postgres_value[:120]),
+        )
+    console.print(table)

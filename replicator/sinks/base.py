@@ -146,6 +146,11 @@ class Sink(ABC):
     # True: the worker hands each UpsertItem the remote ids of its relation targets (Notion relations).
     wants_relation_ids: bool = False
 
+    def document_hash(self, document: Document) -> str:
+        """The hash this sink records for ``document`` (the worker skips a document whose hash is unchanged).
+        The whole document by default; a sink that writes only part of it hashes only that part."""
+        return document.content_hash()
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Start-up checks; raise ``SinkConfigError`` with a message that says what to fix."""
 

@@ -56,7 +56,7 @@ from replicator.sinks.base import (
     UpsertItem,
     lease_lost,
 )
-from replicator.text import ChunkPolicy, chunk_document
+from replicator.text import SOURCE_NOTION, SOURCE_POSTGRES, ChunkPolicy, document_chunks
 
 if TYPE_CHECKING:
     from pinecone import Index
@@ -340,10 +340,18 @@ def key_of_vector_id(vector_id_: str) -> DocumentKey | None:
 
 
 def vector_metadata(
-    document: Document, *, chunk: int, chunk_count: int, text: str, content_hash: str
+    document: Document,
+    *,
+    chunk: int,
+    chunk_count: int,
+    text: str,
+    content_hash: str,
+    source: str = SOURCE_POSTGRES,
 ) -> dict[str, Any]:
-    """The one metadata schema: entity, postgres_id, name, chunk, chunk_count, text, content_hash, then the
-    entity's filterable fields and related ids (``program_ids`` …) as lists of strings."""
+    """The one metadata schema: entity, postgres_id, name, chunk, chunk_count, text, content_hash, ``source``
+    (``postgres``: the structured document; ``notion``: the narrative people wrote on its page, with
+    ``notion_page_id``, ``notion_url``, ``last_edited_time`` and ``last_edited_by``), then the entity's filterable
+    fields and related ids (``program_ids`` …) as lists of strings."""
     meta: dict[str, Any] = {
         "entity": document.key.entity,
         "postgres_id": str(document.key.id),
@@ -352,7 +360,18 @@ def vector_metadata(
         "chunk_count": chunk_count,
         "content_hash": content_hash,
         "text": text,
+        "source": source,
     }
+    narrative = document.narrative
+    if source == SOURCE_NOTION and narrative is not None:
+        meta["notion_page_id"] = narrative.notion_page_id
+        for name, found in (
+            ("notion_url", narrative.notion_url),
+            ("last_edited_time", narrative.last_edited_time),
+            ("last_edited_by", narrative.last_edited_by),
+        ):
+            if found:
+                meta[name] = found
     for column, meta_key in _FILTER_FIELDS.get(document.key.entity, ()):
         value = _metadata_value(document.fields.get(column))
         if value is not None:
@@ -549,7 +568,7 @@ class PineconeSink(Sink):
     def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
         """The chunk count of each document (chunking is pure and cheap; no API call). The worker records it before
         ``upsert`` so ``_delete_surplus`` covers every chunk a write with a lost answer may have left."""
-        return {item.document.key: len(chunk_document(item.document, self._chunking)) for item in items}
+        return {item.document.key: len(document_chunks(item.document, self._chunking)) for item in items}
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         prepared, failed = self._prepare(items)
@@ -568,8 +587,8 @@ class PineconeSink(Sink):
         return outcomes
 
     def _prepare(self, items: Sequence[UpsertItem]) -> tuple[list[_Prepared], list[Outcome]]:
-        chunked = [(item, chunk_document(item.document, self._chunking)) for item in items]
-        texts = [text for _, chunks in chunked for text in chunks]
+        chunked = [(item, document_chunks(item.document, self._chunking)) for item in items]
+        texts = [chunk.text for _, chunks in chunked for chunk in chunks]
         try:
             vectors = self._provider.embed(texts)
         except SinkError as embed_error:
@@ -585,9 +604,14 @@ class PineconeSink(Sink):
             content_hash = document.content_hash()
             entries = []
             try:
-                for number, text in enumerate(chunks):
+                for number, chunk in enumerate(chunks):
                     meta = vector_metadata(
-                        document, chunk=number, chunk_count=len(chunks), text=text, content_hash=content_hash
+                        document,
+                        chunk=number,
+                        chunk_count=len(chunks),
+                        text=chunk.text,
+                        content_hash=content_hash,
+                        source=chunk.source,
                     )
                     entries.append(
                         {

@@ -366,7 +366,7 @@ LEFT JOIN dead USING (sink)
 LEFT JOIN replicator.sink_status s USING (sink)
 ORDER BY names.sink
 
--- ==== sink health ====================================================================================================
+-- ==== sink health =============================================================================================
 
 -- name: record_sink_health
 -- SINK HEALTH: what a daemon's sink gate last found (replicator/sink_gate.py). ``down_since`` is kept while the
@@ -382,3 +382,86 @@ SET up = EXCLUDED.up, reason = EXCLUDED.reason, fix = EXCLUDED.fix,
 SELECT sink, up, reason, fix, extract(epoch FROM now() - down_since)::float8,
        extract(epoch FROM now() - checked_at)::float8, process
 FROM replicator.sink_health ORDER BY sink
+=======
+-- ==== narrative capture (#14) ========================================================================================
+
+-- name: narrative_seen
+-- A page the poll found edited in its window. It becomes pending unless its blocks were already read for this very
+-- last_edited_time AND that read happened after the whole rounded minute had passed (Notion reports the time
+-- rounded down to the minute, so a read inside the minute may have missed a later edit of the same minute).
+INSERT INTO replicator.narrative_page AS p (page_id, entity, entity_id, url, seen_edit, seen_by, pending)
+VALUES (%(page_id)s, %(entity)s, %(entity_id)s, %(url)s, %(seen_edit)s, %(seen_by)s, true)
+ON CONFLICT (page_id) DO UPDATE
+SET entity = EXCLUDED.entity, entity_id = EXCLUDED.entity_id, url = EXCLUDED.url,
+    seen_edit = EXCLUDED.seen_edit, seen_by = EXCLUDED.seen_by,
+    pending = p.pending
+              OR p.captured_edit IS DISTINCT FROM EXCLUDED.seen_edit
+              OR p.checked_at IS NULL
+              OR p.checked_at < EXCLUDED.seen_edit + make_interval(secs => %(settle_s)s)
+RETURNING pending
+
+-- name: narrative_pending
+-- The backlog, oldest edit first.
+SELECT page_id, entity, entity_id, url, seen_edit, seen_by
+FROM replicator.narrative_page WHERE pending ORDER BY seen_edit, page_id LIMIT %(limit)s
+
+-- name: narrative_checked
+-- The page's blocks were read (from checked_at on) for seen_edit; it stays pending if a poll saw a newer edit since.
+UPDATE replicator.narrative_page
+SET pending = seen_edit IS DISTINCT FROM %(seen_edit)s, checked_at = %(checked_at)s, captured_edit = %(seen_edit)s
+WHERE page_id = %(page_id)s
+
+-- name: narrative_backlog
+SELECT count(*) FILTER (WHERE pending), min(seen_edit) FILTER (WHERE pending), count(*), max(checked_at)
+FROM replicator.narrative_page
+
+-- name: narrative_hash
+SELECT content_hash, notion_page_id FROM public.narrative WHERE entity = %(entity)s AND entity_id = %(entity_id)s
+
+-- name: narrative_upsert
+-- People's text changed (or the page did): one row per page; an equal hash was filtered out by the caller.
+INSERT INTO public.narrative AS n
+    (entity, entity_id, notion_page_id, notion_url, text, last_edited_time, last_edited_by, content_hash)
+VALUES (%(entity)s, %(entity_id)s, %(page_id)s, %(url)s, %(text)s, %(edited)s, %(edited_by)s, %(hash)s)
+ON CONFLICT (entity, entity_id) DO UPDATE
+SET notion_page_id = EXCLUDED.notion_page_id, notion_url = EXCLUDED.notion_url, text = EXCLUDED.text,
+    last_edited_time = EXCLUDED.last_edited_time, last_edited_by = EXCLUDED.last_edited_by,
+    content_hash = EXCLUDED.content_hash
+
+-- name: narrative_delete
+DELETE FROM public.narrative WHERE entity = %(entity)s AND entity_id = %(entity_id)s
+
+-- name: narrative_counts
+SELECT entity, count(*) FROM public.narrative GROUP BY entity
+
+-- name: overwrite_record
+-- One person's edit of one owned property is recorded once, however many polls see it.
+INSERT INTO replicator.property_overwrite
+    (page_id, property, edited_at, notion_value, entity, entity_id, edited_by, postgres_value)
+VALUES (%(page_id)s, %(property)s, %(edited_at)s, %(notion_value)s, %(entity)s, %(entity_id)s, %(edited_by)s,
+        %(postgres_value)s)
+ON CONFLICT DO NOTHING
+
+-- name: overwrite_list
+SELECT entity, entity_id, page_id, property, edited_by, edited_at, notion_value, postgres_value, recorded_at
+FROM replicator.property_overwrite ORDER BY edited_at DESC, page_id, property LIMIT %(limit)s
+
+-- name: overwrite_count
+SELECT count(*) FROM replicator.property_overwrite
+
+-- ==== verify results =================================================================================================
+
+-- name: verify_record
+INSERT INTO replicator.verify_result AS v
+    (sink, checked_at, in_sync, documents, remote, missing, orphaned, stale, duplicated)
+VALUES (%(sink)s, now(), %(in_sync)s, %(documents)s, %(remote)s, %(missing)s, %(orphaned)s, %(stale)s, %(duplicated)s)
+ON CONFLICT (sink) DO UPDATE
+SET checked_at = now(), in_sync = EXCLUDED.in_sync, documents = EXCLUDED.documents, remote = EXCLUDED.remote,
+    missing = EXCLUDED.missing, orphaned = EXCLUDED.orphaned, stale = EXCLUDED.stale, duplicated = EXCLUDED.duplicated
+
+-- name: verify_results
+SELECT sink, checked_at, in_sync, documents, remote, missing, orphaned, stale, duplicated
+FROM replicator.verify_result ORDER BY sink
+
+-- name: sink_state_counts
+SELECT sink, entity, count(*) FROM replicator.sink_state GROUP BY sink, entity

@@ -174,8 +174,8 @@ def test_a_batch_costs_a_bounded_number_of_queries(conn: Conn) -> None:
     conn.cursor_factory = Counting
     docs = render(conn, keys)
     assert all(docs[k] is not None for k in keys)
-    # dataset rows, relations, features, matches: independent of the number of documents.
-    assert 1 <= len(statements) <= 4
+    # dataset rows, relations, features, matches, narratives: independent of the number of documents.
+    assert 1 <= len(statements) <= 5
 
 
 def _world_copy(conn: Conn, n: int) -> uuid.UUID:

@@ -124,6 +124,7 @@ def test_upsert_stores_exactly_the_expected_vectors_and_metadata(
             "chunk_count": len(chunks),
             "content_hash": document.content_hash(),
             "text": text,
+            "source": "postgres",
             "omics_type": "lipidomics",
             "disease": ["ALS"],
             "organism": ["Homo sapiens"],

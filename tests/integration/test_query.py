@@ -189,7 +189,10 @@ def test_query_command_prints_json_and_a_table(env: dict[str, str], corpus: dict
     assert hit["name"] == "ALS CSF ceramides"
     assert hit["programs"] == ["Neurodegeneration"]
     assert list(hit)[:4] == ["entity", "postgres_id", "score", "stale"]  # Postgres data before the chunk
-    assert list(hit)[-2:] == ["chunk", "chunk_text"]
+    # then the matching structured chunk, then the matching notes from Notion (none here) as evidence
+    assert list(hit)[-4:] == ["source", "chunk", "chunk_text", "notes"]
+    assert hit["source"] == "postgres"
+    assert hit["notes"] == []
 
     table = runner.invoke(app, ["query", "TP53 tumour", "--top-k", "2"], env={**env, "COLUMNS": "200"})
     assert table.exit_code == 0, table.output

@@ -86,3 +86,34 @@ def test_a_query_in_other_words_finds_the_matching_dataset_first(conn: Conn, sin
     assert hits[0].key == keys["tp53"]
     hits = search(conn, sink, "what happens in the liver when not eating", top_k=3)
     assert hits[0].key == keys["liver"]
+
+
+def test_a_question_only_a_note_answers_returns_the_document_first_and_the_note_as_evidence(
+    conn: Conn, sink: PineconeSink
+) -> None:
+    """The note is in ``public.narrative`` as the capture stores it; the question is worded unlike it."""
+    als = _dataset(
+        conn, "ALS CSF ceramides", "lipidomics", "Ceramide lipids in CSF", [("Cer 18:1;O2/16:0", "lipid", 1.5)]
+    )
+    other = _dataset(conn, "Tumour proteome", "proteomics", "TP53 in tumour biopsies", [("TP53", "protein", 2.1)])
+    note = "Freezer 3 failed overnight; samples from batch 7 thawed and must be re-extracted before analysis."
+    conn.execute(
+        "INSERT INTO narrative (entity, entity_id, notion_page_id, notion_url, text, content_hash) "
+        "VALUES ('dataset', %s, 'page-als', 'https://www.notion.so/pageals', %s, 'h')",
+        (als.id, note),
+    )
+    documents = render(conn, [als, other])
+    sink.upsert([UpsertItem(d, None) for d in documents.values() if d is not None])
+
+    (hit,) = search(conn, sink, "which samples were damaged by a cold storage breakdown?", top_k=1)
+    assert hit.key == als
+    assert hit.document is not None
+    assert hit.document.name == "ALS CSF ceramides"  # the structured document from Postgres first …
+    (evidence, *_) = hit.notes  # … the note as evidence, with where it came from
+    assert evidence.source == "notion"
+    assert "Freezer 3 failed" in evidence.text
+    assert evidence.notion_url == "https://www.notion.so/pageals"
+    (structured,) = search(
+        conn, sink, "which samples were damaged by a cold storage breakdown?", top_k=1, source="postgres"
+    )
+    assert structured.notes == ()

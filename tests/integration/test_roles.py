@@ -231,6 +231,13 @@ def test_replicator_role_streams_reads_domain_tables_and_writes_only_its_schema(
         replicator.execute("INSERT INTO replicator.heartbeat (slot_name) VALUES (%s)", (slot,))
         replicator.execute("DELETE FROM replicator.outbox WHERE entity_id = %s", (dataset_id,))
         replicator.execute("SELECT pg_notify('replicator_outbox', 'pinecone')")
+        # The narrative capture's one domain table (#14).
+        replicator.execute(
+            "INSERT INTO narrative (entity, entity_id, notion_page_id, text, content_hash) "
+            "VALUES ('dataset', %s, 'page-roles', 'a note', 'h')",
+            (dataset_id,),
+        )
+        replicator.execute("DELETE FROM narrative WHERE entity_id = %s", (dataset_id,))
         assert replicator.execute("SELECT pg_try_advisory_lock(7316)").fetchone() == (True,)
 
         forbidden = [

@@ -264,6 +264,42 @@ def _field_properties(doc: Document) -> JSON:
     return {"Description": _text(f.get("description")), "Disease": _multi_select(f.get("disease"))}
 
 
+def owned_properties(doc: Document) -> JSON:
+    """The non-relation properties the sink writes for ``doc`` (title, fields, Postgres ID), in request shape: what
+    a person's edit of a replicator-owned property is compared with."""
+    spec = DATABASES[doc.key.entity]
+    properties: JSON = {spec.title_property: {"title": rich_text(doc.name)}}
+    properties.update(_field_properties(doc))
+    properties[POSTGRES_ID] = _text(str(doc.key.id))
+    return properties
+
+
+def property_value(value: Mapping[str, Any]) -> str | None:
+    """A property value as comparable text, from a request body or an API response alike (title and rich text:
+    plain text; select: its name; multi-select: sorted names; url, number, checkbox: as text); None for a type
+    this does not compare (relations, formulas)."""
+    for kind in ("title", "rich_text"):
+        if kind in value:
+            return plain_text(value.get(kind) or [])
+    if "select" in value:
+        option = value.get("select")
+        return str(option.get("name") or "") if isinstance(option, Mapping) else ""
+    if "multi_select" in value:
+        names = [str(o.get("name") or "") for o in value.get("multi_select") or [] if isinstance(o, Mapping)]
+        return ", ".join(sorted(names))
+    if "url" in value:
+        return str(value.get("url") or "")
+    if "number" in value:
+        number = value.get("number")
+        return "" if number is None else repr(float(number))
+    return None
+
+
+OVERWRITTEN_HASH = "notion:properties-overwritten"
+"""What narrative capture records as a page's hash after a person changed a property the sink owns: the sink then
+rewrites the page's properties even though its ``Content Hash`` still matches (Postgres wins)."""
+
+
 def relation_targets(doc: Document) -> dict[str, tuple[DocumentKey, ...]]:
     """The relations the sink writes for ``doc``, by property name → target keys (whole sets, at most 100 each;
     signatures beyond 100 keep the best-scoring ones). A cut set is said on the page: ``cut_relations``."""
@@ -427,6 +463,6 @@ def render_page(doc: Document, pages: Mapping[DocumentKey, str]) -> RenderedPage
     properties[POSTGRES_ID] = _text(str(doc.key.id))
     properties = fit_properties(properties, protected=(POSTGRES_ID,))
     section = managed_section(doc)
-    hashes = ContentHash(doc=doc.content_hash(), props=_digest(properties), body=_digest(section))
+    hashes = ContentHash(doc=doc.structured_hash(), props=_digest(properties), body=_digest(section))
     properties[CONTENT_HASH] = _text(hashes.text())
     return RenderedPage(doc.key, doc.name, properties, section, hashes)

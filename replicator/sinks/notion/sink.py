@@ -39,7 +39,7 @@ import httpx
 from notion_client import APIResponseError, Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
-from replicator.documents import DocumentKey
+from replicator.documents import Document, DocumentKey
 from replicator.logs import event_logger
 from replicator.retry import BackoffPolicy, TokenBucket
 from replicator.sinks.base import (
@@ -57,6 +57,7 @@ from replicator.sinks.base import (
     lease_lost,
 )
 from replicator.sinks.notion.render import (
+    OVERWRITTEN_HASH,
     REQUEST_BYTES_MAX,
     ContentHash,
     RenderedPage,
@@ -201,6 +202,11 @@ class NotionSink(Sink):
         # recorded last. Keyed by document hash, so an entry can never describe another document or version.
         self._written: OrderedDict[str, ContentHash] = OrderedDict()
         self.foreign_pages = 0  # pages without a Postgres ID seen by the last inventory()
+
+    def document_hash(self, document: Document) -> str:
+        """Notion gets the structured document only (the narrative is read FROM its pages), so a captured note
+        leaves the hash, and the page, alone."""
+        return document.structured_hash()
 
     # ---- the API edge ---------------------------------------------------------------------------------------
 
@@ -423,6 +429,10 @@ class NotionSink(Sink):
                     self._call(calls, f"restore page of {doc.key}", self.client.pages.update, page_id, in_trash=False)
                 else:
                     written = ContentHash.parse(_property_text(found, CONTENT_HASH))
+                    if written is not None and state.content_hash == OVERWRITTEN_HASH:
+                        # A person changed a property this sink owns (narrative capture recorded it): the page
+                        # still carries our hash, so force the properties to be written again.
+                        written = replace(written, props="")
         if page_id is None:
             page_id, written, duplicates = self._find_page(doc.key, page, data_source, calls)
         if item.force:
@@ -898,6 +908,11 @@ def create_intent_deadline(recorded: str | None) -> float | None:
         return None
 
 
+def property_text(page: Mapping[str, Any], name: str) -> str:
+    """The plain text of a text property of a page object (empty when absent)."""
+    return _property_text(page, name)
+
+
 def _property_text(page: Mapping[str, Any], name: str) -> str:
     prop = (page.get("properties") or {}).get(name) or {}
     return plain_text(prop.get(prop.get("type") or "rich_text") or [])
@@ -919,6 +934,20 @@ def notion_client(api_key: str, base_url: str, *, timeout_ms: int = 30_000) -> N
     )
 
 
+_BUCKETS: dict[float, TokenBucket] = {}
+_BUCKETS_LOCK = threading.Lock()
+
+
+def shared_bucket(rate_per_s: float) -> TokenBucket:
+    """The process's one token bucket for the integration's Notion budget: the sink's workers and the narrative
+    capture draw on the same ``NOTION_RATE_PER_S`` (Notion limits the integration, not each caller)."""
+    with _BUCKETS_LOCK:
+        bucket = _BUCKETS.get(rate_per_s)
+        if bucket is None:
+            bucket = _BUCKETS[rate_per_s] = TokenBucket(rate_per_s)
+        return bucket
+
+
 def database_ids(settings: Settings) -> dict[str, str | None]:
     return {
         "program": settings.notion_programs_db_id,
@@ -938,7 +967,7 @@ def build_notion_sink(settings: Settings) -> NotionSink:
             settings.notion_api_key.get_secret_value(), settings.notion_base_url, timeout_ms=settings.notion_timeout_ms
         ),
         database_ids(settings),
-        bucket=TokenBucket(settings.notion_rate_per_s),
+        bucket=shared_bucket(settings.notion_rate_per_s),
         read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
         read_lag_s=settings.notion_read_lag_s,
         request_timeout_s=settings.notion_timeout_ms / 1000,
