@@ -382,7 +382,7 @@ SET up = EXCLUDED.up, reason = EXCLUDED.reason, fix = EXCLUDED.fix,
 SELECT sink, up, reason, fix, extract(epoch FROM now() - down_since)::float8,
        extract(epoch FROM now() - checked_at)::float8, process
 FROM replicator.sink_health ORDER BY sink
-=======
+
 -- ==== narrative capture (#14) ========================================================================================
 
 -- name: narrative_seen
