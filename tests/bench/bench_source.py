@@ -246,8 +246,8 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
             if statement.strip():
                 conn.execute(statement)
         conn.execute("SELECT pg_create_logical_replication_slot('bench_count', 'wal2json')")
-        create_slot(conn, "bench_recv")
-        create_slot(conn, "bench_replicator")
+        create_slot(conn, f"recv_{workload.name}")  # slot names are server-wide
+        create_slot(conn, f"replicator_{workload.name}")
         started = time.perf_counter()
         conn.execute(workload.workload)
         write_s = time.perf_counter() - started
@@ -263,8 +263,8 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
         conn.execute("SELECT pg_drop_replication_slot('bench_count')")
     assert counted is not None
     records = int(counted[0])
-    recv_s = read_with_pg_recvlogical(url, "bench_recv", endpos)
-    ours = read_with_replicator(url, "bench_replicator", endpos)
+    recv_s = read_with_pg_recvlogical(url, f"recv_{workload.name}", endpos)
+    ours = read_with_replicator(url, f"replicator_{workload.name}", endpos)
     with psycopg.connect(url, autocommit=True) as conn:
         outbox = conn.execute("SELECT count(*) FROM replicator.outbox").fetchone()
     recv_rate = records / recv_s
