@@ -19,6 +19,7 @@ A broken connection is retried with backoff (tenacity); a missing or invalidated
 
 from __future__ import annotations
 
+import contextlib
 import select
 import struct
 import threading
@@ -444,7 +445,10 @@ class _OutboxWriter(threading.Thread):
             if job.confirm is not None and job.confirm > self.committed_lsn:
                 self.committed_lsn = job.confirm
             return
-        with self.conn.transaction():
+        # One round trip for the whole transaction (BEGIN, upsert, notify, checkpoint, COMMIT) in pipeline mode:
+        # less time to the outbox commit, and one wake-up of this thread (one GIL hand-over) instead of five. Whole
+        # entities (rare) read their row counts, so they run without it.
+        with self.conn.pipeline() if not whole_entities else contextlib.nullcontext(), self.conn.transaction():
             if keys and sinks:
                 written += enqueue_pairs(self.conn, sinks, keys, lsn)
             if whole_entities and sinks:
