@@ -5,10 +5,12 @@ rows, confirming to the server only what is committed.
 support): a ``replication=database`` connection, ``START_REPLICATION … LOGICAL`` with wal2json format-version 2,
 then COPY_BOTH — XLogData (``w``) and keepalives (``k``) in, standby status updates (``r``) out.
 
-``SourceLoop`` parses each record (``changes``), routes it to dirty documents (``routing``) and writes them to the
-outbox (``outbox``) in batches cut at commit records: up to ``batch_max_changes`` row changes or
-``batch_max_wait_ms``. A writer thread commits each batch while the reader goes on reading (the server keeps
-decoding meanwhile); only after the outbox transaction commits is the batch's end LSN sent as the flushed
+``SourceLoop`` reads each record's key values (``changes.KeyScanner``; ``changes.parse`` for the rare rest), routes
+them to dirty documents (``routing``) and writes them to the outbox (``outbox``) in batches cut at commit records:
+as soon as the stream has nothing more buffered, or at ``batch_max_changes`` row changes or ``batch_max_wait_ms``
+under sustained load. A writer thread commits each batch while the reader goes on reading (the server keeps
+decoding meanwhile), merging what is handed over meanwhile (group commit); only after the outbox transaction
+commits is the batch's end LSN sent as the flushed
 position, so the slot never moves past a change whose outbox row is not durable. A huge transaction is streamed
 in bounded memory: only its dirty keys are kept (a set), flushed to the outbox mid-transaction when the set grows,
 and its LSN is confirmed at its commit record. The loop also writes a heartbeat row every few seconds; seeing it
