@@ -133,29 +133,30 @@ def one_run(cluster: PgCluster, run: int, rates: list[float], seconds: float, ro
         admin.execute(f"CREATE DATABASE {name}")  # our constant name
     url = cluster.url_for(name)
     upgrade(url)
+    recv_slot, our_slot = f"recv_{run}", f"replicator_{run}"  # slot names are server-wide
     with psycopg.connect(url, autocommit=True) as conn:
-        create_slot(conn, "lat_recv")
-        create_slot(conn, "lat_replicator")
+        create_slot(conn, recv_slot)
+        create_slot(conn, our_slot)
     options = [f"--option={k}={v}" for k, v in {**RECV_OPTIONS, "add-tables": ",".join(stream_tables())}.items()]
-    command = [str(pg_bindir() / "pg_recvlogical"), "--dbname", url, "--slot", "lat_recv", "--start", "--file", "-"]
+    command = [str(pg_bindir() / "pg_recvlogical"), "--dbname", url, "--slot", recv_slot, "--start", "--file", "-"]
     recv = subprocess.Popen([*command, *options], stdout=subprocess.PIPE)
     assert recv.stdout is not None
     receiver = Receiver(recv.stdout)
     receiver.start()
     source = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.bench_latency", "--source", url, "lat_replicator"], stdin=subprocess.PIPE
+        [sys.executable, "-m", "tests.bench.bench_latency", "--source", url, our_slot], stdin=subprocess.PIPE
     )
     results: Results = {}
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            _wait(lambda: _slot_active(conn, "lat_replicator") and _slot_active(conn, "lat_recv"), "both readers")
+            _wait(lambda: _slot_active(conn, our_slot) and _slot_active(conn, recv_slot), "both readers")
             time.sleep(1.0)
             phases = []
             for rate in rates:
                 prefix = f"lat{int(rate)}-"
                 phases.append((rate, prefix, *write_steadily(url, rate, seconds, rows, prefix)))
             end_lsn = _current_lsn(conn)
-            _wait(lambda: _confirmed(conn, "lat_replicator") >= end_lsn, "the source to confirm the writes")
+            _wait(lambda: _confirmed(conn, our_slot) >= end_lsn, "the source to confirm the writes")
             time.sleep(1.0)
             for rate, prefix, started, ended, written in phases:
                 achieved = written / (ended - started)
