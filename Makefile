@@ -13,7 +13,8 @@ DB_PORT ?= 54329
 LOCAL_POSTGRES_URL := postgresql://postgres@127.0.0.1:$(DB_PORT)/postgres
 
 .PHONY: help system-deps install install-local-embeddings install-sentence-transformers db db-stop migrate demo \
-        demo-stop test test-slow test-chaos lint format bench bench-source bench-ingest bench-sinks bench-embedder roles clean
+        demo-stop test test-slow test-chaos lint format bench bench-source bench-latency bench-claim bench-ingest bench-sinks \
+        bench-embedder roles clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-26s %s\n", $$1, $$2}'
@@ -87,6 +88,12 @@ bench: install-local-embeddings  ## every benchmark BENCH_RUNS times, then one t
 
 bench-source: install  ## wal2json read rate: pg_recvlogical vs the replicator
 	$(PY) -m tests.bench.bench_source
+
+bench-latency: install  ## commit -> outbox latency at 2k/5k/10k changes/s vs pg_recvlogical's receive latency
+	$(PY) -m tests.bench.bench_latency
+
+bench-claim: install  ## the claim query with 100,000 rows pending, with and without its index
+	$(PY) -m tests.bench.bench_claim
 
 bench-ingest: install  ## ingest rate vs psql \copy of the same rows
 	$(PY) -m tests.bench.bench_ingest

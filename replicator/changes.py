@@ -5,11 +5,15 @@ primary key: ``columns`` for inserts and updates, ``identity`` for deletes), its
 belongs to (xid, commit timestamp) and the LSN the server sent it at. Unchanged TOAST columns are simply absent
 from an update's ``columns``; that is fine because routing only needs keys and documents are re-read from the
 current rows anyway.
+
+``KeyScanner`` is the source's fast path: it reads from a row record only its table and the few key values
+routing needs, by byte search, without decoding the record or building a ``Change`` (a record of a wide row is
+mostly column values nobody reads). Whatever it does not recognise it leaves to ``parse``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -105,6 +109,69 @@ def parse(payload: bytes | memoryview, lsn: int) -> Change:
     if action is Action.MESSAGE:
         return Change(action, lsn, xid, ts, prefix=rec.get("prefix"), content=rec.get("content"))
     return Change(action, lsn, xid, ts)
+
+
+# ---- the fast path ------------------------------------------------------------------------------------------------
+
+# Every format-version 2 record starts with its action: ``{"action":"I",…``.
+ACTION_PREFIX = b'{"action":"'
+ACTION_AT = len(ACTION_PREFIX)
+ROW_ACTION_BYTES: Mapping[int, Action] = {ord(a.value): a for a in ROW_ACTIONS}
+
+
+class KeyScanner:
+    """Reads, from a wal2json format-version 2 row record, its table and the values of a few chosen columns, by
+    byte search (no JSON decoding, no objects for the other columns).
+
+    Sound because of JSON's grammar: inside a string every ``"`` is escaped, so the bytes ``{"name":"id",`` can
+    only be the start of a column object, never part of a value. A record lists ``columns`` (inserts, updates),
+    then ``identity`` (deletes; updates that changed their key), then ``pk`` (names and types, no values): the
+    first column object of a name is the new tuple's (the old one's for a delete), as ``parse`` reads it. A key
+    value is a plain string (a uuid) or ``null``. ``scan`` returns None for anything else: another schema, a table
+    it was not given, a column absent from the tuple, a value that is not a string without escapes. The caller
+    then parses the record with ``parse``, so the fast path never decides what it does not understand."""
+
+    __slots__ = ("_schema", "_tables")
+
+    def __init__(self, schema: str, columns: Mapping[str, Iterable[str]]) -> None:
+        self._schema = b'"schema":"' + schema.encode() + b'","table":"'
+        self._tables: dict[bytes, tuple[str, tuple[bytes, ...]]] = {
+            table.encode(): (table, tuple(b'{"name":"' + c.encode() + b'",' for c in cols))
+            for table, cols in columns.items()
+        }
+
+    def scan(self, payload: bytes) -> tuple[str, tuple[str | None, ...]] | None:
+        """``(table, values)`` in the order of the table's columns, or None (then use ``parse``)."""
+        at = payload.find(self._schema)
+        if at < 0:
+            return None
+        start = at + len(self._schema)
+        end = payload.find(b'"', start)
+        entry = self._tables.get(payload[start:end])
+        if entry is None:
+            return None
+        table, needles = entry
+        values: list[str | None] = []
+        for needle in needles:
+            at = payload.find(needle, end)
+            if at < 0:
+                return None
+            value_at = payload.find(b'"value":', at)
+            if value_at < 0 or payload.find(b"}", at, value_at) >= 0:
+                return None  # a pk entry (no value): the column is not in the tuple
+            value_at += 8
+            first = payload[value_at]
+            if first == 0x22:  # '"'
+                close = payload.find(b'"', value_at + 1)
+                raw = payload[value_at + 1 : close]
+                if close < 0 or b"\\" in raw:
+                    return None
+                values.append(raw.decode())
+            elif payload.startswith(b"null", value_at):
+                values.append(None)
+            else:
+                return None
+        return table, tuple(values)
 
 
 def format_lsn(lsn: int) -> str:

@@ -12,8 +12,10 @@ themselves) and deletes neither (the cascaded link-row deletes do). A TRUNCATE d
 affected entities.
 
 ``DirtyDocuments`` collects a batch in a set, so a 200,000-row transaction touching one dataset is ONE key and
-memory stays bounded. Feature holders are looked up once per batch through the small ``FeatureHolders``
-interface, so the routing itself is pure and unit tests need no database.
+memory stays bounded. Keys stay (entity, id text) pairs as wal2json sent them, all the way into the outbox
+statement (``resolve_pairs``): no ``uuid.UUID`` or ``DocumentKey`` is built per change. Feature holders are
+looked up once per batch through the small ``FeatureHolders`` interface, so the routing itself is pure and unit
+tests need no database.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "ENTITY_TABLES",
     "FEATURE_TABLE",
     "PARENTS",
+    "ROUTE_COLUMNS",
     "SOURCE_TABLES",
     "DirtyBatch",
     "DirtyDocuments",
@@ -59,6 +62,18 @@ def truncated_entities(table: str) -> frozenset[str]:
 
 
 ENTITY_TABLES = frozenset(ENTITIES)
+
+# table → the key columns routing reads from its rows, in the order ``DirtyDocuments.add_values`` takes them: the
+# parents' key columns (an entity's own ``id``), or ``id`` for a feature.
+ROUTE_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    **{table: tuple(column for _, column in parents) for table, parents in PARENTS.items()},
+    FEATURE_TABLE: ("id",),
+    **{a.table: (a.entity_column, a.id_column) for a in ANNOTATIONS},
+}
+# table → (the entities its values dirty, in ROUTE_COLUMNS order; whether an UPDATE of it fans out to neighbours)
+_ROUTES: Mapping[str, tuple[tuple[str, ...], bool]] = {
+    table: (tuple(entity for entity, _ in parents), table in ENTITY_TABLES) for table, parents in PARENTS.items()
+}
 
 
 class FeatureHolders(Protocol):
@@ -125,21 +140,33 @@ class DirtyDocuments:
             self._whole |= truncated_entities(change.table)
 
     def add_row(self, table: str, action: Action, key: Mapping[str, Any]) -> None:
-        parents = PARENTS.get(table)
-        if parents is not None:
-            for entity, column in parents:
-                value = key.get(column)
+        columns = ROUTE_COLUMNS.get(table)
+        if columns is not None:
+            self.add_values(table, action, tuple(key.get(column) for column in columns))
+
+    def add_values(self, table: str, action: Action, values: tuple[str | None, ...]) -> None:
+        """One row change given as its ``ROUTE_COLUMNS[table]`` values (the source's fast path)."""
+        route = _ROUTES.get(table)
+        if route is not None:
+            keys = self._keys
+            for entity, value in zip(route[0], values, strict=False):
                 if value is not None:
-                    self._keys.add((entity, value))
-            if table in ENTITY_TABLES and action is Action.UPDATE and key.get("id") is not None:
-                self._updated.add((table, key["id"]))
-        elif table == FEATURE_TABLE and action is Action.UPDATE and key.get("id") is not None:
-            self._features.add(key["id"])
-        elif table in _ANNOTATIONS:
-            annotation = _ANNOTATIONS[table]
-            kind, value = key.get(annotation.entity_column), key.get(annotation.id_column)
+                    keys.add((entity, value))
+            if route[1] and action is Action.UPDATE and values[0] is not None:
+                self._updated.add((table, values[0]))
+        elif table == FEATURE_TABLE and action is Action.UPDATE and values[0] is not None:
+            self._features.add(values[0])
+        elif table in _ANNOTATIONS and len(values) == 2:
+            kind, value = values  # ROUTE_COLUMNS: (entity_column, id_column)
             if kind in ENTITY_TABLES and value is not None:
                 self._keys.add((str(kind), str(value)))
+
+    def merge(self, other: DirtyDocuments) -> None:
+        """Take in another batch's dirty documents (batches handed over while the outbox was busy)."""
+        self._keys |= other._keys
+        self._features |= other._features
+        self._updated |= other._updated
+        self._whole |= other._whole
 
     def direct_keys(self) -> set[DocumentKey]:
         return {DocumentKey(entity, uuid.UUID(value)) for entity, value in self._keys}
@@ -159,6 +186,20 @@ class DirtyDocuments:
             keys |= lookup.related(self.updated_entities())
         whole = frozenset(self._whole)
         return DirtyBatch(frozenset(k for k in keys if k.entity not in whole), whole)
+
+    def resolve_pairs(self, lookup: FeatureHolders) -> tuple[set[tuple[str, str]], frozenset[str]]:
+        """``resolve`` without building a ``DocumentKey`` per document: (entity, id text) pairs, and the whole
+        entities. Consumes the accumulator (its key set is returned, not copied)."""
+        keys = self._keys
+        self._keys = set()
+        if self._features:
+            keys |= {(k.entity, str(k.id)) for k in lookup.holders(self.renamed_features())}
+        if self._updated:
+            keys |= {(k.entity, str(k.id)) for k in lookup.related(self.updated_entities())}
+        whole = frozenset(self._whole)
+        if whole:
+            keys = {k for k in keys if k[0] not in whole}
+        return keys, whole
 
     def clear(self) -> None:
         self._keys.clear()

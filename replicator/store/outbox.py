@@ -40,20 +40,33 @@ Conn = psycopg.Connection[Any]
 
 def enqueue(conn: Conn, keys_by_sink: Mapping[str, Collection[DocumentKey]], lsn: int) -> int:
     """Upsert the dirty documents of each sink and notify the sinks that got rows. Runs in the caller's
-    transaction (notifications are delivered at its commit). Returns the number of (sink, document) rows."""
-    sinks: list[str] = []
-    entities: list[str] = []
-    ids: list[uuid.UUID] = []
-    for sink, keys in keys_by_sink.items():
-        for key in keys:
-            sinks.append(sink)
-            entities.append(key.entity)
-            ids.append(key.id)
-    if not sinks:
+    transaction (notifications are delivered at its commit). Returns the number of (sink, document) rows.
+    Sinks are written in name order, each in one statement (so rows are locked in key order)."""
+    total = 0
+    for sink in sorted(keys_by_sink):
+        total += enqueue_pairs(conn, (sink,), {(key.entity, str(key.id)) for key in keys_by_sink[sink]}, lsn)
+    return total
+
+
+def enqueue_pairs(conn: Conn, sinks: Collection[str], pairs: Collection[tuple[str, str]], lsn: int) -> int:
+    """The source's form of ``enqueue``: the same documents, as (entity, id text) pairs (each once), for every sink
+    of ``sinks``, in one statement; no ``DocumentKey`` or ``uuid.UUID`` per document. Notifies the sinks. Returns
+    the number of (sink, document) rows."""
+    if not sinks or not pairs:
         return 0
-    conn.execute(QUERIES["enqueue"], {"sinks": sinks, "entities": entities, "ids": ids, "lsn": lsn})
-    notify(conn, [s for s, keys in keys_by_sink.items() if keys])
-    return len(sinks)
+    entities = [entity for entity, _ in pairs]
+    unknown = set(entities).difference(ENTITIES)
+    if unknown:
+        raise ValueError(f"unknown entity {sorted(unknown)[0]!r}; known: {', '.join(ENTITIES)}")
+    params = {
+        "sinks": sorted(sinks),
+        "entities": ",".join(entities),
+        "ids": ",".join([entity_id for _, entity_id in pairs]),
+        "lsn": lsn,
+    }
+    conn.execute(QUERIES["enqueue"], params)
+    notify(conn, sinks)
+    return len(sinks) * len(pairs)
 
 
 def enqueue_entities(conn: Conn, sinks: Collection[str], entities: Iterable[str], lsn: int) -> int:

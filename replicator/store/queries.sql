@@ -6,13 +6,19 @@
 -- ==== outbox: the source's writes ====================================================================================
 
 -- name: enqueue
--- COALESCING UPSERT — correctness-critical. One statement per batch (arrays unnested server-side). A newer change
--- bumps ``version`` so a worker that claimed the older version will not delete the row after applying it (it
--- compares versions); the LSN only moves forward; first_enqueued_at is kept. ``attempts`` and ``next_attempt_at``
--- are left alone on purpose: a row waits because its SINK failed, which a newer change does not cure.
+-- COALESCING UPSERT — correctness-critical. One statement per batch: the batch's documents (entity names and
+-- uuids, each list comma-joined: neither contains a comma) for every sink of ``sinks``. A newer change bumps
+-- ``version`` so a worker that claimed the older version will not delete the row after applying it (it compares
+-- versions); the LSN only moves forward; first_enqueued_at is kept. ``attempts`` and ``next_attempt_at`` are left
+-- alone on purpose: a row waits because its SINK failed, which a newer change does not cure. LOCK ORDER: rows are
+-- taken in key order (sink, entity, entity_id; byte order, as Python sorts them), the order of every other
+-- statement that locks several outbox rows, so the source and the workers never deadlock. The caller passes
+-- each document once (ON CONFLICT may not touch a row twice in one statement).
 INSERT INTO replicator.outbox AS o (sink, entity, entity_id, lsn)
-SELECT k.sink, k.entity, k.entity_id, %(lsn)s
-FROM unnest(%(sinks)b::text[], %(entities)b::text[], %(ids)b::uuid[]) AS k(sink, entity, entity_id)
+SELECT s.sink, k.entity, k.entity_id, %(lsn)s
+FROM unnest(%(sinks)s::text[]) AS s(sink)
+CROSS JOIN unnest(string_to_array(%(entities)s, ','), string_to_array(%(ids)s, ',')::uuid[]) AS k(entity, entity_id)
+ORDER BY s.sink COLLATE "C", k.entity COLLATE "C", k.entity_id
 ON CONFLICT (sink, entity, entity_id) DO UPDATE
 SET version = o.version + 1,
     lsn = greatest(o.lsn, EXCLUDED.lsn),
@@ -21,14 +27,19 @@ SET version = o.version + 1,
 -- name: enqueue_entity
 -- WHOLE ENTITY — every current row of the entity ({table}, an identifier), plus every document a sink still holds
 -- for it (its row may be gone, e.g. after a TRUNCATE: the worker then renders None and deletes downstream). UNION
--- keeps the rows distinct, which ON CONFLICT requires within one statement. Same conflict rule as ``enqueue``.
+-- keeps the rows distinct, which ON CONFLICT requires within one statement. Same conflict rule and lock order
+-- (key order) as ``enqueue``.
 INSERT INTO replicator.outbox AS o (sink, entity, entity_id, lsn)
-SELECT s.sink, %(entity)s, d.id, %(lsn)s
-FROM unnest(%(sinks)s::text[]) AS s(sink) CROSS JOIN {table} AS d
-UNION
-SELECT st.sink, st.entity, st.entity_id, %(lsn)s
-FROM replicator.sink_state AS st
-WHERE st.sink = ANY(%(sinks)s::text[]) AND st.entity = %(entity)s
+SELECT u.sink, u.entity, u.entity_id, %(lsn)s
+FROM (
+    SELECT s.sink, %(entity)s AS entity, d.id AS entity_id
+    FROM unnest(%(sinks)s::text[]) AS s(sink) CROSS JOIN {table} AS d
+    UNION
+    SELECT st.sink, st.entity, st.entity_id
+    FROM replicator.sink_state AS st
+    WHERE st.sink = ANY(%(sinks)s::text[]) AND st.entity = %(entity)s
+) AS u
+ORDER BY u.sink COLLATE "C", u.entity COLLATE "C", u.entity_id
 ON CONFLICT (sink, entity, entity_id) DO UPDATE
 SET version = o.version + 1,
     lsn = greatest(o.lsn, EXCLUDED.lsn),
@@ -165,6 +176,7 @@ LIMIT %(limit)s
 -- name: dlq_retry
 -- DLQ_RETRY: move dead letters back into the outbox in one statement (never in both tables, never in neither). A
 -- fresh row starts at version 1 with no attempts; if the key is pending again already, that row is just made due.
+-- Outbox rows are taken in key order, like ``enqueue``.
 WITH moved AS (
     DELETE FROM replicator.dead_letter
     WHERE (%(sink)s::text IS NULL OR sink = %(sink)s) AND (%(entity)s::text IS NULL OR entity = %(entity)s)
@@ -172,6 +184,7 @@ WITH moved AS (
 )
 INSERT INTO replicator.outbox AS o (sink, entity, entity_id, lsn)
 SELECT sink, entity, entity_id, lsn FROM moved
+ORDER BY sink COLLATE "C", entity COLLATE "C", entity_id
 ON CONFLICT (sink, entity, entity_id) DO UPDATE SET next_attempt_at = now(), attempts = 0
 RETURNING o.sink
 

@@ -1,14 +1,24 @@
 """Source benchmark (``make bench-source``): how fast the replicator reads wal2json compared with
 ``pg_recvlogical``, on the same changes in the same run.
 
-A throwaway cluster (tests.pgcluster) is migrated to head; two wal2json slots are created; the workload of
-reference/wal2json-workload.sql, adapted to our schema (50k dataset inserts and 150k dataset_feature inserts in
-1,000-row transactions, 50k dataset updates, 10k dataset_feature deletes: ~260k wal2json records), is written
-once. Then, one after the other, ``pg_recvlogical`` reads slot 1 to /dev/null and the replicator's source (in a
-child process, whose own peak RSS is its ``VmHWM``: ``ru_maxrss`` would carry the parent's high-water
-mark into the child) reads slot 2 up to committed outbox rows (one sink name, no workers).
-Both use the same wal2json options. Printed: both rates (wal2json records/s), their ratio and the peak RSS,
-also as ``FIGURE`` lines for ``make bench`` (tests/bench/report.py).
+A throwaway cluster (tests.pgcluster) is started; for each workload a fresh database is migrated to head, its
+setup rows are written, two wal2json slots are created, and the workload is written once. Then, one after the
+other, ``pg_recvlogical`` reads slot 1 to /dev/null and the replicator's source (in a child process, whose own
+peak RSS is its ``VmHWM``: ``ru_maxrss`` would carry the parent's high-water mark into the child) reads slot 2 up
+to committed outbox rows (one sink name, no workers). Both use the same wal2json options. The workloads:
+
+- ``shipped``: reference/wal2json-workload.sql adapted to our schema (50k dataset inserts and 150k
+  dataset_feature inserts in 1,000-row transactions, 50k dataset updates, 10k dataset_feature deletes: ~260k
+  wal2json records);
+- ``small``: 40,000 transactions of 1–3 dataset inserts or updates (a record in three is a B or C);
+- ``wide``: 20,000 dataset rows with a 4 kB description and 20,000 dataset_feature rows with a 2 kB jsonb
+  ``extra``, in 200-row transactions, then the datasets updated once;
+- ``child``: 150,000 ``dataset_feature`` updates (statistics re-computed) in 1,000-row transactions.
+
+Printed per workload: both rates (wal2json records/s), their ratio; the peak RSS; also as ``FIGURE`` lines for
+``make bench`` (tests/bench/report.py).
+
+    python -m tests.bench.bench_source [--workloads shipped,small,wide,child]
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -34,6 +45,11 @@ from tests.pgcluster import PgCluster, free_port, pg_bindir
 
 DATASETS = 50_000
 FEATURES = 1_000
+FEATURE_SETUP = (
+    "INSERT INTO feature (feature_type, normalized_name, name) "
+    "SELECT 'lipid', 'cer(d18:1/' || g || ':0)', 'Cer(d18:1/' || g || ':0)' "
+    f"FROM generate_series(1, {FEATURES}) g"
+)
 LINK_TXNS = 150
 UPDATES = 50_000
 DELETES = 10_000
@@ -68,9 +84,95 @@ FOR i IN 1..{DELETES // TXN} LOOP
 END LOOP;
 END $$;
 """
-ROW_CHANGES = DATASETS + LINK_TXNS * TXN + UPDATES + DELETES
-TRANSACTIONS = (DATASETS + UPDATES + DELETES) // TXN + LINK_TXNS
-RECORDS = ROW_CHANGES + 2 * TRANSACTIONS  # plus B and C records
+SMALL_TXNS = 40_000
+SMALL_WORKLOAD = f"""
+DO $$
+DECLARE i int;
+BEGIN
+FOR i IN 1..{SMALL_TXNS} LOOP
+  IF i % 2 = 1 OR i < 10 THEN
+    INSERT INTO dataset (natural_key, name, omics_type, description)
+    SELECT 'sm-' || i || '-' || g, 'sm ' || i, 'lipidomics', 'small' FROM generate_series(1, 1 + i % 3) g;
+  ELSE
+    UPDATE dataset SET name = 'sm upd ' || i
+    WHERE natural_key IN (SELECT 'sm-' || (i - 1) || '-' || g FROM generate_series(1, 1 + i % 3) g);
+  END IF;
+  COMMIT;
+END LOOP;
+END $$;
+"""
+
+WIDE_ROWS = 20_000
+WIDE_TXN = 200
+WIDE_SETUP = """
+INSERT INTO feature (feature_type, normalized_name, name)
+SELECT 'lipid', 'wide(' || g || ')', 'Wide(' || g || ')' FROM generate_series(1, 100) g
+"""
+WIDE_WORKLOAD = f"""
+DO $$
+DECLARE i int;
+BEGIN
+FOR i IN 1..{WIDE_ROWS // WIDE_TXN} LOOP
+  INSERT INTO dataset (natural_key, name, omics_type, description)
+  SELECT 'wide-' || i || '-' || g, 'wide ' || i, 'lipidomics', repeat('a wide description é ', 190)
+  FROM generate_series(1, {WIDE_TXN}) g;
+  COMMIT;
+  INSERT INTO dataset_feature (dataset_id, feature_id, raw_name, log2_fold_change, extra)
+  SELECT d.id, f.id, f.name, random(), jsonb_build_object('note', repeat('x', 2000), 'i', i)
+  FROM (SELECT id FROM dataset WHERE natural_key = 'wide-' || i || '-1') d,
+       (SELECT id, name FROM feature ORDER BY normalized_name LIMIT 100) f;
+  INSERT INTO dataset_feature (dataset_id, feature_id, raw_name, log2_fold_change, extra)
+  SELECT d.id, f.id, f.name, random(), jsonb_build_object('note', repeat('y', 2000), 'i', i)
+  FROM (SELECT id FROM dataset WHERE natural_key = 'wide-' || i || '-2') d,
+       (SELECT id, name FROM feature ORDER BY normalized_name LIMIT 100) f;
+  COMMIT;
+END LOOP;
+FOR i IN 1..{WIDE_ROWS // WIDE_TXN} LOOP
+  UPDATE dataset SET description = repeat('an updated wide description ', 150)
+  WHERE natural_key LIKE 'wide-' || i || '-%';
+  COMMIT;
+END LOOP;
+END $$;
+"""
+
+CHILD_ROWS = 150_000
+CHILD_SETUP = f"""
+INSERT INTO feature (feature_type, normalized_name, name)
+SELECT 'lipid', 'ch(' || g || ')', 'Ch(' || g || ')' FROM generate_series(1, 1000) g;
+INSERT INTO dataset (natural_key, name, omics_type)
+SELECT 'ch-' || g, 'ch ' || g, 'lipidomics' FROM generate_series(1, {CHILD_ROWS // 1000}) g;
+INSERT INTO dataset_feature (dataset_id, feature_id, raw_name, log2_fold_change)
+SELECT d.id, f.id, f.name, random() FROM dataset d, feature f WHERE d.natural_key LIKE 'ch-%'
+"""
+CHILD_WORKLOAD = """
+DO $$
+DECLARE d record;
+BEGIN
+FOR d IN SELECT id FROM dataset WHERE natural_key LIKE 'ch-%' ORDER BY natural_key LOOP
+  UPDATE dataset_feature SET log2_fold_change = random(), p_value = random() WHERE dataset_id = d.id;
+  COMMIT;
+END LOOP;
+END $$;
+"""
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    label: str  # the figure's name
+    setup: str  # written before the slots exist (not streamed)
+    workload: str
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("shipped", "source rate", FEATURE_SETUP, WORKLOAD),
+        Workload("small", "source rate, small transactions", FEATURE_SETUP, SMALL_WORKLOAD),
+        Workload("wide", "source rate, wide rows", WIDE_SETUP, WIDE_WORKLOAD),
+        Workload("child", "source rate, child-table updates", CHILD_SETUP, CHILD_WORKLOAD),
+    )
+}
 
 RECV_OPTIONS = {
     "format-version": "2",
@@ -134,49 +236,71 @@ def child_read(url: str, slot: str, endpos: int) -> None:
     )
 
 
-def main() -> int:
+def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE bench_{workload.name}")  # our constant names
+    url = cluster.url_for(f"bench_{workload.name}")
+    upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in workload.setup.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("SELECT pg_create_logical_replication_slot('bench_count', 'wal2json')")
+        create_slot(conn, f"recv_{workload.name}")  # slot names are server-wide
+        create_slot(conn, f"replicator_{workload.name}")
+        started = time.perf_counter()
+        conn.execute(workload.workload)
+        write_s = time.perf_counter() - started
+        row = conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()
+        assert row is not None
+        endpos = int(row[0])
+        # Counted by the server, from a third slot with the same options: exactly what both readers receive.
+        counted = conn.execute(
+            "SELECT count(*) FROM pg_logical_slot_get_changes('bench_count', NULL, NULL, 'format-version', '2', "
+            "'include-transaction', '1', 'add-tables', %s)",
+            (",".join(stream_tables()),),
+        ).fetchone()
+        conn.execute("SELECT pg_drop_replication_slot('bench_count')")
+    assert counted is not None
+    records = int(counted[0])
+    recv_s = read_with_pg_recvlogical(url, f"recv_{workload.name}", endpos)
+    ours = read_with_replicator(url, f"replicator_{workload.name}", endpos)
+    with psycopg.connect(url, autocommit=True) as conn:
+        outbox = conn.execute("SELECT count(*) FROM replicator.outbox").fetchone()
+    recv_rate = records / recv_s
+    our_rate = records / ours["seconds"]
+    print(f"[{workload.name}] written in {write_s:.2f} s; {records:,} wal2json records")
+    print(f"[{workload.name}] pg_recvlogical -> /dev/null : {recv_s:6.2f} s  {recv_rate:9,.0f} records/s")
+    print(
+        f"[{workload.name}] replicator -> outbox        : {ours['seconds']:6.2f} s  {our_rate:9,.0f} records/s  "
+        f"({int(ours['changes']):,} row changes, {int(ours['batches'])} batches, "
+        f"{outbox[0] if outbox else 0:,} outbox rows)"
+    )
+    print(f"[{workload.name}] ratio replicator / pg_recvlogical: {our_rate / recv_rate:.2f}  (aim: >= 0.9)")
+    print(f"[{workload.name}] replicator peak RSS (VmHWM of the reading process): {ours['peak_mb']:.0f} MB")
+    figure(workload.label, our_rate, "records/s", baseline=recv_rate, goal=">= 0.9x")
+    return {"peak_mb": ours["peak_mb"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_source")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {','.join(WORKLOADS)}")
+    args = parser.parse_args(argv)
+    chosen = [name for name in args.workloads.split(",") if name]
+    unknown = set(chosen) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
     tmp = Path(tempfile.mkdtemp(prefix="omics-cdc-bench-"))
     cluster = PgCluster(tmp / "data", free_port())
     print("starting a throwaway cluster …", flush=True)
     cluster.init()
     cluster.start()
     try:
-        with psycopg.connect(cluster.url, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        url = cluster.url_for("bench")
-        upgrade(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO feature (feature_type, normalized_name, name) "
-                "SELECT 'lipid', 'cer(d18:1/' || g || ':0)', 'Cer(d18:1/' || g || ':0)' "
-                f"FROM generate_series(1, {FEATURES}) g"
-            )
-            create_slot(conn, "bench_recv")
-            create_slot(conn, "bench_replicator")
-            print(f"writing the workload: {ROW_CHANGES:,} row changes in {TRANSACTIONS} transactions …", flush=True)
-            started = time.perf_counter()
-            conn.execute(WORKLOAD)
-            write_s = time.perf_counter() - started
-            row = conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()
-            assert row is not None
-            endpos = int(row[0])
-        recv_s = read_with_pg_recvlogical(url, "bench_recv", endpos)
-        ours = read_with_replicator(url, "bench_replicator", endpos)
-        with psycopg.connect(url, autocommit=True) as conn:
-            outbox = conn.execute("SELECT count(*) FROM replicator.outbox").fetchone()
-        recv_rate = RECORDS / recv_s
-        our_rate = RECORDS / ours["seconds"]
-        print(f"workload written in {write_s:.2f} s; {RECORDS:,} wal2json records ({ROW_CHANGES:,} row changes)")
-        print(f"pg_recvlogical -> /dev/null : {recv_s:6.2f} s  {recv_rate:9,.0f} records/s")
-        print(
-            f"replicator -> outbox        : {ours['seconds']:6.2f} s  {our_rate:9,.0f} records/s  "
-            f"({int(ours['changes']):,} row changes, {int(ours['batches'])} batches, "
-            f"{outbox[0] if outbox else 0:,} outbox rows)"
-        )
-        print(f"ratio replicator / pg_recvlogical: {our_rate / recv_rate:.2f}  (aim: >= 0.5)")
-        print(f"replicator peak RSS (VmHWM of the reading process): {ours['peak_mb']:.0f} MB")
-        figure("source rate", our_rate, "records/s", baseline=recv_rate, goal=">= 0.9x")
-        figure("source peak RSS", ours["peak_mb"], "MB")
+        peak = 0.0
+        for name in chosen:
+            print(f"[{name}] writing the workload …", flush=True)
+            peak = max(peak, run_workload(cluster, WORKLOADS[name])["peak_mb"])
+        figure("source peak RSS", peak, "MB")
         return 0
     finally:
         cluster.stop()
@@ -186,8 +310,8 @@ def main() -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_source")
     parser.add_argument("--read", nargs=3, metavar=("URL", "SLOT", "ENDPOS"))
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
     if args.read:
         child_read(args.read[0], args.read[1], int(args.read[2]))
         sys.exit(0)
-    sys.exit(main())
+    sys.exit(main(rest))

@@ -41,6 +41,8 @@ class Bench:
 
 BENCHES: tuple[Bench, ...] = (
     Bench("source", "tests.bench.bench_source"),
+    Bench("latency", "tests.bench.bench_latency", ("--runs", "1")),
+    Bench("claim", "tests.bench.bench_claim", ("--runs", "1")),
     Bench("ingest", "tests.bench.bench_ingest", ("--runs", "1")),
     Bench("pinecone", "tests.bench.bench_sinks"),
     Bench("notion", "tests.bench.bench_notion"),

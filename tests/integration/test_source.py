@@ -229,3 +229,12 @@ def test_a_transaction_larger_than_a_batch_is_written_in_pieces_and_confirmed_at
     ).fetchone()
     assert checkpoint is not None
     assert checkpoint[0] >= commit_end - 1024
+
+
+def test_a_commit_reaches_the_outbox_when_the_stream_goes_quiet_without_waiting_out_the_batch_window(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    with source(batch_max_wait_ms=600_000) as running:  # a 10-minute window: only the quiet stream can cut it
+        wait_for(lambda: running.loop.confirmed_lsn > 0, what="streaming")
+        ds = new_dataset(conn, "quiet")
+        wait_for(lambda: ("recording", "dataset", ds) in outbox(conn), timeout=30, what="the outbox row")

@@ -1,10 +1,22 @@
-"""Parsing wal2json format-version 2 records into ``Change`` values (records as the server really sends them)."""
+"""Parsing wal2json format-version 2 records into ``Change`` values (records as the server really sends them), and
+the source's fast path (``KeyScanner``), which must read the same keys or leave the record to ``parse``."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from replicator.changes import Action, ChangeParseError, format_lsn, parse, parse_lsn
+from replicator.changes import (
+    ACTION_AT,
+    ACTION_PREFIX,
+    ROW_ACTION_BYTES,
+    Action,
+    ChangeParseError,
+    KeyScanner,
+    format_lsn,
+    parse,
+    parse_lsn,
+)
 
 INSERT = (
     b'{"action":"I","xid":749,"timestamp":"2026-11-25 21:27:11.250545+00","lsn":"0/1FE73C8","schema":"public",'
@@ -74,3 +86,79 @@ def test_lsn_text_round_trips() -> None:
     assert parse_lsn("0/1FE73C8") == 0x1FE73C8
     with pytest.raises(ValueError, match="not an LSN"):
         parse_lsn("12")
+
+
+# ---- the fast path -----------------------------------------------------------------------------------------------
+
+ROUTE = {"dataset_feature": ("dataset_id",), "program": ("id",), "dataset": ("id",), "link": ("a_id", "b_id")}
+
+
+def scanner() -> KeyScanner:
+    return KeyScanner("public", ROUTE)
+
+
+def test_the_scanner_reads_the_same_key_values_as_the_full_parse() -> None:
+    for payload in (INSERT, DELETE, UPDATE_WITHOUT_TOAST):
+        change = parse(payload, 1)
+        assert change.table is not None
+        assert scanner().scan(payload) == (change.table, tuple(change.key[c] for c in ROUTE[change.table]))
+
+
+def test_the_scanner_is_not_fooled_by_a_value_that_looks_like_a_column() -> None:
+    # A text column before the key whose content, unescaped, is the key column's object: JSON escapes its quotes.
+    fake = orjson.dumps({"name": "dataset_id", "type": "uuid", "value": "00000000-0000-0000-0000-000000000000"})
+    record = orjson.dumps(
+        {
+            "action": "I",
+            "schema": "public",
+            "table": "dataset_feature",
+            "columns": [
+                {"name": "raw_name", "type": "text", "value": fake.decode() + ' {"name":"dataset_id",'},
+                {"name": "dataset_id", "type": "uuid", "value": "53e9da94-2042-49b3-b652-2046d72c2de7"},
+            ],
+            "pk": [{"name": "dataset_id", "type": "uuid"}],
+        }
+    )
+    assert scanner().scan(record) == ("dataset_feature", ("53e9da94-2042-49b3-b652-2046d72c2de7",))
+
+
+def test_a_wide_row_is_scanned_for_its_key_only() -> None:
+    columns = [{"name": "id", "type": "uuid", "value": "6ad5cea9-4761-4b9b-a55c-2c3d55b5ca46"}]
+    columns += [{"name": f"c{i}", "type": "jsonb", "value": '{"k": "' + "é" * 5000 + '"}'} for i in range(5)]
+    record = orjson.dumps({"action": "U", "schema": "public", "table": "dataset", "columns": columns})
+    assert scanner().scan(record) == ("dataset", ("6ad5cea9-4761-4b9b-a55c-2c3d55b5ca46",))
+
+
+def test_a_null_key_value_is_none() -> None:
+    record = (
+        b'{"action":"I","schema":"public","table":"link","columns":[{"name":"a_id","type":"uuid","value":null},'
+        b'{"name":"b_id","type":"uuid","value":"53e9da94-2042-49b3-b652-2046d72c2de7"}]}'
+    )
+    assert scanner().scan(record) == ("link", (None, "53e9da94-2042-49b3-b652-2046d72c2de7"))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # another schema (the heartbeat): parsed fully
+        b'{"action":"U","schema":"replicator","table":"heartbeat","columns":[{"name":"slot_name","type":"text",'
+        b'"value":"s"}]}',
+        # a table it was not given
+        b'{"action":"I","schema":"public","table":"other","columns":[{"name":"id","type":"uuid","value":"x"}]}',
+        # the key column is only in pk (not in the tuple): the column object there has no value
+        b'{"action":"U","schema":"public","table":"program","columns":[{"name":"name","type":"text","value":"n"}],'
+        b'"pk":[{"name":"id","type":"uuid"}]}',
+        # a value with an escape, or not a string
+        b'{"action":"I","schema":"public","table":"program","columns":[{"name":"id","type":"text","value":"a\\"b"}]}',
+        b'{"action":"I","schema":"public","table":"program","columns":[{"name":"id","type":"int8","value":12}]}',
+        b"not json at all",
+    ],
+)
+def test_what_the_scanner_does_not_recognise_is_left_to_the_full_parse(record: bytes) -> None:
+    assert scanner().scan(record) is None
+
+
+def test_every_record_starts_with_its_action() -> None:
+    for payload in (INSERT, DELETE, UPDATE_WITHOUT_TOAST):
+        assert payload.startswith(ACTION_PREFIX)
+        assert ROW_ACTION_BYTES[payload[ACTION_AT]] is parse(payload, 1).action

@@ -11,7 +11,7 @@ import pytest
 from replicator.changes import Action, Change
 from replicator.documents import DocumentKey
 from replicator.graph import ENTITIES
-from replicator.routing import PARENTS, DirtyDocuments, Routed, route, truncated_entities
+from replicator.routing import PARENTS, ROUTE_COLUMNS, DirtyDocuments, Routed, route, truncated_entities
 
 D1, D2, S1, P1, E1, F1, F2 = (uuid.uuid4() for _ in range(7))
 
@@ -143,3 +143,31 @@ def test_rows_of_other_schemas_and_unknown_tables_dirty_nothing() -> None:
 
 def test_every_parent_is_a_known_entity() -> None:
     assert {entity for parents in PARENTS.values() for entity, _ in parents} == set(ENTITIES)
+
+
+def test_the_fast_path_dirties_what_the_full_path_dirties() -> None:
+    changes = [
+        row("dataset", Action.UPDATE, id=D1),
+        row("dataset_signature", Action.INSERT, dataset_id=D2, signature_id=S1),
+        row("feature", Action.UPDATE, id=F1),
+        row("program", Action.DELETE, id=P1),
+    ]
+    lookup = Holders({F1: {DocumentKey("signature", S1)}}, {DocumentKey("dataset", D1): {DocumentKey("program", P1)}})
+    full, fast = DirtyDocuments(), DirtyDocuments()
+    for change in changes:
+        assert change.table is not None
+        full.add(change)
+        fast.add_values(change.table, change.action, tuple(change.key.get(c) for c in ROUTE_COLUMNS[change.table]))
+    batch = full.resolve(lookup)
+    pairs, whole = fast.resolve_pairs(lookup)
+    assert pairs == {(k.entity, str(k.id)) for k in batch.keys}
+    assert whole == batch.whole_entities
+
+
+def test_merged_batches_hold_the_documents_of_both() -> None:
+    first, second = DirtyDocuments(), DirtyDocuments()
+    first.add(row("dataset", id=D1))
+    second.add(row("program_dataset", program_id=P1, dataset_id=D1))
+    second.add(Change(Action.TRUNCATE, 1, schema="public", table="signature"))
+    first.merge(second)
+    assert first.resolve_pairs(Holders({})) == ({("dataset", str(D1)), ("program", str(P1))}, frozenset({"signature"}))
