@@ -349,6 +349,18 @@ def _lead(
     return EXIT_OK
 
 
+def _once(start: Callable[[], list[threading.Thread]], into: list[threading.Thread]) -> Callable[[], None]:
+    """``start`` run on the first call only, its threads added to ``into`` (``_lead`` calls these on every pass)."""
+    done = threading.Event()
+
+    def call() -> None:
+        if not done.is_set():
+            done.set()
+            into.extend(start())
+
+    return call
+
+
 def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Metrics | None = None) -> int:
     """Run the replicator until ``stop`` is set or a signal arrives; returns the process exit code."""
     logs.remember_secrets(configured_secrets(settings))
@@ -367,26 +379,18 @@ def run(settings: Settings, *, stop: threading.Event | None = None, metrics: Met
             # Sink workers run in every process, leader or standby: they claim outbox rows with
             # FOR UPDATE SKIP LOCKED and leases, so more replicas apply more in parallel (DESIGN.md §7).
             # Only the source needs the leader lock. They start once the slot is safe (see _lead).
-            started = threading.Event()
+            def sinks() -> list[threading.Thread]:
+                return start_workers(settings, metrics, worker_stop)[0]
 
-            def start_sinks() -> None:
-                if not started.is_set():
-                    started.set()
-                    workers.extend(start_workers(settings, metrics, worker_stop)[0])
-
-            leading = threading.Event()
-
-            def leader_stages() -> None:
+            def leader_stages() -> list[threading.Thread]:
                 # Stages that run in the leader only (narrative capture, #14), started the first time this process
                 # leads; each holds its own advisory lock too, so a process that lost the lead never runs one twice.
-                # Joined with the workers at shutdown.
-                if not leading.is_set():
-                    leading.set()
-                    from replicator.narrative.stage import start_leader_stages
+                from replicator.narrative.stage import start_leader_stages
 
-                    workers.extend(start_leader_stages(settings, metrics, worker_stop))
+                return start_leader_stages(settings, metrics, worker_stop)
 
-            return _lead(settings, metrics, state, lock, stop, start_sinks, leader_stages)
+            # Both are joined with the workers at shutdown.
+            return _lead(settings, metrics, state, lock, stop, _once(sinks, workers), _once(leader_stages, workers))
         except NOT_MIGRATED_ERRORS as exc:
             log.error("daemon.not_migrated", error=redact(not_migrated(exc), configured_secrets(settings)))
             return EXIT_FAILED
