@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ import psycopg
 from replicator.config import Settings
 from replicator.daemon import run
 from replicator.metrics import Metrics
+from tests.support.recording_sink import recording_plugin
 
 
 def slot_of(db: psycopg.Connection[Any] | str) -> str:
@@ -31,6 +33,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout:g} s")
         time.sleep(0.05)
+
+
+def daemon_settings(db_url: str, recording: Path, sinks: str = "recording", **extra: Any) -> Settings:
+    """Settings for a daemon on the test's database with the recording sink writing ``recording``: fast heartbeats,
+    batches and idle polls, a free HTTP port; ``extra`` overrides or adds any setting."""
+    return Settings.model_validate(
+        {
+            "POSTGRES_URL": db_url,
+            "REPLICATOR_SLOT": slot_of(db_url),
+            "REPLICATOR_SINKS": sinks,
+            **recording_plugin(recording),
+            "REPLICATOR_HTTP_ADDR": "127.0.0.1:0",
+            "REPLICATOR_HEARTBEAT_INTERVAL_S": 0.5,
+            "REPLICATOR_BATCH_MAX_WAIT_MS": 50,
+            "REPLICATOR_WORKER_IDLE_POLL_S": 0.5,
+            **extra,
+        }
+    )
 
 
 class InProcessDaemon:

@@ -10,30 +10,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from replicator.config import Settings
 from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, sync_sink_status
 from replicator.documents import DocumentKey
 from replicator.leader import lock_key
-from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
+from tests.daemon_harness import InProcessDaemon, daemon_settings, slot_of, wait_for
 from tests.support.recording_sink import load_recording, recording_plugin
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def settings_for(db_url: str, recording: Path, sinks: str = "recording", **extra: Any) -> Settings:
-    return Settings.model_validate(
-        {
-            "POSTGRES_URL": db_url,
-            "REPLICATOR_SLOT": slot_of(db_url),
-            "REPLICATOR_SINKS": sinks,
-            **recording_plugin(recording),
-            "REPLICATOR_HTTP_ADDR": "127.0.0.1:0",
-            "REPLICATOR_HEARTBEAT_INTERVAL_S": 0.5,
-            "REPLICATOR_BATCH_MAX_WAIT_MS": 50,
-            "REPLICATOR_WORKER_IDLE_POLL_S": 0.5,
-            **extra,
-        }
-    )
+settings_for = daemon_settings
 
 
 def leader_locks(conn: Conn) -> int:

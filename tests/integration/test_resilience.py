@@ -34,7 +34,7 @@ from replicator.sinks.notion.sink import create_databases, notion_client
 from replicator.status import collect_status, evaluate_health
 from schema.migrate import upgrade
 from tests.conftest import REPO_ROOT
-from tests.daemon_harness import InProcessDaemon, slot_of, wait_for
+from tests.daemon_harness import InProcessDaemon, daemon_settings, slot_of, wait_for
 from tests.emulators.notion import NotionEmulator
 from tests.pgcluster import PgCluster, free_port
 from tests.support.recording_sink import load_recording, recording_plugin
@@ -44,24 +44,14 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 def settings_for(db_url: str, recording: Path, sinks: str = "recording", **extra: Any) -> Settings:
     plugin = recording_plugin(recording, fail_file=extra.pop("fail_file", None))
-    return Settings.model_validate(
-        {
-            "POSTGRES_URL": db_url,
-            "REPLICATOR_SLOT": slot_of(db_url),
-            "REPLICATOR_SINKS": sinks,
-            **plugin,
-            "REPLICATOR_HTTP_ADDR": "127.0.0.1:0",
-            "REPLICATOR_HEARTBEAT_INTERVAL_S": 0.5,
-            "REPLICATOR_BATCH_MAX_WAIT_MS": 50,
-            "REPLICATOR_WORKER_IDLE_POLL_S": 0.5,
-            "REPLICATOR_RETRY_BASE_S": 0.05,
-            "REPLICATOR_RETRY_MAX_S": 1,
-            "REPLICATOR_SINK_RECHECK_MIN_S": 0.5,
-            "REPLICATOR_SINK_RECHECK_MAX_S": 2,
-            "NOTION_SETTLE_MS": 0,
-            **extra,
-        }
-    )
+    fast = {
+        "REPLICATOR_RETRY_BASE_S": 0.05,
+        "REPLICATOR_RETRY_MAX_S": 1,
+        "REPLICATOR_SINK_RECHECK_MIN_S": 0.5,
+        "REPLICATOR_SINK_RECHECK_MAX_S": 2,
+        "NOTION_SETTLE_MS": 0,
+    }
+    return daemon_settings(db_url, recording, sinks, **{**plugin, **fast, **extra})
 
 
 def notion_settings(emulator: NotionEmulator, ids: dict[str, str]) -> dict[str, Any]:
