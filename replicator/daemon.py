@@ -38,6 +38,7 @@ from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
+from replicator.retry import backoff_policy
 from replicator.sinks.base import Sink
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
 from replicator.status import NOT_MIGRATED_ERRORS, Health, configured_secrets, not_migrated, redact
@@ -291,6 +292,7 @@ def _source_loop(settings: Settings, metrics: Metrics, state: DaemonState, lock:
             leader=process_name(),
         ),
         metrics=metrics,
+        policy=backoff_policy(settings),
         leader_check=lock.check,
         on_streaming=streaming,
     )

@@ -35,3 +35,29 @@ class PermanentError(ReplicatorError):
 
 class ConfigurationError(ReplicatorError):
     """An operator must fix settings or the remote set-up; the message names what and how."""
+
+
+# ---- the source --------------------------------------------------------------------------------------------------
+
+
+class SourceError(PermanentError):
+    """The source cannot stream (a wrong slot plugin, a protocol error)."""
+
+
+class SlotLostError(SourceError):
+    """The slot vanished or was invalidated after the replicator had used it: changes are gone. Recovery is an
+    explicit operator step (``replicator slot drop`` then a run, which recreates the slot and backfills)."""
+
+    def __init__(self, slot: str, reason: str) -> None:
+        super().__init__(
+            f"replication slot {slot!r} {reason}; changes may be lost. Run 'replicator slot drop' "
+            "and restart to recreate it with a full resync."
+        )
+        self.slot = slot
+        self.reason = reason
+
+
+class StreamInterruptedError(SourceError):
+    """The replication connection ended or broke; the loop reconnects."""
+
+    retryable = True

@@ -2,9 +2,10 @@
 ``RetryingSink``, a wrapper with the sink's own interface that retries retryable failures a few times in-process.
 
 The same ``BackoffPolicy`` also schedules the outbox's ``next_attempt_at`` when the in-process retries are spent
-(the worker), so a flaky API sees one consistent schedule: exponential with full jitter, capped, and never sooner
-than a ``Retry-After`` hint. The SDKs' own retries are turned off by the sinks, so nothing retries twice.
-Everything here is pure policy: clocks, sleeps and randomness are passed in (STYLE.md §10, §14).
+(the worker) and spaces the source's reconnects, so a flaky API sees one consistent schedule: exponential with
+full jitter, capped, and never sooner than a ``Retry-After`` hint. ``backoff_policy`` builds it from settings.
+The SDKs' own retries are turned off by the sinks, so nothing retries twice. Everything here is pure policy:
+clocks, sleeps and randomness are passed in (STYLE.md §10, §14).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
 
 from replicator.documents import Document, DocumentKey
 from replicator.metrics import Metrics
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteDocument, Sink, SinkError, UpsertItem
+
+if TYPE_CHECKING:
+    from replicator.config import Settings
 
 Item = TypeVar("Item", UpsertItem, DeleteItem)
 
@@ -47,6 +51,12 @@ class BackoffPolicy:
         if retry_after is not None and retry_after > 0:
             wait = max(wait, min(retry_after, self.max_retry_after_s))
         return wait
+
+
+def backoff_policy(settings: Settings) -> BackoffPolicy:
+    """The replicator's one backoff policy, from REPLICATOR_RETRY_BASE_S and REPLICATOR_RETRY_MAX_S: the sinks'
+    retries, the worker's rescheduling and the source's reconnects all wait by it."""
+    return BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
 
 
 class TokenBucket:

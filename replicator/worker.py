@@ -45,7 +45,7 @@ from replicator.config import Settings
 from replicator.documents import Document, DocumentKey, RemoteState, render
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.retry import BackoffPolicy
+from replicator.retry import BackoffPolicy, backoff_policy
 from replicator.sinks.base import (
     DeleteItem,
     LeaseLostError,
@@ -57,7 +57,6 @@ from replicator.sinks.base import (
     UpsertItem,
     lease_lost,
 )
-from replicator.sinks.factory import backoff_policy
 from replicator.status import configured_secrets, redact
 from replicator.store import outbox, sink_state
 from replicator.store.outbox import NOTIFY_CHANNEL, ClaimedRow, Lease

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
-from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket
+from replicator.retry import RetryingSink, RetrySettings, TokenBucket, backoff_policy
 from replicator.sinks.base import Sink, SinkConfigError
 
 
@@ -62,11 +62,6 @@ def _rate(name: str, settings: Settings) -> float | None:
     # Notion is paced inside its sink, one token per API call (a document costs one to four calls), at
     # NOTION_RATE_PER_S; a second bucket here would halve the rate.
     return {"pinecone": settings.pinecone_rate_per_s}.get(name)
-
-
-def backoff_policy(settings: Settings) -> BackoffPolicy:
-    """The replicator's one backoff policy, from REPLICATOR_RETRY_BASE_S and REPLICATOR_RETRY_MAX_S."""
-    return BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
 
 
 def build_sink(

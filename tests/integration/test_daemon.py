@@ -176,7 +176,7 @@ def test_an_unparseable_change_stops_the_stream_before_it_and_is_never_skipped(
 ) -> None:
     import threading
 
-    import replicator.source
+    import replicator.source.listener
     from replicator.changes import ChangeParseError, KeyScanner
     from replicator.daemon import EXIT_FAILED, run
     from replicator.metrics import Metrics
@@ -184,14 +184,14 @@ def test_an_unparseable_change_stops_the_stream_before_it_and_is_never_skipped(
     recording = tmp_path / "rec.jsonl"
     settings = settings_for(db_url, recording)
     first = new_dataset(conn, "first")
-    real_parse = replicator.source.parse  # type: ignore[attr-defined]
+    real_parse = replicator.source.listener.parse  # type: ignore[attr-defined]
 
     def parse(data: bytes, lsn: int) -> Any:  # the fault: wal2json sent a record we cannot read
         if b"poison" in bytes(data):
             raise ChangeParseError(f"record at {lsn:X} is not what format-version 2 promises")
         return real_parse(data, lsn)
 
-    monkeypatch.setattr(replicator.source, "parse", parse)
+    monkeypatch.setattr(replicator.source.listener, "parse", parse)
     real_scan = KeyScanner.scan
 
     def scan(self: KeyScanner, payload: bytes) -> Any:  # the fast path hands a record it cannot read to parse
@@ -210,7 +210,7 @@ def test_an_unparseable_change_stops_the_stream_before_it_and_is_never_skipped(
     assert DocumentKey("dataset", poison) not in load_recording(recording).documents
 
     # After the fix (here: the real parser back), a restart streams the change the slot kept for it.
-    monkeypatch.setattr(replicator.source, "parse", real_parse)
+    monkeypatch.setattr(replicator.source.listener, "parse", real_parse)
     monkeypatch.setattr(KeyScanner, "scan", real_scan)
     with InProcessDaemon(settings) as daemon:
         wait_for(lambda: DocumentKey("dataset", poison) in load_recording(recording).documents)

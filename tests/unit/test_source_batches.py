@@ -9,17 +9,17 @@ from collections.abc import Iterable
 from replicator.changes import Action
 from replicator.documents import DocumentKey
 from replicator.routing import DirtyDocuments
-from replicator.source import _Batch
+from replicator.source.writer import Batch
 
 D1 = "53e9da94-2042-49b3-b652-2046d72c2de7"
 D2 = "6ad5cea9-4761-4b9b-a55c-2c3d55b5ca46"
 
 
-def batch(dataset: str | None, confirm: int | None, beat: str | None, lsn: int) -> _Batch:
+def batch(dataset: str | None, confirm: int | None, beat: str | None, lsn: int) -> Batch:
     dirty = DirtyDocuments()
     if dataset is not None:
         dirty.add_values("dataset", Action.INSERT, (dataset,))
-    return _Batch(dirty, confirm, beat, lsn, {"dataset": 1} if dataset else {})
+    return Batch(dirty, confirm, beat, lsn, {"dataset": 1} if dataset else {})
 
 
 class NoLookups:
