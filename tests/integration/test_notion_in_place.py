@@ -175,3 +175,22 @@ def test_a_page_another_process_wrote_meanwhile_is_read_back_before_it_is_update
         _assert_exact(notion_emulator, conn, key, note)
     finally:
         other.close()
+
+
+def test_a_block_a_person_deleted_inside_the_section_makes_the_sink_read_it_back_in_the_same_attempt(
+    sink: NotionSink, notion_emulator: NotionEmulator, db_url: str, conn: Conn
+) -> None:
+    key = _dataset(conn, "D", summary="v1")
+    drain(db_url, conn, sink, key)
+    note = _person_note(notion_emulator, key)
+    conn.execute("UPDATE dataset SET summary = 'v2' WHERE id = %s", (key.id,))
+    drain(db_url, conn, sink, key)  # this process knows the section now
+    person = Client(auth=PERSON_TOKEN, base_url=notion_emulator.url, logger=logging.getLogger("tests.person"))
+    person.blocks.delete(_section(notion_emulator, key)["children"][0]["id"])  # the summary paragraph
+    person.close()
+    conn.execute("UPDATE dataset SET summary = 'v3' WHERE id = %s", (key.id,))
+
+    drain(db_url, conn, sink, key)
+
+    _assert_exact(notion_emulator, conn, key, note)
+    assert dead_letters(conn) == []

@@ -640,15 +640,32 @@ class NotionSink(Sink):
     def _write_section(self, page_id: str, page: RenderedPage, layout: _Layout | None, calls: _Calls) -> _Layout:
         """The managed section brought to ``page.section`` in place (see the module docstring), or replaced by a
         fresh toggle when that takes fewer calls; returns what the page holds now."""
-        extra: list[str] = []
-        if layout is None:
-            toggles = self._managed_blocks(page_id, page.key, calls)
-            if not toggles:  # none on the page (an adopted legacy page, or a person deleted it): a fresh one
-                return self._replace_section(page_id, page, [], calls)
-            toggle, extra = toggles[0], toggles[1:]
-            old: tuple[_Child, ...] | None = None
-        else:
-            toggle, old = layout.toggle, layout.children
+        if layout is not None:
+            try:
+                return self._reconcile_section(page_id, page, layout.toggle, layout.children, [], calls)
+            except NotionApiError as error:
+                if error.code not in ("validation_error", "object_not_found"):
+                    raise
+                # A block this process wrote is gone (a person deleted the section, or part of it): what this
+                # process believed is stale, so the section is read back and reconciled in this same attempt.
+                log.info("notion.section_read_back", key=str(page.key), error=str(error))
+        toggles = self._managed_blocks(page_id, page.key, calls)
+        if not toggles:  # none on the page (an adopted legacy page, or a person deleted it): a fresh one
+            return self._replace_section(page_id, page, [], calls)
+        return self._reconcile_section(page_id, page, toggles[0], None, toggles[1:], calls)
+
+    def _reconcile_section(
+        self,
+        page_id: str,
+        page: RenderedPage,
+        toggle: str,
+        old: tuple[_Child, ...] | None,
+        extra: list[str],
+        calls: _Calls,
+    ) -> _Layout:
+        """The toggle ``toggle``'s children (``old``, or read back when None) brought to the rendered ones in
+        place, or the section replaced by a fresh toggle when that takes fewer calls; ``extra``: other managed
+        toggles on the page (copies from an interrupted attempt), deleted."""
         if old is None:
             old = self._section_children(toggle, page.key, calls)
         new: list[JSON] = list(page.section["toggle"].get("children") or [])
