@@ -7,8 +7,11 @@ off: we count calls, the sink's token bucket paces them at ``--rate``), and the 
 first; then a burst of 1,000 single-row UPDATE transactions, spread round-robin over the 50 datasets, is committed
 as fast as possible, and the emulator's request log counts every call the replicator makes until Notion shows the
 final state of each dataset. The floor is one call per distinct changed document (one PATCH of its properties).
-Two bursts: one that changes only properties (``disease``), one that also changes the managed page body
-(``summary`` — a body change costs list + append + delete of the managed toggle, plus the PATCH).
+Three bursts: one that changes only properties (``disease``), then two that also change the managed page body
+(``summary``). The sink updates the managed section in place: the first body change of a page in this process
+reads the section back (the page's blocks and the toggle's children: 2 GETs) before patching the changed child and
+the properties; every later one is the block PATCH plus the properties' PATCH. The second body burst shows that
+steady state.
 
     python -m tests.bench.bench_notion [--datasets 50] [--updates 1000] [--rate 50]
 """
@@ -77,7 +80,8 @@ def _burst(
         if column == "disease":
             conn.execute("UPDATE dataset SET disease = %s WHERE id = %s", ([f"Disease {n}"], key.id))
         else:
-            conn.execute("UPDATE dataset SET summary = %s WHERE id = %s", (f"summary after update {n}", key.id))
+            text = f"summary after update {n} of {updates} ({started:.0f})"  # differs from an earlier burst's
+            conn.execute("UPDATE dataset SET summary = %s WHERE id = %s", (text, key.id))
     committed = time.monotonic() - started
     _wait(lambda: _in_sync(conn, emulator, keys), 300, f"the {column} burst")
     elapsed = time.monotonic() - started
@@ -141,6 +145,9 @@ def notion_calls_per_document(*, datasets: int = 50, updates: int = 1000, rate: 
             _wait(lambda: _in_sync(conn, emulator, keys), 300, "the initial 50 pages")
             return {
                 "properties only": _burst(conn, emulator, keys, updates, "disease"),
+                "properties and body (first body change in this process)": _burst(
+                    conn, emulator, keys, updates, "summary"
+                ),
                 "properties and body": _burst(conn, emulator, keys, updates, "summary"),
             }
     finally:
@@ -173,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     figures = notion_calls_per_document(datasets=args.datasets, updates=args.updates, rate=args.rate)
     print(report(figures, args.rate))
-    for name, goal in (("properties only", "<= 1"), ("properties and body", "<= 2")):
+    for name, goal in (
+        ("properties only", "<= 1"),
+        ("properties and body (first body change in this process)", None),
+        ("properties and body", "<= 2"),
+    ):
         figure(f"notion calls per document ({name})", figures[name]["calls_per_document"], "calls", goal=goal)
     return 0
 

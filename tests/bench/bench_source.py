@@ -13,12 +13,16 @@ to committed outbox rows (one sink name, no workers). Both use the same wal2json
 - ``small``: 40,000 transactions of 1–3 dataset inserts or updates (a record in three is a B or C);
 - ``wide``: 20,000 dataset rows with a 4 kB description and 20,000 dataset_feature rows with a 2 kB jsonb
   ``extra``, in 200-row transactions, then the datasets updated once;
-- ``child``: 150,000 ``dataset_feature`` updates (statistics re-computed) in 1,000-row transactions.
+- ``child``: 150,000 ``dataset_feature`` updates (statistics re-computed) in 1,000-row transactions;
+- ``scale`` (only with ``--changes N``, not in the default run): N row changes on N/4 datasets — N/4 inserts,
+  then three passes of updates over every one of them, in 1,000-row transactions (``--changes 1000000``: the
+  issue's 1M-change run, 250,000 documents).
 
-Printed per workload: both rates (wal2json records/s), their ratio; the peak RSS; also as ``FIGURE`` lines for
-``make bench`` (tests/bench/report.py).
+Printed per workload: both rates (wal2json records/s), their ratio; the peak RSS; what the outbox took (rows
+inserted / updated / HOT-updated by the source's writes, rows left, dead tuples left right after the read, its
+size); also as ``FIGURE`` lines for ``make bench`` (tests/bench/report.py).
 
-    python -m tests.bench.bench_source [--workloads shipped,small,wide,child]
+    python -m tests.bench.bench_source [--workloads shipped,small,wide,child] [--changes N]
 """
 
 from __future__ import annotations
@@ -156,6 +160,35 @@ END $$;
 """
 
 
+SCALE_TXN = 1_000
+
+
+def scale_workload(changes: int) -> str:
+    """``changes`` row changes on ``changes // 4`` datasets: inserts, then three update passes (1,000 rows each)."""
+    documents = max(changes // 4, SCALE_TXN)
+    txns = documents // SCALE_TXN
+    return f"""
+DO $$
+DECLARE i int; pass int;
+BEGIN
+FOR i IN 1..{txns} LOOP
+  INSERT INTO dataset (natural_key, name, omics_type, description)
+  SELECT 'sc-' || lpad((i * {SCALE_TXN} + g)::text, 9, '0'), 'sc ' || g, 'lipidomics', 'initial'
+  FROM generate_series(0, {SCALE_TXN - 1}) g;
+  COMMIT;
+END LOOP;
+FOR pass IN 1..3 LOOP
+  FOR i IN 1..{txns} LOOP
+    UPDATE dataset SET description = 'pass ' || pass
+    WHERE natural_key BETWEEN 'sc-' || lpad((i * {SCALE_TXN})::text, 9, '0')
+                          AND 'sc-' || lpad((i * {SCALE_TXN} + {SCALE_TXN - 1})::text, 9, '0');
+    COMMIT;
+  END LOOP;
+END LOOP;
+END $$;
+"""
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -265,8 +298,13 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
     records = int(counted[0])
     recv_s = read_with_pg_recvlogical(url, f"recv_{workload.name}", endpos)
     ours = read_with_replicator(url, f"replicator_{workload.name}", endpos)
+    time.sleep(1.0)  # the reader's backend has exited and flushed its table statistics
     with psycopg.connect(url, autocommit=True) as conn:
         outbox = conn.execute("SELECT count(*) FROM replicator.outbox").fetchone()
+        stats = conn.execute(
+            "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, n_dead_tup, pg_total_relation_size(relid) "
+            "FROM pg_stat_user_tables WHERE schemaname = 'replicator' AND relname = 'outbox'"
+        ).fetchone()
     recv_rate = records / recv_s
     our_rate = records / ours["seconds"]
     print(f"[{workload.name}] written in {write_s:.2f} s; {records:,} wal2json records")
@@ -278,16 +316,34 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
     )
     print(f"[{workload.name}] ratio replicator / pg_recvlogical: {our_rate / recv_rate:.2f}  (aim: >= 0.9)")
     print(f"[{workload.name}] replicator peak RSS (VmHWM of the reading process): {ours['peak_mb']:.0f} MB")
+    if stats is not None:
+        ins, upd, hot, dead, size = (int(v or 0) for v in stats)
+        print(
+            f"[{workload.name}] outbox: {ins:,} rows inserted + {upd:,} updated ({hot:,} HOT) by the source, "
+            f"{outbox[0] if outbox else 0:,} rows left, {dead:,} dead tuples right after the read, "
+            f"{size / 2**20:.1f} MB"
+        )
     figure(workload.label, our_rate, "records/s", baseline=recv_rate, goal=">= 0.9x")
     return {"peak_mb": ours["peak_mb"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_source")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {','.join(WORKLOADS)}")
+    parser.add_argument("--workloads", default=None, help=f"comma-separated: {','.join(WORKLOADS)} (default: all)")
+    parser.add_argument(
+        "--changes",
+        type=int,
+        default=None,
+        help="also a 'scale' workload of this many row changes (alone unless --workloads names others)",
+    )
     args = parser.parse_args(argv)
-    chosen = [name for name in args.workloads.split(",") if name]
-    unknown = set(chosen) - set(WORKLOADS)
+    workloads = dict(WORKLOADS)
+    if args.changes is not None:
+        label = f"source rate, {args.changes:,} changes"
+        workloads["scale"] = Workload("scale", label, "", scale_workload(args.changes))
+    default = "scale" if args.changes is not None else ",".join(WORKLOADS)
+    chosen = [name for name in (args.workloads or default).split(",") if name]
+    unknown = set(chosen) - set(workloads)
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
     tmp = Path(tempfile.mkdtemp(prefix="omics-cdc-bench-"))
@@ -299,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = 0.0
         for name in chosen:
             print(f"[{name}] writing the workload …", flush=True)
-            peak = max(peak, run_workload(cluster, WORKLOADS[name])["peak_mb"])
+            peak = max(peak, run_workload(cluster, workloads[name])["peak_mb"])
         figure("source peak RSS", peak, "MB")
         return 0
     finally:

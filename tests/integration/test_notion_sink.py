@@ -228,7 +228,7 @@ def test_the_body_is_replaced_only_when_its_hash_changes_and_blocks_people_added
     blocks = _blocks(notion_emulator, key)
     sections = [b for b in blocks if b["text"].startswith(MANAGED_MARKER)]
     assert len(sections) == 1
-    assert sections[0]["id"] != managed["id"]
+    assert sections[0]["id"] == managed["id"]  # updated in place (#15 item 4): the toggle keeps its id
     assert sections[0]["children"][0]["text"] == "second summary"
     assert [b["text"] for b in blocks] == [sections[0]["text"], "my lab note"]  # same place, the note kept
     assert _page(notion_emulator, key)["properties"]["Summary"] == "second summary"

@@ -4,10 +4,18 @@ SDK (API 2025-09-03: pages live under a data source, resolved once from each con
 Per document: wait (DEFERRED) while a relation target has no page yet; find the page (sink state, else a query
 by ``Postgres ID`` that also sweeps duplicates — keeping a page people wrote on —, else adopt the one legacy page
 with the same title and no ``Postgres ID``, else create it with its managed section); then write only what
-changed — the managed toggle when the body hash changed (new one appended next to the old, then every old copy
-deleted, so a crash leaves at most a duplicate the next write removes), then the properties, whose ``Content
-Hash`` records the document, properties and body hashes last. Blocks and properties people added are never
-touched.
+changed — the managed toggle's body when its hash changed, then the properties, whose ``Content Hash`` records the
+document, properties and body hashes last. Blocks and properties people added are never touched.
+
+The body is updated IN PLACE (``_write_section``): the toggle keeps its id, a child block whose type stays the same is
+patched (``PATCH /v1/blocks/{id}``) only when its text changed, and only the tail that differs is deleted and
+appended — a summary edit costs one block call plus the properties' PATCH. What this process last wrote of a page's
+section (the toggle's id, its children's ids and texts: ``_Layout``) is kept in memory, tied to the sink state by a
+write token recorded in its ``chunk_count`` column (unused by this sink otherwise): when another process wrote the
+page since, or after a restart, a failure or a forced rewrite, the section is read back first (the page's blocks,
+then the toggle's children) and reconciled against what is there, so a lost answer or a half-applied attempt is
+repaired by the next one. When in-place costs more calls than a fresh toggle (most children changed), a new toggle
+is appended next to the old and every old copy deleted, as before.
 
 What the real service does, and what the sink does about it (docs/operations.md, "What the real services do"):
 a create whose answer is lost may still have been applied, and queries lag — so a create intent is recorded
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -57,6 +66,7 @@ from replicator.sinks.base import (
     lease_lost,
 )
 from replicator.sinks.notion.render import (
+    JSON,
     OVERWRITTEN_HASH,
     REQUEST_BYTES_MAX,
     ContentHash,
@@ -158,6 +168,61 @@ class _Calls:
     n: int = 0
 
 
+@dataclass(frozen=True)
+class _Child:
+    """One child block of the managed toggle as written (or as read back): id, type, plain text; ``nested``: it
+    has children of its own (never one of ours: a person's, so it is replaced rather than patched)."""
+
+    id: str
+    type: str
+    text: str
+    nested: bool = False
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What this process last wrote of a page's managed section: the toggle's id, its children in page order (None
+    after a fresh toggle, whose append answer names only the toggle), the body hash they render, and the write
+    token recorded with that write in the sink state (``chunk_count``)."""
+
+    toggle: str
+    children: tuple[_Child, ...] | None
+    body: str
+    token: int
+
+
+def _child_text(block: Mapping[str, Any]) -> str:
+    payload = block.get(str(block.get("type"))) or {}
+    return plain_text(payload.get("rich_text") or [])
+
+
+def _written_child(block_id: str, block: Mapping[str, Any]) -> _Child:
+    return _Child(block_id, str(block["type"]), _child_text(block))
+
+
+def _section_plan(old: Sequence[_Child], new: Sequence[JSON]) -> tuple[list[tuple[str, JSON]], list[str], list[JSON]]:
+    """How to turn the toggle's children ``old`` into ``new`` in place: (block id, new block) pairs to patch — same
+    position, same type, other text —, then, from the first position whose type differs (a type cannot change in
+    place), the old blocks to delete and the new ones to append at the end."""
+    patches: list[tuple[str, JSON]] = []
+    same = 0
+    for before, after in zip(old, new, strict=False):
+        if before.type != after["type"] or before.nested:
+            break
+        if before.text != _child_text(after):
+            patches.append((before.id, after))
+        same += 1
+    return patches, [c.id for c in old[same:]], list(new[same:])
+
+
+def _append_chunks(blocks: list[JSON]) -> list[list[JSON]]:
+    """``blocks`` in chunks that each fit one ``blocks.children.append`` (``split_section``'s limits)."""
+    if not blocks:
+        return []
+    _, chunks = split_section({"type": "toggle", "toggle": {"rich_text": [], "children": blocks}}, 0)
+    return chunks
+
+
 class NotionSink(Sink):
     """Writes documents as Notion pages. Thread-safe: workers of one process share it (and its token bucket)."""
 
@@ -201,6 +266,8 @@ class NotionSink(Sink):
         # document hash → the hashes written with it: what the page holds when sink_state says that hash was
         # recorded last. Keyed by document hash, so an entry can never describe another document or version.
         self._written: OrderedDict[str, ContentHash] = OrderedDict()
+        # page id → what this process last wrote of its managed section (see the module docstring).
+        self._layouts: OrderedDict[str, _Layout] = OrderedDict()
         self.foreign_pages = 0  # pages without a Postgres ID seen by the last inventory()
 
     def document_hash(self, document: Document) -> str:
@@ -437,6 +504,7 @@ class NotionSink(Sink):
             page_id, written, duplicates = self._find_page(doc.key, page, data_source, calls)
         if item.force:
             written = None  # resync --force / verify --repair: rewrite whatever the page's hash property says
+        token = 0
         if page_id is None:
             if settled_by is not None:
                 # An earlier create of this page may have been applied with its answer lost: a query shows it
@@ -453,8 +521,9 @@ class NotionSink(Sink):
             self._intend(item, self._clock() + self.request_timeout_s + self.read_lag_s)
             page_id = self._create(page, data_source, calls, on_failure=lambda e: self._after_failed_create(item, e))
         elif written != page.hashes:
+            layout = self._layout(page_id, state, written)
             try:
-                self._write_changes(page_id, page, written, calls)
+                token = self._write_changes(page_id, page, written, calls, layout)
             except NotionApiError as error:
                 if error.code == "validation_error" and "archived" in str(error):
                     # Someone moved the page to the trash although the cache says it is in sync: whatever the
@@ -467,7 +536,7 @@ class NotionSink(Sink):
                         self._call(
                             calls, f"restore page of {doc.key}", self.client.pages.update, page_id, in_trash=False
                         )
-                        self._write_changes(page_id, page, None, calls)
+                        token = self._write_changes(page_id, page, None, calls, None)
                     else:
                         page_id = self._create(page, data_source, calls)
                 elif error.code == "object_not_found":
@@ -478,8 +547,10 @@ class NotionSink(Sink):
         self._remember(page.hashes)
         with self._lock:
             self._intents.pop(doc.key, None)
+        if token == 0 and state is not None and state.remote_id == page_id:
+            token = state.chunk_count  # nothing written: the page still holds what that token describes
         return Outcome(
-            doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, 0), duplicates=duplicates
+            doc.key, OutcomeKind.APPLIED, state=RemoteState(page_id, page.hashes.doc, token), duplicates=duplicates
         )
 
     def _data_source_gone(self, error: NotionApiError, data_source: str) -> NotionApiError:
@@ -531,15 +602,122 @@ class NotionSink(Sink):
         if item.record_intent is not None:
             item.record_intent("" if settled_by is None else create_intent_marker(settled_by))
 
-    def _write_changes(self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls) -> None:
+    def _write_changes(
+        self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls, layout: _Layout | None
+    ) -> int:
         """The managed section when its hash changed (or is unknown), then the properties (``Content Hash``
-        last, with them), restoring the page from the trash if it is there."""
+        last, with them), restoring the page from the trash if it is there. Returns the write token to record in
+        the sink state (0: no section layout known, so the next body write reads the section back first)."""
+        with self._lock:
+            self._layouts.pop(page_id, None)  # until this write succeeded, nothing is known of the section
         if written is None or written.body != page.hashes.body:
-            self._replace_section(page_id, page, calls)
+            layout = self._write_section(page_id, page, layout, calls)
         self._call(
             calls, f"update page of {page.key}", self.client.pages.update, page_id,
             properties=page.properties, in_trash=False,
         )  # fmt: skip
+        if layout is None:
+            return 0
+        token = secrets.randbelow(2**31 - 1) + 1
+        with self._lock:
+            self._layouts[page_id] = replace(layout, body=page.hashes.body, token=token)
+            self._layouts.move_to_end(page_id)
+            while len(self._layouts) > CACHE_SIZE:
+                self._layouts.popitem(last=False)
+        return token
+
+    def _layout(self, page_id: str, state: RemoteState | None, written: ContentHash | None) -> _Layout | None:
+        """The section layout this process wrote, if it still describes the page: the sink state carries its write
+        token (no other process wrote the page since) and the body hash the page holds is the one it renders."""
+        with self._lock:
+            layout = self._layouts.get(page_id)
+        if layout is None or written is None or state is None or state.remote_id != page_id:
+            return None
+        if state.chunk_count != layout.token or written.body != layout.body:
+            return None
+        return layout
+
+    def _write_section(self, page_id: str, page: RenderedPage, layout: _Layout | None, calls: _Calls) -> _Layout:
+        """The managed section brought to ``page.section`` in place (see the module docstring), or replaced by a
+        fresh toggle when that takes fewer calls; returns what the page holds now."""
+        if layout is not None:
+            try:
+                return self._reconcile_section(page_id, page, layout.toggle, layout.children, [], calls)
+            except NotionApiError as error:
+                if error.code not in ("validation_error", "object_not_found"):
+                    raise
+                # A block this process wrote is gone (a person deleted the section, or part of it): what this
+                # process believed is stale, so the section is read back and reconciled in this same attempt.
+                log.info("notion.section_read_back", key=str(page.key), error=str(error))
+        toggles = self._managed_blocks(page_id, page.key, calls)
+        if not toggles:  # none on the page (an adopted legacy page, or a person deleted it): a fresh one
+            return self._replace_section(page_id, page, [], calls)
+        return self._reconcile_section(page_id, page, toggles[0], None, toggles[1:], calls)
+
+    def _reconcile_section(
+        self,
+        page_id: str,
+        page: RenderedPage,
+        toggle: str,
+        old: tuple[_Child, ...] | None,
+        extra: list[str],
+        calls: _Calls,
+    ) -> _Layout:
+        """The toggle ``toggle``'s children (``old``, or read back when None) brought to the rendered ones in
+        place, or the section replaced by a fresh toggle when that takes fewer calls; ``extra``: other managed
+        toggles on the page (copies from an interrupted attempt), deleted."""
+        if old is None:
+            old = self._section_children(toggle, page.key, calls)
+        new: list[JSON] = list(page.section["toggle"].get("children") or [])
+        patches, deletes, appends = _section_plan(old, new)
+        chunks = _append_chunks(appends)
+        _, rest = split_section(page.section, REQUEST_BYTES_MAX - json_bytes({"children": [], "after": toggle}))
+        if len(patches) + len(deletes) + len(chunks) > 2 + len(rest):
+            return self._replace_section(page_id, page, [toggle, *extra], calls)
+        ids = {c.id: c for c in old}
+        for block_id, block in patches:
+            kind = str(block["type"])
+            self._call(
+                calls, f"update section of {page.key}", self.client.blocks.update, block_id,
+                **{kind: {"rich_text": block[kind]["rich_text"]}},
+            )  # fmt: skip
+            ids[block_id] = _written_child(block_id, block)
+        for block_id in deletes:
+            # An id that is gone already means the section is not what this process believes: the error fails the
+            # attempt, and the next one reads the section back (a lost answer of our own delete lands there too).
+            self._call(calls, f"delete from section of {page.key}", self.client.blocks.delete, block_id)
+        kept = [ids[c.id] for c in old[: len(old) - len(deletes)]]
+        for chunk in chunks:
+            answer = self._call(
+                calls, f"append to section of {page.key}", self.client.blocks.children.append, toggle, children=chunk
+            )
+            kept.extend(
+                _written_child(str(made["id"]), block) for made, block in zip(answer["results"], chunk, strict=True)
+            )
+        self._delete_sections(extra, page.key, calls)
+        return _Layout(toggle, tuple(kept), page.hashes.body, 0)
+
+    def _section_children(self, toggle: str, key: DocumentKey, calls: _Calls) -> tuple[_Child, ...]:
+        """The managed toggle's children as they are on the page (people's edits inside it included)."""
+        found: list[_Child] = []
+        cursor: str | None = None
+        while True:
+            extra = {"start_cursor": cursor} if cursor else {}
+            answer = self._call(
+                calls, f"list section of {key}", self.client.blocks.children.list, toggle,
+                page_size=PAGE_SIZE, **extra,
+            )  # fmt: skip
+            for block in answer.get("results", []):
+                if block.get("in_trash") or block.get("archived"):
+                    continue
+                found.append(
+                    _Child(
+                        str(block["id"]), str(block.get("type")), _child_text(block), bool(block.get("has_children"))
+                    )
+                )
+            if not answer.get("has_more"):
+                return tuple(found)
+            cursor = answer.get("next_cursor")
 
     def _create(
         self,
@@ -751,11 +929,11 @@ class NotionSink(Sink):
                 return False
             cursor = answer.get("next_cursor")
 
-    def _replace_section(self, page_id: str, page: RenderedPage, calls: _Calls) -> None:
-        """Put the new managed toggle where the old one was (or last on the page), in as many requests as its
-        size needs (the toggle with its first children, then the rest inside it), then delete every old copy
-        (a half-written new copy from an interrupted attempt included)."""
-        old = self._managed_blocks(page_id, page.key, calls)
+    def _replace_section(self, page_id: str, page: RenderedPage, old: list[str], calls: _Calls) -> _Layout:
+        """Put a new managed toggle where the old one was (``old``: the page's managed toggles, in page order; or
+        last on the page), in as many requests as its size needs (the toggle with its first children, then the
+        rest inside it), then delete every old copy (a half-written new copy from an interrupted attempt
+        included)."""
         # ``after`` (API 2025-09-03; ``position`` only arrived with 2026-03-11): right where the old section is,
         # or at the end of a page that has none (an adopted legacy page keeps its own content on top).
         where = {"after": old[0]} if old else {}
@@ -764,11 +942,17 @@ class NotionSink(Sink):
             calls, f"append section of {page.key}", self.client.blocks.children.append, page_id,
             children=[first], **where,
         )  # fmt: skip
+        toggle = str(answer["results"][0]["id"])
         if rest:
-            self._append_rest(str(answer["results"][0]["id"]), rest, page.key, calls)
+            self._append_rest(toggle, rest, page.key, calls)
+        self._delete_sections(old, page.key, calls)
+        return _Layout(toggle, None, page.hashes.body, 0)
+
+    def _delete_sections(self, old: list[str], key: DocumentKey, calls: _Calls) -> None:
+        """Delete managed toggles (old or duplicate copies)."""
         for block_id in old:
             try:
-                self._call(calls, f"delete old section of {page.key}", self.client.blocks.delete, block_id)
+                self._call(calls, f"delete old section of {key}", self.client.blocks.delete, block_id)
             except NotionApiError as error:
                 if error.code != "object_not_found" and error.code != "validation_error":
                     raise  # gone already or in the trash already: nothing left to do
