@@ -124,7 +124,8 @@ class TokenBucket:
             now = self._refill()
             until = now + max(0.0, retry_after_s)
             self._blocked_until = max(self._blocked_until, until)
-            self._tokens = min(self._tokens, 1.0)
+            # Exactly one token at ``until`` (the API's own word on when a request goes through; a debt is forgiven).
+            self._tokens = 1.0
             self._updated = max(self._updated, until)
 
 

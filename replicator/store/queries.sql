@@ -524,12 +524,13 @@ RETURNING d.granted,
     END::float8
 
 -- name: budget_penalize
--- A 429 with Retry-After seen by one process: nobody is granted anything until then, and one token at that moment
--- (``refilled_at`` moves there, so nothing accrues during the block). A later block never shortens an earlier one.
+-- A 429 with Retry-After seen by one process: nobody is granted anything until then, and exactly one token at that
+-- moment, Notion's own word on when a request goes through (``refilled_at`` moves there, so nothing accrues during
+-- the block; a debt is forgiven). A later block never shortens an earlier one.
 WITH c AS (SELECT clock_timestamp() + make_interval(secs => %(seconds)s) AS until)
 UPDATE replicator.rate_budget AS b
 SET blocked_until = greatest(b.blocked_until, c.until),
-    tokens = least(b.tokens, 1.0),
+    tokens = 1.0,
     refilled_at = greatest(b.refilled_at, c.until)
 FROM c
 WHERE b.key = %(key)s
