@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -47,6 +48,17 @@ def _grants(conn: Conn, key: str, limit: int = 50) -> int:
         if not answer.granted:
             return n
     return limit
+
+
+def _in_threads(target: Callable[[Any], None], arguments: list[Any], *, timeout_s: float) -> float:
+    """Run ``target(argument)`` for each argument, each in its own thread, at once; the seconds they all took."""
+    started = time.monotonic()
+    threads = [threading.Thread(target=target, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout_s)
+    return time.monotonic() - started
 
 
 # ---- the take, on the server's clock ------------------------------------------------------------------------------
@@ -123,12 +135,7 @@ def test_limiters_on_separate_connections_share_one_budget_and_never_over_grant(
                 granted.append(time.monotonic())
 
     started = time.monotonic()
-    workers = [threading.Thread(target=draw, args=(limiters[i % 2],)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    elapsed = time.monotonic() - started
+    elapsed = _in_threads(draw, [limiters[i % 2] for i in range(threads)], timeout_s=60)
     for limiter in limiters:
         limiter.close()
     total = per_thread * threads
@@ -313,13 +320,7 @@ def _replicate(settings: Settings, conn: Conn, limiters: list[CountingLimiter], 
         finally:
             worker.close()
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=replica, args=(i,)) for i in range(2 * WORKERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=180)
-    elapsed = time.monotonic() - started
+    elapsed = _in_threads(replica, list(range(2 * WORKERS)), timeout_s=180)
     for sink in sinks:
         sink.close()
     assert not failures
