@@ -74,7 +74,12 @@ class Settings(BaseSettings):
     notion_experiments_db_id: str | None = Field(None, alias="NOTION_EXPERIMENTS_DB_ID")
     notion_exp_data_db_id: str | None = Field(None, alias="NOTION_EXP_DATA_DB_ID")
     notion_signature_db_id: str | None = Field(None, alias="NOTION_SIGNATURE_DB_ID")
+    # The integration's total, shared by every process with the token through replicator.rate_budget (NOTION_BUDGET
+    # shared); with NOTION_BUDGET=local each process has a bucket of its own at this rate.
     notion_rate_per_s: float = Field(3.0, alias="NOTION_RATE_PER_S", gt=0)
+    notion_budget: Literal["shared", "local"] = Field("shared", alias="NOTION_BUDGET")
+    # While Postgres cannot be reached for the shared budget, each process paces itself at rate / this.
+    notion_budget_fallback_share: float = Field(2.0, alias="NOTION_BUDGET_FALLBACK_SHARE", ge=1)
     notion_settle_ms: int = Field(1000, alias="NOTION_SETTLE_MS", ge=0)
     # How long a Notion query (data-source query, search) may take to show a write. A create whose answer was
     # lost is looked up again for this long (after the request timeout) before any new page is created, and

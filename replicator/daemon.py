@@ -162,7 +162,7 @@ def start_workers(
     threads: list[threading.Thread] = []
     gates: dict[str, SinkGate] = {}
     for name in settings.enabled_sinks:
-        gate = SinkGate(name, _builder(name, settings, metrics), settings=settings, metrics=metrics)
+        gate = SinkGate(name, _builder(name, settings, metrics, stop), settings=settings, metrics=metrics)
         gates[name] = gate
         for _ in range(settings.workers_per_sink):
             thread = threading.Thread(
@@ -173,11 +173,13 @@ def start_workers(
     return threads, gates
 
 
-def _builder(name: str, settings: Settings, metrics: Metrics) -> Callable[[], Sink]:
+def _builder(name: str, settings: Settings, metrics: Metrics, stop: threading.Event) -> Callable[[], Sink]:
     def build() -> Sink:
+        from replicator.budget import sink_limiter
         from replicator.sinks.factory import build_sink
 
-        return build_sink(name, settings, metrics=metrics)
+        # Notion's budget is the integration's, shared with every process using the token (replicator/budget.py).
+        return build_sink(name, settings, metrics=metrics, limiter=sink_limiter(name, settings, metrics, stop=stop))
 
     return build
 

@@ -97,6 +97,12 @@ class Metrics:
             registry=r,
         )
         self.sink_retries = Counter("replicator_sink_retries", "Retried sink operations", ["sink"], registry=r)
+        self.sink_budget_wait_seconds = Counter(
+            "replicator_sink_budget_wait_seconds",
+            "Seconds API calls waited for the sink's rate budget (Notion: shared by every process with the token)",
+            ["sink"],
+            registry=r,
+        )
         self.dead_letters = Counter("replicator_dead_letters", "Outbox rows dead-lettered", ["sink"], registry=r)
         self.duplicates_found = Counter(
             "replicator_duplicates_found",

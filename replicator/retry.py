@@ -1,5 +1,7 @@
-"""Retry and rate limiting for sinks: ONE backoff policy for the whole replicator, a token bucket per sink, and
-``RetryingSink``, a wrapper with the sink's own interface that retries retryable failures a few times in-process.
+"""Retry and rate limiting for sinks: ONE backoff policy for the whole replicator, ONE rate-limiter interface
+(``RateLimiter``: the in-process ``TokenBucket`` here, the budget shared through Postgres in
+``replicator/budget.py``), and ``RetryingSink``, a wrapper with the sink's own interface that retries retryable
+failures a few times in-process.
 
 The same ``BackoffPolicy`` also schedules the outbox's ``next_attempt_at`` when the in-process retries are spent
 (the worker) and spaces the source's reconnects, so a flaky API sees one consistent schedule: exponential with
@@ -15,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
 
@@ -59,11 +61,24 @@ def backoff_policy(settings: Settings) -> BackoffPolicy:
     return BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
 
 
+class RateLimiter(Protocol):
+    """What a sink paces its API calls with. ``acquire(n)`` blocks until ``n`` tokens are granted and returns the
+    seconds it waited; ``charge(n)`` takes tokens without waiting (the bucket may go into debt, later callers pay
+    it off); ``penalize(s)`` is called when the API answered 429 with ``Retry-After: s``: nobody drawing on this
+    budget gets a token for ``s`` seconds. Implementations are thread-safe."""
+
+    def acquire(self, tokens: float = 1.0) -> float: ...
+
+    def charge(self, tokens: float) -> None: ...
+
+    def penalize(self, retry_after_s: float) -> None: ...
+
+
 class TokenBucket:
-    """A thread-safe token bucket: ``rate`` tokens per second, at most ``burst`` saved up. ``acquire(n)`` blocks
-    (through the injected ``sleep``) until ``n`` tokens are there; ``charge(n)`` takes tokens without waiting and
-    may leave the bucket in debt, which later callers pay off (used when one document cost more calls than
-    expected)."""
+    """A thread-safe token bucket in this process: ``rate`` tokens per second, at most ``burst`` saved up.
+    ``acquire(n)`` blocks (through the injected ``sleep``) until ``n`` tokens are there; ``charge(n)`` takes tokens
+    without waiting and may leave the bucket in debt, which later callers pay off (used when one document cost more
+    calls than expected); ``penalize(s)`` grants nothing for ``s`` seconds, then one token, then ``rate``."""
 
     def __init__(
         self,
@@ -81,12 +96,15 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = self.burst
         self._updated = clock()
+        self._blocked_until = self._updated
         self._lock = threading.Lock()
 
-    def _refill(self) -> None:
+    def _refill(self) -> float:
         now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
+        # ``_updated`` may lie ahead (a penalty): nothing accrues before it.
+        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._updated) * self.rate)
+        self._updated = max(self._updated, now)
+        return now
 
     def acquire(self, tokens: float = 1.0) -> float:
         """Take ``tokens`` (capped at the burst so a large request cannot wait forever); returns seconds waited."""
@@ -94,12 +112,12 @@ class TokenBucket:
         waited = 0.0
         while True:
             with self._lock:
-                self._refill()
+                now = self._refill()
                 # A tolerance, because refilled float time rarely lands exactly on the token it waited for.
-                if self._tokens >= tokens - 1e-9:
+                if now >= self._blocked_until and self._tokens >= tokens - 1e-9:
                     self._tokens -= tokens
                     return waited
-                wait = max((tokens - self._tokens) / self.rate, 1e-6)
+                wait = max((tokens - self._tokens) / self.rate, self._blocked_until - now, 1e-6)
             # Sleep outside the lock so other threads can refill/inspect; re-check afterwards since they may win.
             self._sleep(wait)
             waited += wait
@@ -108,6 +126,17 @@ class TokenBucket:
         with self._lock:
             self._refill()
             self._tokens -= tokens
+
+    def penalize(self, retry_after_s: float) -> None:
+        """The API said "retry after ``retry_after_s``": no token until then, one at that moment (Notion: "requests
+        made after waiting this minimum amount of time should no longer be rate limited"), then ``rate``."""
+        with self._lock:
+            now = self._refill()
+            until = now + max(0.0, retry_after_s)
+            self._blocked_until = max(self._blocked_until, until)
+            # Exactly one token at ``until`` (the API's own word on when a request goes through; a debt is forgiven).
+            self._tokens = 1.0
+            self._updated = max(self._updated, until)
 
 
 @dataclass(frozen=True)
@@ -135,7 +164,7 @@ class RetryingSink(Sink):
         inner: Sink,
         *,
         policy: BackoffPolicy,
-        bucket: TokenBucket | None = None,
+        bucket: RateLimiter | None = None,
         settings: RetrySettings | None = None,
         metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,

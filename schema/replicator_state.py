@@ -12,6 +12,8 @@
 - ``property_overwrite``: a replicator-owned property a person changed in Notion, with who, when, the old (their)
   and new (Postgres's) value; Postgres wins, the record says so.
 - ``verify_result``: per sink, the last ``replicator verify`` counts (shown by ``replicator rollout status``).
+- ``rate_budget``: per API credential (a fingerprint of the Notion token, never the token), the token bucket every
+  process using it draws on: rate, burst, tokens saved up as of ``refilled_at``, and ``blocked_until`` after a 429.
 - ``heartbeat``: a row the daemon rewrites every few seconds; it is part of the stream, so seeing it come back
   measures lag in seconds and keeps an idle slot advancing.
 
@@ -24,7 +26,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, func, text
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from schema.base import Base
@@ -194,3 +196,16 @@ class VerifyResult(Base):
     orphaned: Mapped[int] = mapped_column(Integer, nullable=False)
     stale: Mapped[int] = mapped_column(Integer, nullable=False)
     duplicated: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class RateBudget(Base):
+    __tablename__ = "rate_budget"
+    __table_args__ = ({"schema": REPLICATOR_SCHEMA},)
+
+    # A fingerprint of the credential (first 16 hex digits of its sha256): the token itself is never stored.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    rate: Mapped[float] = mapped_column(DOUBLE_PRECISION, nullable=False)
+    burst: Mapped[float] = mapped_column(DOUBLE_PRECISION, nullable=False)
+    tokens: Mapped[float] = mapped_column(DOUBLE_PRECISION, nullable=False)
+    refilled_at: Mapped[datetime] = _now()
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,6 +13,7 @@ import typer
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from replicator.retry import RateLimiter
 from replicator.sinks.base import SinkConfigError, SinkError
 from replicator.status import configured_secrets, redact
 
@@ -45,13 +46,26 @@ def init(
     token = access.notion_api_key.get_secret_value()
     client = notion_client(token, access.notion_base_url)
     try:
-        ids = create_databases(client, parent_page)
+        ids = create_databases(client, parent_page, limiter=_budget())
     except (SinkError, SinkConfigError) as error:
         raise _fail(str(error), 1, (token,)) from None
     finally:
         client.close()
     for name, value in ids.items():
         print(f"{name}={value}")
+
+
+def _budget() -> RateLimiter | None:
+    """The integration's shared Notion budget when the replicator's settings are there (``init`` needs no
+    Postgres, so without ``POSTGRES_URL`` it runs unpaced: four requests)."""
+    from replicator.budget import notion_limiter
+    from replicator.config import Settings
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError:
+        return None
+    return notion_limiter(settings)
 
 
 def check(
@@ -63,6 +77,7 @@ def check(
     ),
 ) -> None:
     """Check that the configured databases hold every property the sink writes (exit 2 when not)."""
+    from replicator.budget import notion_limiter
     from replicator.config import Settings
     from replicator.sinks.notion import build_notion_sink
 
@@ -71,7 +86,8 @@ def check(
     except ValidationError as error:
         raise _fail(f"bad configuration: {error}", 2) from None
     try:
-        sink = build_notion_sink(settings)
+        # The integration's budget, shared with running daemons: a check during a backfill causes no 429 storm.
+        sink = build_notion_sink(settings, limiter=notion_limiter(settings))
         try:
             if repair:
                 for line in sink.repair_schema():

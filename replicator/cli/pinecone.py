@@ -229,6 +229,7 @@ def verify_command(
 ) -> None:
     """Compare Postgres with each sink: missing, orphaned, stale and duplicated documents. Exit 0 only when
     everything is in sync (1: drift found, 2: bad configuration, 3: a sink could not be reached)."""
+    from replicator.budget import sink_limiter
     from replicator.sinks.factory import build_sink
     from replicator.store import narrative
     from replicator.verify import record_report, repair, verify_sink
@@ -242,7 +243,8 @@ def verify_command(
     try:
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
             for name in names:
-                sink = build_sink(name, settings)
+                # Notion's budget is shared with the running daemons: a verify during a backfill causes no 429 storm.
+                sink = build_sink(name, settings, limiter=sink_limiter(name, settings))
                 try:
                     # Each sink's own hash (Notion leaves the narrative out: it is where the narrative comes from).
                     report = verify_sink(conn, sink, recheck_s=settings.verify_recheck_s)

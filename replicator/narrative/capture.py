@@ -19,7 +19,8 @@ One round (``run_once``):
    changed, and the row is deleted when nothing people wrote is left. An edit inside the managed toggle or by the
    replicator alone therefore changes no row, and nothing flows downstream.
 
-Every call goes through the process's shared Notion token bucket (the sink's workers draw on it too). Only one
+Every call goes through the integration's Notion budget (``replicator/budget.py``: the sink's workers of every
+process with the token draw on it too), and a 429 penalizes it for its ``Retry-After``. Only one
 process captures at a time: the stage runs in the leader, and holds an advisory lock of its own as a second guard.
 """
 
@@ -39,7 +40,7 @@ from replicator.documents import DocumentKey, render
 from replicator.leader import LeaderLock
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.retry import TokenBucket
+from replicator.retry import RateLimiter
 from replicator.sinks.base import SinkConfigError, SinkError
 from replicator.sinks.notion.render import (
     OVERWRITTEN_HASH,
@@ -49,7 +50,14 @@ from replicator.sinks.notion.render import (
     property_value,
 )
 from replicator.sinks.notion.schema import CONTENT_HASH, POSTGRES_ID
-from replicator.sinks.notion.sink import _SDK_ERRORS, NotionClient, NotionSink, map_notion_error, property_text
+from replicator.sinks.notion.sink import (
+    _SDK_ERRORS,
+    NotionClient,
+    NotionSink,
+    is_rate_limited,
+    map_notion_error,
+    property_text,
+)
 from replicator.store import narrative as store
 from replicator.store import sink_state
 from replicator.store.outbox import current_lsn, enqueue
@@ -115,7 +123,7 @@ class NarrativeCapture:
         *,
         options: CaptureOptions = CaptureOptions(),
         metrics: Metrics | None = None,
-        bucket: TokenBucket | None = None,
+        bucket: RateLimiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.dsn = dsn
@@ -139,7 +147,10 @@ class NarrativeCapture:
         try:
             return method(*args, **kwargs)
         except _SDK_ERRORS as error:
-            raise map_notion_error(error, doing) from None
+            mapped = map_notion_error(error, doing)
+            if self._bucket is not None and is_rate_limited(mapped):
+                self._bucket.penalize(mapped.retry_after or 1.0)
+            raise mapped from None
 
     def _paginate(
         self, calls: _Calls, doing: str, method: Callable[..., Any], *args: Any, **body: Any

@@ -15,10 +15,14 @@ from .capture import CaptureOptions, NarrativeCapture
 log = event_logger("replicator.narrative")
 
 
-def build_capture(settings: Settings, metrics: Metrics | None = None) -> NarrativeCapture:
-    """The capture from settings: the Notion token, base URL and database ids the sink uses, the shared token
-    bucket, ``NARRATIVE_*`` options. Property overwrites go back to the Notion sink only while it is enabled."""
-    from replicator.sinks.notion.sink import database_ids, notion_client, shared_bucket
+def build_capture(
+    settings: Settings, metrics: Metrics | None = None, *, stop: threading.Event | None = None
+) -> NarrativeCapture:
+    """The capture from settings: the Notion token, base URL and database ids the sink uses, the integration's
+    Notion budget (shared with the sink's workers of every process, ``replicator/budget.py``), ``NARRATIVE_*``
+    options. Property overwrites go back to the Notion sink only while it is enabled."""
+    from replicator.budget import notion_limiter
+    from replicator.sinks.notion.sink import database_ids, notion_client
 
     ids = database_ids(settings)
     missing = [entity for entity, value in ids.items() if not value]
@@ -40,7 +44,7 @@ def build_capture(settings: Settings, metrics: Metrics | None = None) -> Narrati
             lock_name=settings.replicator_slot,
         ),
         metrics=metrics,
-        bucket=shared_bucket(settings.notion_rate_per_s),
+        bucket=notion_limiter(settings, metrics, stop=stop),
     )
 
 
@@ -50,7 +54,7 @@ def start_leader_stages(settings: Settings, metrics: Metrics, stop: threading.Ev
     if not settings.narrative_capture:
         return []
     try:
-        capture = build_capture(settings, metrics)
+        capture = build_capture(settings, metrics, stop=stop)
     except SinkConfigError as error:
         log.error("narrative.config_error", error=str(error))
         return []

@@ -1,6 +1,8 @@
 """Builds a sink by name from settings, wrapped in ``RetryingSink`` (the one retry policy) with the sink's token
 bucket. The daemon builds ONE sink per name and shares it between that sink's worker threads, so the bucket
-limits the whole process (the sinks and the wrapper are thread-safe).
+limits the whole process (the sinks and the wrapper are thread-safe). A budget shared beyond the process (Notion's,
+per integration token, kept in Postgres by ``replicator/budget.py``, which this package may not import) is built
+by the caller and passed in as ``limiter``.
 
 Adding a sink here: write ``replicator/sinks/<name>.py`` with a ``Sink`` subclass, add a builder to ``_BUILDERS``
 (import inside the builder so an unused sink's SDK is never imported) and, if it is rate limited, its rate to
@@ -16,23 +18,26 @@ from collections.abc import Callable
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
-from replicator.retry import RetryingSink, RetrySettings, TokenBucket, backoff_policy
+from replicator.retry import RateLimiter, RetryingSink, RetrySettings, TokenBucket, backoff_policy
 from replicator.sinks.base import Sink, SinkConfigError
 
 
-def _build_pinecone(settings: Settings, metrics: Metrics | None) -> Sink:
+def _build_pinecone(settings: Settings, metrics: Metrics | None, _limiter: RateLimiter | None) -> Sink:
     from replicator.sinks.pinecone import build_pinecone_sink
 
     return build_pinecone_sink(settings, metrics=metrics)
 
 
-def _build_notion(settings: Settings, metrics: Metrics | None) -> Sink:
+def _build_notion(settings: Settings, metrics: Metrics | None, limiter: RateLimiter | None) -> Sink:
     from replicator.sinks.notion import build_notion_sink
 
-    return build_notion_sink(settings)
+    return build_notion_sink(settings, limiter=limiter)
 
 
-_BUILDERS: dict[str, Callable[[Settings, Metrics | None], Sink]] = {
+# Sinks that pace each API call inside themselves with the limiter they are given (the wrapper then takes none).
+_PACED_INSIDE = frozenset({"notion"})
+
+_BUILDERS: dict[str, Callable[[Settings, Metrics | None, RateLimiter | None], Sink]] = {
     "notion": _build_notion,
     "pinecone": _build_pinecone,
 }
@@ -71,18 +76,23 @@ def build_sink(
     metrics: Metrics | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    limiter: RateLimiter | None = None,
 ) -> Sink:
     """The sink called ``name``, ready to use (its ``check()`` is left to the caller), wrapped with retries and
-    rate limiting. Raises ``SinkConfigError`` for an unknown or unconfigured sink."""
+    rate limiting. ``limiter``: the budget its API calls draw on (``replicator.budget.sink_limiter``: Notion's is
+    shared by every process with the token); without one, a bucket of this process at the sink's rate. Raises
+    ``SinkConfigError`` for an unknown or unconfigured sink."""
     builder = _BUILDERS.get(name)
     if builder is not None:
-        inner = builder(settings, metrics)
+        inner = builder(settings, metrics, limiter)
     elif name in settings.sink_plugins:
         inner = _build_plugin(name, settings, metrics)
     else:
         raise SinkConfigError(f"unknown sink {name!r}; known: {', '.join(settings.known_sinks)}")
     rate = _rate(name, settings)
-    bucket = TokenBucket(rate, clock=clock, sleep=sleep) if rate is not None else None
+    bucket: RateLimiter | None = TokenBucket(rate, clock=clock, sleep=sleep) if rate is not None else None
+    if limiter is not None and name not in _PACED_INSIDE:
+        bucket = limiter
     return RetryingSink(
         inner,
         policy=backoff_policy(settings),

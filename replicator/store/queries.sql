@@ -478,3 +478,59 @@ FROM replicator.verify_result ORDER BY sink
 
 -- name: sink_state_counts
 SELECT sink, entity, count(*) FROM replicator.sink_state GROUP BY sink, entity
+
+-- ==== rate budget: one token bucket per API credential, shared by every process ======================================
+
+-- name: budget_ensure
+-- The row of a credential (``key`` is a fingerprint, never the token), full at first. A process started with
+-- another rate or burst updates them (the newest start wins: NOTION_RATE_PER_S should be the same everywhere);
+-- tokens saved up are kept, capped at the new burst.
+INSERT INTO replicator.rate_budget AS b (key, rate, burst, tokens, refilled_at)
+VALUES (%(key)s, %(rate)s, %(burst)s, %(burst)s, clock_timestamp())
+ON CONFLICT (key) DO UPDATE
+SET rate = EXCLUDED.rate, burst = EXCLUDED.burst, tokens = least(b.tokens, EXCLUDED.burst)
+WHERE b.rate IS DISTINCT FROM EXCLUDED.rate OR b.burst IS DISTINCT FROM EXCLUDED.burst
+
+-- name: budget_take
+-- ATOMIC TAKE — correctness-critical: never grants more than ``burst + rate × elapsed`` over any span. The row is
+-- locked (FOR UPDATE) before it is read, so concurrent takes of every process queue on it and each sees the one
+-- before it. Refill is computed on the SERVER's clock (clock_timestamp(), one reading per statement, so all
+-- processes share one clock) from ``refilled_at``, which only moves forward: a reading older than ``refilled_at``
+-- (taken before a lock wait) refills nothing, so time is never counted twice. While ``blocked_until`` lies ahead
+-- (a 429 seen by any process) nothing is granted. ``force`` takes without waiting and may leave debt (a call that
+-- cost more than expected). Returns (granted, seconds to wait before asking again); no row: call budget_ensure.
+WITH c AS (SELECT clock_timestamp() AS at),
+cur AS (
+    SELECT b.key, b.rate, b.burst, b.blocked_until, b.refilled_at, c.at,
+           least(b.burst, b.tokens + b.rate * greatest(0, extract(epoch FROM c.at - b.refilled_at))) AS available
+    FROM replicator.rate_budget AS b CROSS JOIN c
+    WHERE b.key = %(key)s
+    FOR UPDATE OF b
+),
+d AS (
+    SELECT cur.*,
+           %(force)s OR (coalesce(cur.blocked_until <= cur.at, true) AND cur.available >= %(tokens)s - 1e-9)
+               AS granted
+    FROM cur
+)
+UPDATE replicator.rate_budget AS b
+SET tokens = CASE WHEN d.granted THEN d.available - %(tokens)s ELSE d.available END,
+    refilled_at = greatest(d.refilled_at, d.at)
+FROM d
+WHERE b.key = d.key
+RETURNING d.granted,
+    CASE WHEN d.granted THEN 0.0
+         ELSE greatest(extract(epoch FROM d.blocked_until - d.at), (%(tokens)s - d.available) / d.rate, 0.001)
+    END::float8
+
+-- name: budget_penalize
+-- A 429 with Retry-After seen by one process: nobody is granted anything until then, and exactly one token at that
+-- moment, Notion's own word on when a request goes through (``refilled_at`` moves there, so nothing accrues during
+-- the block; a debt is forgiven). A later block never shortens an earlier one.
+WITH c AS (SELECT clock_timestamp() + make_interval(secs => %(seconds)s) AS until)
+UPDATE replicator.rate_budget AS b
+SET blocked_until = greatest(b.blocked_until, c.until),
+    tokens = 1.0,
+    refilled_at = greatest(b.refilled_at, c.until)
+FROM c
+WHERE b.key = %(key)s

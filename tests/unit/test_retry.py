@@ -60,6 +60,18 @@ def test_charging_the_bucket_leaves_a_debt_that_later_calls_pay() -> None:
     assert bucket.acquire() == pytest.approx(2.5)
 
 
+def test_a_penalty_grants_nothing_until_retry_after_then_one_token_then_the_rate() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(rate=2.0, burst=4.0, clock=t.clock, sleep=t.sleep)
+    bucket.penalize(3.0)  # a 429 with Retry-After: 3, with four tokens saved up
+    assert bucket.acquire() == pytest.approx(3.0)  # nothing before the Retry-After, one token at it
+    assert t.now == pytest.approx(3.0)
+    assert bucket.acquire() == pytest.approx(0.5)  # then the rate, not the saved-up burst
+    bucket.penalize(1.0)
+    bucket.penalize(0.2)  # a shorter penalty never shortens the one before
+    assert bucket.acquire() == pytest.approx(1.0)
+
+
 def test_the_token_bucket_is_safe_across_threads() -> None:
     lock = threading.Lock()
     t = FakeTime()

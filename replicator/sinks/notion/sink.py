@@ -26,8 +26,10 @@ and a large section written in several requests; a page trashed behind the cache
 renamed or deleted in the UI makes the documents of that database wait (``SinkSchemaError``) until
 ``repair_schema`` (``replicator notion check --repair``) or a person puts it back.
 
-The SDK's own retries are off (one policy: the worker's ``RetryingSink`` and outbox backoff); a token bucket paces
-every API call. SDK and HTTP exceptions become ``SinkError`` in ``map_notion_error`` and nowhere else.
+The SDK's own retries are off (one policy: the worker's ``RetryingSink`` and outbox backoff); a rate limiter paces
+every API call — the integration's budget shared through Postgres, handed in by the daemon or the CLI
+(``replicator/budget.py``) — and a 429 penalizes it for its ``Retry-After``, so every process with the token
+waits. SDK and HTTP exceptions become ``SinkError`` in ``map_notion_error`` and nowhere else.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
 from replicator.documents import Document, DocumentKey
 from replicator.logs import event_logger
-from replicator.retry import BackoffPolicy, TokenBucket
+from replicator.retry import BackoffPolicy, RateLimiter, TokenBucket
 from replicator.sinks.base import (
     INTENT_PREFIX,
     DeleteItem,
@@ -122,6 +124,11 @@ class NotionApiError(SinkError):
     ) -> None:
         super().__init__(message, retryable=retryable, retry_after=retry_after, sink_wide=sink_wide)
         self.code = code
+
+
+def is_rate_limited(error: SinkError) -> bool:
+    """A 429 ``rate_limited`` answer (the integration's budget is spent), as ``map_notion_error`` maps it."""
+    return isinstance(error, NotionApiError) and error.code == "rate_limited"
 
 
 def _retry_after(headers: httpx.Headers | None) -> float | None:
@@ -238,7 +245,7 @@ class NotionSink(Sink):
         client: NotionClient,
         database_ids: Mapping[str, str | None],
         *,
-        bucket: TokenBucket | None = None,
+        bucket: RateLimiter | None = None,
         read_policy: BackoffPolicy | None = None,
         read_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
@@ -285,7 +292,11 @@ class NotionSink(Sink):
         try:
             return method(*args, **kwargs)
         except _SDK_ERRORS as error:
-            raise map_notion_error(error, doing) from None
+            mapped = map_notion_error(error, doing)
+            if self._bucket is not None and is_rate_limited(mapped):
+                # Notion limits the integration: everyone drawing on this budget waits the Retry-After out.
+                self._bucket.penalize(mapped.retry_after or 1.0)
+            raise mapped from None
 
     def _read(self, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A read outside the worker's retries (start-up, inventory): retried here with the shared policy."""
@@ -1141,9 +1152,11 @@ def database_ids(settings: Settings) -> dict[str, str | None]:
     }
 
 
-def build_notion_sink(settings: Settings) -> NotionSink:
-    """The sink from settings: ``NOTION_API_KEY``, ``NOTION_BASE_URL``, the four ``NOTION_*_DB_ID``, a token
-    bucket at ``NOTION_RATE_PER_S``, relation targets' page ids come with each item from the worker."""
+def build_notion_sink(settings: Settings, *, limiter: RateLimiter | None = None) -> NotionSink:
+    """The sink from settings: ``NOTION_API_KEY``, ``NOTION_BASE_URL``, the four ``NOTION_*_DB_ID``, paced by
+    ``limiter`` (the integration's budget, shared by every process: ``replicator.budget.notion_limiter``; without
+    one, the process's token bucket at ``NOTION_RATE_PER_S``), relation targets' page ids come with each item from
+    the worker."""
     if settings.notion_api_key is None:
         raise SinkConfigError("the notion sink needs NOTION_API_KEY")
     return NotionSink(
@@ -1151,26 +1164,34 @@ def build_notion_sink(settings: Settings) -> NotionSink:
             settings.notion_api_key.get_secret_value(), settings.notion_base_url, timeout_ms=settings.notion_timeout_ms
         ),
         database_ids(settings),
-        bucket=shared_bucket(settings.notion_rate_per_s),
+        bucket=limiter if limiter is not None else shared_bucket(settings.notion_rate_per_s),
         read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
         read_lag_s=settings.notion_read_lag_s,
         request_timeout_s=settings.notion_timeout_ms / 1000,
     )
 
 
-def create_databases(client: NotionClient, parent_page_id: str) -> dict[str, str]:
+def create_databases(
+    client: NotionClient, parent_page_id: str, *, limiter: RateLimiter | None = None
+) -> dict[str, str]:
     """``replicator notion init``: create the four databases under ``parent_page_id``, relation targets first so
-    every two-way relation can name its target's data source at once. Returns setting name → database id."""
+    every two-way relation can name its target's data source at once, each create paced by ``limiter`` (the
+    integration's budget) when given. Returns setting name → database id."""
     from replicator.sinks.notion.schema import create_request
 
     data_sources: dict[str, str] = {}
     ids: dict[str, str] = {}
     for entity in CREATE_ORDER:
         spec = DATABASES[entity]
+        if limiter is not None:
+            limiter.acquire()
         try:
             created = client.databases.create(**create_request(spec, parent_page_id, data_sources))
         except _SDK_ERRORS as error:
-            raise map_notion_error(error, f"create database {spec.title!r}") from None
+            mapped = map_notion_error(error, f"create database {spec.title!r}")
+            if limiter is not None and is_rate_limited(mapped):
+                limiter.penalize(mapped.retry_after or 1.0)
+            raise mapped from None
         sources = created.get("data_sources") or []
         if len(sources) != 1:
             raise SinkConfigError(f"Notion created {spec.title!r} with {len(sources)} data sources, expected one")
