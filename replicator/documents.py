@@ -78,15 +78,22 @@ class Narrative:
 
 
 @dataclass(frozen=True)
+class Related:
+    """One related document: its key (for Notion relations and Pinecone id lists) and its name (for text)."""
+
+    key: DocumentKey
+    name: str
+
+
+@dataclass(frozen=True)
 class Document:
     key: DocumentKey
     name: str
     # Scalar and list fields of the entity's row, by column name (omics_type, description, disease, …).
     fields: dict[str, Any] = field(default_factory=dict)
-    # Related entities by role, as sorted keys: "programs", "experiments", "datasets", "signatures".
-    relations: dict[str, tuple[DocumentKey, ...]] = field(default_factory=dict)
-    # The related entities' names, parallel to ``relations`` (same roles, same order), for text and page bodies.
-    relation_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Related entities by role ("programs", "experiments", "datasets", "signatures"), each a key with its name, in
+    # the order Notion relations and Pinecone's id lists are written in.
+    related: dict[str, tuple[Related, ...]] = field(default_factory=dict)
     # Datasets: top features by |log2FC| then p; signatures: every component.
     features: tuple[FeatureLine, ...] = ()
     feature_count: int = 0
@@ -96,7 +103,15 @@ class Document:
 
     def relation_keys(self) -> tuple[DocumentKey, ...]:
         """Every document this one relates to, over all roles, without repeats."""
-        return tuple(dict.fromkeys(k for keys in self.relations.values() for k in keys))
+        return tuple(dict.fromkeys(r.key for related in self.related.values() for r in related))
+
+    def keys_of(self, role: str) -> tuple[DocumentKey, ...]:
+        """The related documents in one role (empty when the role has none)."""
+        return tuple(r.key for r in self.related.get(role, ()))
+
+    def names_of(self, role: str) -> tuple[str, ...]:
+        """The related documents' names in one role, in the same order as ``keys_of``."""
+        return tuple(r.name for r in self.related.get(role, ()))
 
     def content_hash(self) -> str:
         """sha256 over a canonical JSON of the whole document (the narrative included when there is one, so a
@@ -109,7 +124,13 @@ class Document:
         return self._hash(with_narrative=False)
 
     def _hash(self, *, with_narrative: bool) -> str:
-        fields = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "narrative"}
+        fields = {
+            name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ("narrative", "related")
+        }
+        # Hashed as the two lists they were before keys and names were one structure, so every hash a sink stored
+        # stays valid across the upgrade (no document is rewritten because its type changed shape).
+        fields["relations"] = {role: self.keys_of(role) for role in self.related}
+        fields["relation_names"] = {role: self.names_of(role) for role in self.related}
         if with_narrative and self.narrative is not None:
             fields["narrative"] = self.narrative
         payload = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS, default=_encode)
@@ -205,7 +226,7 @@ def _render_entity(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(entity)
     )
     rows = {row[0]: row for row in conn.execute(query, (ids,)).fetchall()}
-    relations, relation_names = _relations(conn, entity, list(rows))
+    related = _relations(conn, entity, list(rows))
     features: dict[uuid.UUID, tuple[FeatureLine, ...]] = {}
     counts: dict[uuid.UUID, int] = {}
     matches: dict[uuid.UUID, tuple[SignatureMatch, ...]] = {}
@@ -230,8 +251,7 @@ def _render_entity(
             key=key,
             name=row[1],
             fields=dict(zip(columns, row[2:], strict=True)),
-            relations={role: relations.get((role, id_), ()) for role in _relation_roles(entity)},
-            relation_names={role: relation_names.get((role, id_), ()) for role in _relation_roles(entity)},
+            related={role: related.get((role, id_), ()) for role in _relation_roles(entity)},
             features=features.get(id_, ()),
             feature_count=counts.get(id_, 0),
             signature_matches=matches.get(id_, ()),
@@ -268,13 +288,12 @@ def _relation_roles(entity: str) -> tuple[str, ...]:
 
 def _relations(
     conn: psycopg.Connection[Any], entity: str, ids: list[uuid.UUID]
-) -> tuple[dict[tuple[str, uuid.UUID], tuple[DocumentKey, ...]], dict[tuple[str, uuid.UUID], tuple[str, ...]]]:
+) -> dict[tuple[str, uuid.UUID], tuple[Related, ...]]:
     """Every relation of every id in one UNION ALL query, ordered by role, owner, then the other side's id (the
     order Notion relations and Pinecone's id lists are written in)."""
-    keys: dict[tuple[str, uuid.UUID], list[DocumentKey]] = defaultdict(list)
-    names: dict[tuple[str, uuid.UUID], list[str]] = defaultdict(list)
+    related: dict[tuple[str, uuid.UUID], list[Related]] = defaultdict(list)
     if not ids:
-        return {}, {}
+        return {}
     parts = [
         sql.SQL(
             "SELECT {role} AS role, {other_entity} AS other_entity, l.{this} AS owner, l.{other} AS other, o.name "
@@ -293,9 +312,8 @@ def _relations(
     ]
     query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY role, owner, other")
     for role, other_entity, owner, other, name in conn.execute(query, {"ids": ids}):
-        keys[(role, owner)].append(DocumentKey(other_entity, other))
-        names[(role, owner)].append(name)
-    return {k: tuple(v) for k, v in keys.items()}, {k: tuple(v) for k, v in names.items()}
+        related[(role, owner)].append(Related(DocumentKey(other_entity, other), name))
+    return {k: tuple(v) for k, v in related.items()}
 
 
 # DATASET_TOP_FEATURES: the strongest changes first (|log2FC| desc), then the most significant (p asc); features

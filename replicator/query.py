@@ -197,8 +197,8 @@ def hit_json(hit: Hit) -> dict[str, Any]:
             stale=False,
             name=document.name,
             omics_type=document.fields.get("omics_type"),
-            programs=list(document.relation_names.get("programs", ())),
-            experiments=list(document.relation_names.get("experiments", ())),
+            programs=list(document.names_of("programs")),
+            experiments=list(document.names_of("experiments")),
             top_features=[
                 {
                     "name": f.name,

@@ -86,7 +86,7 @@ def document_text(document: Document) -> str:
         if value:
             lines.append(f"{label}: {value}")
     for role, label in _ROLE_LABELS:
-        names = document.relation_names.get(role, ())
+        names = document.names_of(role)
         if names:
             lines.append(f"{label}: {', '.join(names)}")
     if document.features:

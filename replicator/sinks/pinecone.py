@@ -377,9 +377,8 @@ def vector_metadata(
         if value is not None:
             meta[meta_key] = value
     related: dict[str, set[str]] = defaultdict(set)
-    for keys in document.relations.values():
-        for key in keys:
-            related[f"{key.entity}_ids"].add(str(key.id))
+    for key in document.relation_keys():
+        related[f"{key.entity}_ids"].add(str(key.id))
     for match in document.signature_matches:
         related[f"{match.other.entity}_ids"].add(str(match.other.id))
     meta.update(budget_id_lists({k: sorted(v) for k, v in related.items() if v}))

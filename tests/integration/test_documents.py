@@ -90,10 +90,10 @@ def test_a_dataset_renders_fields_relations_top_features_and_matches(conn: Conn)
     assert doc.fields["omics_type"] == "lipidomics"
     assert doc.fields["summary"] == "Ceramides up"
     assert doc.fields["disease"] == ["ALS"]
-    assert doc.relations["programs"] == (DocumentKey("program", ids["program"]),)
-    assert doc.relations["experiments"] == (DocumentKey("experiment", ids["experiment"]),)
-    assert doc.relations["signatures"] == (DocumentKey("signature", ids["signature"]),)
-    assert doc.relation_names["programs"] == ("ALS program",)
+    assert doc.keys_of("programs") == (DocumentKey("program", ids["program"]),)
+    assert doc.keys_of("experiments") == (DocumentKey("experiment", ids["experiment"]),)
+    assert doc.keys_of("signatures") == (DocumentKey("signature", ids["signature"]),)
+    assert doc.names_of("programs") == ("ALS program",)
     assert doc.feature_count == 25
     assert len(doc.features) == TOP_FEATURES
     # |log2FC| 30 twice: the smaller p-value first; then 22, 21, …
@@ -120,8 +120,8 @@ def test_a_signature_renders_every_component_and_its_matches(conn: Conn) -> None
     ]
     assert doc.feature_count == 2
     assert doc.fields["short_id"] == "ALS1"
-    assert doc.relations["datasets"] == (DocumentKey("dataset", ids["dataset"]),)
-    assert doc.relations["programs"] == (DocumentKey("program", ids["program"]),)
+    assert doc.keys_of("datasets") == (DocumentKey("dataset", ids["dataset"]),)
+    assert doc.keys_of("programs") == (DocumentKey("program", ids["program"]),)
     assert doc.signature_matches[0].other == DocumentKey("dataset", ids["dataset"])
 
 
@@ -134,12 +134,12 @@ def test_program_and_experiment_render_their_relations(conn: Conn) -> None:
     assert p is not None
     assert e is not None
     assert p.fields["external_ids"] == {"a": 1, "b": 2}
-    assert set(p.relations) == {"experiments", "datasets", "signatures"}
-    assert p.relations["experiments"] == (experiment,)
+    assert set(p.related) == {"experiments", "datasets", "signatures"}
+    assert p.keys_of("experiments") == (experiment,)
     assert e.fields["type"] == "patient"
     assert e.fields["matrix"] == ["CSF"]
-    assert e.relations["programs"] == (program,)
-    assert e.relations["datasets"] == (DocumentKey("dataset", ids["dataset"]),)
+    assert e.keys_of("programs") == (program,)
+    assert e.keys_of("datasets") == (DocumentKey("dataset", ids["dataset"]),)
 
 
 def test_a_missing_row_renders_as_none(conn: Conn) -> None:

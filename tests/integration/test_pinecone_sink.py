@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from replicator.config import Settings
-from replicator.documents import Document, DocumentKey, FeatureLine, SignatureMatch
+from replicator.documents import Document, DocumentKey, FeatureLine, Related, SignatureMatch
 from replicator.embedding import build_provider
 from replicator.sinks.base import DeleteItem, OutcomeKind, RemoteState, SinkConfigError, UpsertItem
 from replicator.sinks.pinecone import (
@@ -84,8 +84,11 @@ def dataset(n_features: int, name: str = "ALS CSF lipids", key: DocumentKey | No
             "description": None,
             "external_ids": {"mw": "ST1"},
         },
-        relations={"programs": (PROGRAM,), "experiments": (), "signatures": (SIGNATURE,)},
-        relation_names={"programs": ("Neuro",), "experiments": (), "signatures": ("Core",)},
+        related={
+            "programs": (Related(PROGRAM, "Neuro"),),
+            "experiments": (),
+            "signatures": (Related(SIGNATURE, "Core"),),
+        },
         features=tuple(
             FeatureLine(
                 name=f"Cer 18:1;O2/{10 + i}:0", feature_type="lipid", log2_fold_change=2.0 - i / 10, p_value=0.01

@@ -128,7 +128,7 @@ def test_the_best_document_comes_first_hydrated_from_postgres(
     assert best.document is not None
     assert best.document.name == "ALS CSF ceramides"
     assert best.document.fields["omics_type"] == "lipidomics"
-    assert best.document.relation_names["programs"] == ("Neurodegeneration",)
+    assert best.document.names_of("programs") == ("Neurodegeneration",)
     assert [f.name for f in best.document.features] == ["Cer 18:1;O2/16:0", "SM 18:1;O2/24:1"]
     assert "Ceramide lipids in cerebrospinal fluid" in best.chunk_text
     assert hits[0].score >= hits[1].score

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.documents import Document, DocumentKey, FeatureLine, SignatureMatch
+from replicator.documents import Document, DocumentKey, FeatureLine, Related, SignatureMatch
 from replicator.sinks.notion.render import (
     PROPERTIES_BYTES_MAX,
     ContentHash,
@@ -30,6 +30,11 @@ from replicator.sinks.notion.schema import DATABASES, schema_problems
 
 def _key(entity: str) -> DocumentKey:
     return DocumentKey(entity, uuid.uuid4())
+
+
+def _related(*keys: DocumentKey) -> tuple[Related, ...]:
+    """Related documents named after their entity (these tests look at ids, not names)."""
+    return tuple(Related(key, key.entity) for key in keys)
 
 
 def _utf16(text: str) -> int:
@@ -72,7 +77,7 @@ def test_dataset_properties_use_the_names_the_team_knows() -> None:
             "external_ids": {"doi": "10.1/abc"},
             "summary": "s",
         },
-        relations={"signatures": (signature,), "programs": (), "experiments": ()},
+        related={"signatures": _related(signature), "programs": (), "experiments": ()},
         signature_matches=(SignatureMatch(signature, "sig", 0.65, 1.0, 6, 6, "exact"),),
     )
     page = render_page(doc, {signature: "page-of-signature"})
@@ -90,16 +95,16 @@ def test_dataset_properties_use_the_names_the_team_knows() -> None:
 
 def test_a_document_waits_for_relation_targets_without_a_page() -> None:
     program, experiment = _key("program"), _key("experiment")
-    doc = Document(_key("dataset"), "d", relations={"programs": (program,), "experiments": (experiment,)})
+    doc = Document(_key("dataset"), "d", related={"programs": _related(program), "experiments": _related(experiment)})
     assert missing_targets(doc, {program: "p"}) == [experiment]
     assert missing_targets(doc, {program: "p", experiment: "e"}) == []
 
 
 def test_only_the_lower_side_of_each_relation_is_written() -> None:
     # Programs are relation targets only; Notion's two-way relations fill their side.
-    program = Document(_key("program"), "p", relations={"datasets": (_key("dataset"),)})
+    program = Document(_key("program"), "p", related={"datasets": _related(_key("dataset"))})
     assert relation_targets(program) == {}
-    signature = Document(_key("signature"), "s", relations={"datasets": (_key("dataset"),), "programs": ()})
+    signature = Document(_key("signature"), "s", related={"datasets": _related(_key("dataset")), "programs": ()})
     assert list(relation_targets(signature)) == ["Related Programs"]
 
 
@@ -107,7 +112,7 @@ def test_more_than_100_signatures_keep_the_best_scoring_ones() -> None:
     keys = [_key("signature") for _ in range(120)]
     best = keys[-1]
     matches = (SignatureMatch(best, "best", 0.99, 1, 1, 1, "exact"),)
-    doc = Document(_key("dataset"), "d", relations={"signatures": tuple(keys)}, signature_matches=matches)
+    doc = Document(_key("dataset"), "d", related={"signatures": _related(*keys)}, signature_matches=matches)
     targets = relation_targets(doc)["Related Signature(s)"]
     assert len(targets) == 100
     assert targets[0] == best
@@ -195,7 +200,8 @@ def test_a_section_is_split_into_requests_that_each_fit_and_keep_every_child_in_
 def test_relations_beyond_100_are_named_in_the_body_with_their_count() -> None:
     programs = tuple(_key("program") for _ in range(130))
     names = tuple(f"Program {i}" for i in range(130))
-    doc = Document(_key("experiment"), "e", relations={"programs": programs}, relation_names={"programs": names})
+    related = tuple(Related(key, name) for key, name in zip(programs, names, strict=True))
+    doc = Document(_key("experiment"), "e", related={"programs": related})
     page = render_page(doc, dict.fromkeys(programs, "p"))
     assert len(page.properties["Related Programs"]["relation"]) == 100
     texts = [plain_text(b[b["type"]]["rich_text"]) for b in page.section["toggle"]["children"]]

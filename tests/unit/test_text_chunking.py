@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.documents import Document, DocumentKey, FeatureLine, SignatureMatch
+from replicator.documents import Document, DocumentKey, FeatureLine, Related, SignatureMatch
 from replicator.text import ChunkPolicy, chunk_document, chunk_text, document_text
 
 DATASET = DocumentKey("dataset", uuid.UUID("11111111-1111-1111-1111-111111111111"))
@@ -28,8 +28,7 @@ def _dataset(features: int = 3, description: str = "CSF lipidomics of ALS patien
             "description": description,
             "summary": None,
         },
-        relations={"programs": (PROGRAM,)},
-        relation_names={"programs": ("Neuro program",)},
+        related={"programs": (Related(PROGRAM, "Neuro program"),)},
         features=tuple(
             FeatureLine(
                 name=f"Cer 18:1;O2/{16 + i}:0",

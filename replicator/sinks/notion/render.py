@@ -305,7 +305,7 @@ def relation_targets(doc: Document) -> dict[str, tuple[DocumentKey, ...]]:
     signatures beyond 100 keep the best-scoring ones). A cut set is said on the page: ``cut_relations``."""
     out: dict[str, tuple[DocumentKey, ...]] = {}
     for relation in DATABASES[doc.key.entity].relations:
-        keys = tuple(doc.relations.get(relation.role, ()))
+        keys = doc.keys_of(relation.role)
         if len(keys) > ARRAY_MAX and relation.role == "signatures":
             ranked = [m.other for m in doc.signature_matches if m.other in set(keys)]
             keys = tuple(ranked + [k for k in keys if k not in set(ranked)])
@@ -316,9 +316,9 @@ def relation_targets(doc: Document) -> dict[str, tuple[DocumentKey, ...]]:
 def cut_relations(doc: Document) -> dict[str, int]:
     """Relations with more targets than a Notion relation property takes (100): property name → full count."""
     return {
-        relation.name: len(doc.relations.get(relation.role, ()))
+        relation.name: len(doc.related.get(relation.role, ()))
         for relation in DATABASES[doc.key.entity].relations
-        if len(doc.relations.get(relation.role, ())) > ARRAY_MAX
+        if len(doc.related.get(relation.role, ())) > ARRAY_MAX
     }
 
 
@@ -383,8 +383,8 @@ def body_children(doc: Document) -> list[JSON]:
         blocks.append(_heading(f"{title} ({len(matches)})"))
         blocks.extend(_bullet(_match_line(m)) for m in matches[:BODY_MATCHES_MAX])
     else:
-        for role, names in sorted(doc.relation_names.items()):
-            if names:
+        for role in sorted(doc.related):
+            if names := doc.names_of(role):
                 blocks.append(_paragraph(f"{role.capitalize()}: {', '.join(names)}"))
     if not blocks:
         blocks.append(_paragraph("No summary in Postgres yet."))
@@ -393,7 +393,7 @@ def body_children(doc: Document) -> list[JSON]:
     # Relations beyond what a Notion relation property takes: the count, and every name, in the body.
     roles = {r.name: r.role for r in DATABASES[doc.key.entity].relations}
     cut = [
-        _paragraph(f"{relation_cut_marker(name, total)}: {', '.join(doc.relation_names.get(roles[name], ()))}")
+        _paragraph(f"{relation_cut_marker(name, total)}: {', '.join(doc.names_of(roles[name]))}")
         for name, total in cut_relations(doc).items()
     ]
     if cut:
