@@ -9,8 +9,8 @@ it: ``apply_scopes``) → start the sink workers (threads; each sink is built �
 checked in its own threads, so a heavy or absent sink never delays the source: replicator/sink_gate.py) → stream
 the slot in this thread until SIGTERM/SIGINT (or ``stop``). A lost lock (a Postgres restart) is re-taken, or the
 process stands by; an unreachable Postgres is retried with backoff; neither ends the process. Shutdown stops
-reading, confirms what is committed, gives the workers ``shutdown_deadline_s`` to finish their batch, releases the lock and
-returns 0. A database that was never migrated ends ``run`` with exit 1 and a ``daemon.not_migrated`` event.
+reading, confirms what is committed, gives the workers ``shutdown_deadline_s`` to finish their batch, releases the
+lock and returns 0. A database that was never migrated ends ``run`` with exit 1 and a ``daemon.not_migrated`` event.
 
 A lost slot makes ``run`` return 3 (the CLI's "unhealthy" code) instead of staying up: a process that cannot
 stream must not look alive to an orchestrator, and ``replicator status``/``health`` report the incident from
@@ -39,8 +39,8 @@ from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
+from replicator.rescope import Rescope, rescope
 from replicator.retry import backoff_policy
-from replicator.scope import Rescope, rescope
 from replicator.sinks.base import Sink
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
 from replicator.status import NOT_MIGRATED_ERRORS, Health, configured_secrets, not_migrated, redact

@@ -33,7 +33,6 @@ from psycopg import sql
 
 from replicator.documents import Document, DocumentKey
 from replicator.graph import ENTITIES, LINKS
-from replicator.store import outbox, scopes
 from schema.domain import OMICS_TYPES
 
 # What the worker does with a document a sink holds that falls outside the sink's scope (REPLICATOR_SCOPE_NARROW).
@@ -156,7 +155,7 @@ def _dataset_predicate(scope: Scope, alias: str) -> tuple[sql.Composable, dict[s
     return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
 
 
-def members_sql(scope: Scope, entity: str, *, only_ids: bool) -> tuple[sql.Composable, dict[str, Any]] | None:
+def members_sql(scope: Scope, entity: str, *, only_ids: bool) -> tuple[sql.Composed, dict[str, Any]] | None:
     """The statement listing the ids of ``entity``'s documents in ``scope`` (``only_ids``: of those among the
     ``%(ids)s`` parameter), or None when the scope carries no document of ``entity``."""
     if entity not in scope.entities:
@@ -215,7 +214,7 @@ def members(conn: psycopg.Connection[Any], scope: Scope) -> set[DocumentKey]:
     out: set[DocumentKey] = set()
     for entity in ENTITIES:
         if scope.everything:
-            query: sql.Composable = sql.SQL("SELECT id FROM {}").format(sql.Identifier(entity))
+            query: sql.Composed = sql.SQL("SELECT id FROM {}").format(sql.Identifier(entity))
             params: dict[str, Any] = {}
         else:
             statement = members_sql(scope, entity, only_ids=False)
@@ -229,17 +228,12 @@ def members(conn: psycopg.Connection[Any], scope: Scope) -> set[DocumentKey]:
 def restrict(document: Document, inside: set[DocumentKey] | frozenset[DocumentKey]) -> Document:
     """``document`` as a scoped sink carries it: relations and signature matches to documents outside the scope
     are left out (the sink has no page or vector for them). Unchanged (the same object) when nothing is left out."""
-    if all(k in inside for k in document.relation_keys()) and all(m.other in inside for m in document.signature_matches):
+    matched = (m.other for m in document.signature_matches)
+    if all(k in inside for k in document.relation_keys()) and all(k in inside for k in matched):
         return document
-    relations: dict[str, tuple[DocumentKey, ...]] = {}
-    names: dict[str, tuple[str, ...]] = {}
-    for role, keys in document.relations.items():
-        relations[role] = tuple(k for k in keys if k in inside)
-        if role in document.relation_names:  # parallel to relations[role] (documents.render)
-            pairs = zip(keys, document.relation_names[role], strict=False)
-            names[role] = tuple(name for key, name in pairs if key in inside)
+    related = {role: tuple(r for r in rs if r.key in inside) for role, rs in document.related.items()}
     matches = tuple(m for m in document.signature_matches if m.other in inside)
-    return replace(document, relations=relations, relation_names=names, signature_matches=matches)
+    return replace(document, related=related, signature_matches=matches)
 
 
 def related_inside(document: Document, inside: set[DocumentKey] | frozenset[DocumentKey]) -> set[DocumentKey]:
@@ -247,57 +241,3 @@ def related_inside(document: Document, inside: set[DocumentKey] | frozenset[Docu
     so they are rendered again when ``document`` enters or leaves the scope."""
     related = set(document.relation_keys()) | {m.other for m in document.signature_matches}
     return {k for k in related if k in inside}
-
-
-# ---- a re-scope, at start-up ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rescope:
-    """What comparing a sink's configured scope with the one it applied last did."""
-
-    sink: str
-    previous: str | None  # the stored scope (None: none was recorded; the sink carried every document)
-    scope: str
-    narrow: Narrow
-    widened: int = 0  # documents enqueued because they newly fall inside
-    narrowed: int = 0  # documents the sink holds, enqueued because they fall outside
-    changed: bool = False
-
-
-def rescope(conn: psycopg.Connection[Any], sink: str, configured: Scope, narrow: Narrow) -> Rescope:
-    """Bring ``sink`` to ``configured``: when it differs from the scope (or narrow choice) the sink applied last,
-    enqueue — for this sink only, in one transaction with the new record — the documents that newly fall inside it
-    (a widening: they are written, like a resync of just those) and those the sink holds that fall outside it (a
-    narrowing: the worker removes them, or with ``keep`` leaves them, and re-renders their neighbours either way).
-    A sink that never recorded a scope carried every document. Nothing happens when nothing changed."""
-    stored = scopes.read(conn, sink)
-    text = configured.text()
-    if stored is not None and stored == (text, narrow):
-        return Rescope(sink, stored[0], text, narrow)
-    previous_text = stored[0] if stored is not None else EVERYTHING_TEXT
-    try:
-        previous = parse(previous_text)
-    except ScopeError:
-        previous = EVERYTHING  # written by a version that read scopes otherwise: assume the widest
-    with conn.transaction():
-        # One snapshot for both member lists and what the sink holds.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        inside = members(conn, configured)
-        widened = set() if previous.everything else inside - members(conn, previous)
-        narrowed = scopes.held(conn, sink) - inside
-        keys = sorted(widened | narrowed)
-        if keys:
-            outbox.enqueue(conn, {sink: keys}, outbox.current_lsn(conn))
-        scopes.record(
-            conn,
-            sink,
-            scope=text,
-            narrow=narrow,
-            previous=None if stored is None else stored[0],
-            widened=len(widened),
-            narrowed=len(narrowed),
-        )
-    return Rescope(
-        sink, None if stored is None else stored[0], text, narrow, len(widened), len(narrowed), changed=True
-    )

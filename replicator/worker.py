@@ -316,7 +316,7 @@ class SinkWorker:
             if scoped is not None and key in scoped.outside:
                 # Outside the sink's scope: never written; removed if the sink holds it, unless the operator keeps it.
                 if state is not None and state.content_hash != sink_state.SCOPE_REMOVED_HASH and scoped.remove:
-                    deletes.append(DeleteItem(key=key, state=state))
+                    deletes.append(DeleteItem(key=key, state=state, out_of_scope=True))
                     scoped.removing[key] = state
                 else:
                     scoped.left_out.append(key)
@@ -436,14 +436,14 @@ class SinkWorker:
             remove=self.settings.scope_narrow == "remove",
         )
         out: dict[DocumentKey, Document | None] = {}
-        for key, doc in docs.items():
-            if doc is None:
+        for key, rendered in docs.items():
+            if rendered is None:
                 out[key] = None
                 continue
             if key in inside:
-                doc = restrict(doc, inside)
-                out[key] = doc
-            scoped.neighbours[key] = frozenset(related_inside(doc, inside))
+                rendered = restrict(rendered, inside)
+                out[key] = rendered
+            scoped.neighbours[key] = frozenset(related_inside(rendered, inside))
         return out, scoped
 
     def _intent(self, conn: psycopg.Connection[Any], key: DocumentKey) -> Callable[[str], None]:
@@ -644,8 +644,12 @@ class ScopedPass:
     def newly_carried(self, key: DocumentKey) -> bool:
         """Written with no record of being held before (a first write, or back in scope after a removal)."""
         state = self.states.get(key)
-        return state is None or state.content_hash == sink_state.SCOPE_REMOVED_HASH or state.content_hash.startswith(
-            "intent:"  # a write in flight when the last pass ended: perhaps never applied
+        return (
+            state is None
+            or state.content_hash == sink_state.SCOPE_REMOVED_HASH
+            or state.content_hash.startswith(
+                "intent:"  # a write in flight when the last pass ended: perhaps never applied
+            )
         )
 
 

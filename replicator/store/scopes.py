@@ -35,7 +35,9 @@ def read(conn: Conn, sink: str) -> tuple[str, str] | None:
     return None if row is None else (str(row[0]), str(row[1]))
 
 
-def record(conn: Conn, sink: str, *, scope: str, narrow: str, previous: str | None, widened: int, narrowed: int) -> None:
+def record(
+    conn: Conn, sink: str, *, scope: str, narrow: str, previous: str | None, widened: int, narrowed: int
+) -> None:
     """The scope ``sink`` carries from now on (in the transaction that enqueued the re-scope's documents)."""
     params = {"sink": sink, "scope": scope, "narrow": narrow, "previous": previous}
     conn.execute(QUERIES["record_sink_scope"], {**params, "widened": widened, "narrowed": narrowed})

@@ -5,7 +5,7 @@ outside (the worker removes them, or keeps them with ``REPLICATOR_SCOPE_NARROW=k
 that was enqueued: outbox rows of the sink enqueued no later are the re-scope still in progress.
 
 Revision ID: 0008_sink_scope
-Revises: 0006_outbox_claim_index
+Revises: 0007_notion_budget
 Create Date: 2026-12-02 22:00:00
 """
 
