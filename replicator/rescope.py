@@ -47,8 +47,12 @@ def rescope(conn: psycopg.Connection[Any], sink: str, configured: Scope, narrow:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         inside = members(conn, configured)
         widened = set() if previous.everything else inside - members(conn, previous)
-        narrowed = scopes.held(conn, sink) - inside
-        keys = sorted(widened | narrowed)
+        held = scopes.held(conn, sink)
+        narrowed = held - inside
+        # A widening also renders again what the sink holds already: its copies name the newcomers from now on (a
+        # worker whose scope is everything has no scoped pass to do it; unchanged ones cost no API call).
+        again = held & inside if widened else set()
+        keys = sorted(widened | narrowed | again)
         if keys:
             outbox.enqueue(conn, {sink: keys}, outbox.current_lsn(conn))
         scopes.record(

@@ -73,7 +73,8 @@ def test_settings_keep_the_canonical_form_and_name_the_variable() -> None:
     with pytest.raises(ValidationError) as caught:
         _settings(REPLICATOR_SCOPE_PINECONE="dataset.omics=x")
     message = describe_validation_error(caught.value)
-    assert "REPLICATOR_SCOPE_PINECONE" in message and "'dataset.omics=x': unknown filter" in message
+    assert "REPLICATOR_SCOPE_PINECONE" in message
+    assert "'dataset.omics=x': unknown filter" in message
     with pytest.raises(ValidationError) as caught:
         _settings(REPLICATOR_SCOPE_NARROW="trash")
     assert "REPLICATOR_SCOPE_NARROW" in describe_validation_error(caught.value)
