@@ -21,6 +21,7 @@ from replicator.rollout import collect
 from replicator.sinks.notion import NotionSink, notion_client
 from replicator.status import collect_status
 from replicator.store.sink_state import SCOPE_REMOVED_HASH
+from replicator.verify import verify_sink
 from replicator.worker import SinkWorker
 from tests.emulators.notion import PERSON_TOKEN, NotionEmulator
 from tests.integration.test_notion_sink import _dataset, _pages, _program, _state_hash, database_ids, sink
@@ -125,6 +126,12 @@ def test_a_pilot_scope_carries_only_lipidomics_and_what_it_relates_to(
     assert experiment["Related Datasets"] == [_pages(notion_emulator)[str(graph["lip"].id)]["id"]]
     assert _state_hash(conn, graph["prot"]) is None  # never written, nothing held
 
+    # verify compares the sink with the documents in its scope, as the scoped sink carries them.
+    report = verify_sink(conn, sink, scope=settings.scope_of("notion"))
+    assert report.in_sync, report
+    assert report.documents == 4
+    assert not verify_sink(conn, sink).in_sync  # against every document: the others are missing
+
     # A second start with the same scope changes nothing.
     [again] = apply_scopes(conn, settings)
     assert not again.changed
@@ -155,6 +162,7 @@ def test_widening_the_scope_backfills_what_newly_falls_inside(
     # The documents already carried are rendered again with their relations to the newcomers.
     experiment = _pages(notion_emulator)[str(graph["exp"].id)]["properties"]
     assert experiment["Related Programs"] == [_pages(notion_emulator)[str(graph["p_prot"].id)]["id"]]
+    assert verify_sink(conn, sink).in_sync
 
 
 def test_narrowing_trashes_what_falls_outside_but_keeps_a_page_a_person_wrote_on(
