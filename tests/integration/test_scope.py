@@ -6,11 +6,14 @@ daemon's own start-up step (``apply_scopes``), and what it enqueues goes through
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from replicator.cli import app
 from replicator.config import Settings
 from replicator.daemon import apply_scopes
 from replicator.documents import DocumentKey
@@ -216,3 +219,43 @@ def test_narrowing_with_keep_leaves_what_falls_outside(
     assert narrowed.narrow == "keep"
     assert _live(notion_emulator) == _ids(graph, *EVERY_DOC)
     assert {n: _state_hash(conn, graph[n]) for n in held} == held
+
+
+def test_status_and_rollout_status_show_the_scope(
+    sink: NotionSink,
+    notion_emulator: NotionEmulator,
+    database_ids: dict[str, str],
+    db_url: str,
+    conn: Conn,
+    graph: dict[str, DocumentKey],
+) -> None:
+    _enqueue_all(conn)
+    _start(db_url, conn, sink, _settings(db_url, PILOT))
+    env = {
+        "POSTGRES_URL": db_url,
+        "NOTION_API_KEY": notion_emulator.token,
+        "NOTION_BASE_URL": notion_emulator.url,
+        "NOTION_PROGRAMS_DB_ID": database_ids["program"],
+        "NOTION_EXPERIMENTS_DB_ID": database_ids["experiment"],
+        "NOTION_SIGNATURE_DB_ID": database_ids["signature"],
+        "NOTION_EXP_DATA_DB_ID": database_ids["dataset"],
+        "REPLICATOR_SINKS": "notion",
+        "REPLICATOR_SCOPE_NOTION": PILOT,
+        "COLUMNS": "220",
+    }
+    runner = CliRunner()
+    rollout = runner.invoke(app, ["rollout", "status", "--json"], env=env)
+    assert rollout.exit_code == 0, rollout.output
+    shown = json.loads(rollout.stdout)
+    assert shown["scopes"]["notion"]["scope"] == PILOT
+    assert shown["scopes"]["notion"]["applied"] == PILOT
+    assert shown["scopes"]["notion"]["restart_needed"] is False
+    assert shown["counts"]["dataset"] == {"postgres": 2, "notion": 1, "narrative": 0}
+
+    # Configured wider than applied: both commands say a restart applies it.
+    widened = {**env, "REPLICATOR_SCOPE_NOTION": ""}
+    text = runner.invoke(app, ["rollout", "status"], env=widened)
+    assert text.exit_code == 0, text.output
+    assert "changed: applied at the daemon's next start" in text.stdout
+    status = runner.invoke(app, ["status"], env=widened)
+    assert f"applied: {PILOT}; restart to apply" in status.stdout
