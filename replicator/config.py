@@ -12,6 +12,8 @@ import orjson
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from replicator.scope import Scope, ScopeError
+from replicator.scope import parse as parse_scope
 from schema.redaction import mask_url
 
 # The sinks of this package; an operator sees them in `replicator status` even when off. Sinks from elsewhere (the
@@ -55,6 +57,15 @@ class Settings(BaseSettings):
     # A sink that is down (unreachable, rate limited, misconfigured) is re-checked after min_s, doubling up to max_s.
     sink_recheck_min_s: float = Field(1.0, alias="REPLICATOR_SINK_RECHECK_MIN_S", gt=0)
     sink_recheck_max_s: float = Field(60.0, alias="REPLICATOR_SINK_RECHECK_MAX_S", gt=0)
+
+    # ---- staged rollout: per-sink scope (#14, replicator/scope.py) --------------------------------------
+    # Which documents a sink carries, e.g. "dataset.omics_type=lipidomics" (a pilot); empty: every document. A
+    # plugin sink takes its scope from its "scope" option in REPLICATOR_SINK_PLUGINS.
+    scope_notion: str = Field("", alias="REPLICATOR_SCOPE_NOTION")
+    scope_pinecone: str = Field("", alias="REPLICATOR_SCOPE_PINECONE")
+    # What a narrowed scope does to the documents a sink holds that fall outside it: remove them (Notion: to the
+    # trash, people's blocks with the page) or keep them as they are.
+    scope_narrow: Literal["remove", "keep"] = Field("remove", alias="REPLICATOR_SCOPE_NARROW")
 
     # ---- operator surface ----------------------------------------------------------------------------
     http_addr: str = Field("127.0.0.1:9187", alias="REPLICATOR_HTTP_ADDR")
@@ -135,7 +146,34 @@ class Settings(BaseSettings):
             factory = options.get("factory")
             if not isinstance(factory, str) or factory.count(":") != 1:
                 raise ValueError(f'sink plugin {name!r} needs "factory": "module:callable"')
+            scope = options.get("scope")
+            if scope is not None:
+                if not isinstance(scope, str):
+                    raise ValueError(f'sink plugin {name!r}: "scope" must be a string such as "dataset.omics_type=…"')
+                try:
+                    parse_scope(scope)
+                except ScopeError as error:
+                    raise ValueError(f"sink plugin {name!r}: bad scope: {error}") from None
         return value
+
+    @field_validator("scope_notion", "scope_pinecone")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        """Parsed once here (a wrong expression stops start-up naming the variable); kept in canonical form."""
+        if not value.strip():
+            return ""
+        try:
+            return parse_scope(value).text()
+        except ScopeError as error:
+            raise ValueError(f"bad scope: {error}") from None
+
+    def scope_of(self, sink: str) -> Scope:
+        """The documents ``sink`` carries (replicator/scope.py); everything unless a scope is set for it."""
+        text = {"notion": self.scope_notion, "pinecone": self.scope_pinecone}.get(sink)
+        if text is None:
+            option = self.sink_plugins.get(sink, {}).get("scope")
+            text = option if isinstance(option, str) else ""
+        return parse_scope(text)
 
     @field_validator("replicator_sinks")
     @classmethod

@@ -4,12 +4,13 @@ Order at start (nothing slow before the slot is safe): take the leader lock (or,
 stand by) → record which sinks are enabled (a sink switched back on is flagged ``needs_resync`` and the operator
 is told to run ``replicator resync --sink NAME``) → check the slot: create it if it has never existed and then
 backfill, in that order, so nothing is missed; refuse to go on when it was dropped or invalidated after we used
-it → start the sink workers (threads; each sink is built — an embedding model loads — and checked in its own
-threads, so a heavy or absent sink never delays the source: replicator/sink_gate.py) → stream the slot in this
-thread until SIGTERM/SIGINT (or ``stop``). A lost lock (a Postgres restart) is re-taken, or the process stands
-by; an unreachable Postgres is retried with backoff; neither ends the process. Shutdown stops reading, confirms
-what is committed, gives the workers ``shutdown_deadline_s`` to finish their batch, releases the lock and
-returns 0. A database that was never migrated ends ``run`` with exit 1 and a ``daemon.not_migrated`` event.
+it → apply each sink's scope (a changed ``REPLICATOR_SCOPE_*`` enqueues what newly falls inside or outside
+it: ``apply_scopes``) → start the sink workers (threads; each sink is built — an embedding model loads — and
+checked in its own threads, so a heavy or absent sink never delays the source: replicator/sink_gate.py) → stream
+the slot in this thread until SIGTERM/SIGINT (or ``stop``). A lost lock (a Postgres restart) is re-taken, or the
+process stands by; an unreachable Postgres is retried with backoff; neither ends the process. Shutdown stops
+reading, confirms what is committed, gives the workers ``shutdown_deadline_s`` to finish their batch, releases the
+lock and returns 0. A database that was never migrated ends ``run`` with exit 1 and a ``daemon.not_migrated`` event.
 
 A lost slot makes ``run`` return 3 (the CLI's "unhealthy" code) instead of staying up: a process that cannot
 stream must not look alive to an orchestrator, and ``replicator status``/``health`` report the incident from
@@ -38,6 +39,7 @@ from replicator.http import HttpServer, serve
 from replicator.leader import LeaderLock, LeadershipLostError, process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
+from replicator.rescope import Rescope, rescope
 from replicator.retry import backoff_policy
 from replicator.sinks.base import Sink
 from replicator.source import SlotLostError, SourceError, SourceLoop, SourceOptions, create_slot, slot_info
@@ -146,6 +148,31 @@ def prepare_slot(conn: psycopg.Connection[Any], slot: str, sinks: tuple[str, ...
         log.info("backfill.done", slot=slot, sinks=",".join(sinks), rows=count)
         return True
     return False
+
+
+def apply_scopes(conn: psycopg.Connection[Any], settings: Settings, metrics: Metrics | None = None) -> list[Rescope]:
+    """Compare each enabled sink's configured scope with the one it applied last (``replicator.sink_scope``) and,
+    where it changed, enqueue what newly falls inside and what the sink holds that falls outside (``rescope``).
+    Runs in the leader after the slot is ready, so the re-scope's rows join the same outbox as the stream's."""
+    done: list[Rescope] = []
+    for sink in settings.enabled_sinks:
+        result = rescope(conn, sink, settings.scope_of(sink), settings.scope_narrow)
+        done.append(result)
+        if not result.changed:
+            continue
+        if metrics is not None:
+            metrics.rescoped_documents.labels(sink=sink, direction="widened").inc(result.widened)
+            metrics.rescoped_documents.labels(sink=sink, direction="narrowed").inc(result.narrowed)
+        log.info(
+            "scope.changed",
+            sink=sink,
+            previous=result.previous or "all (none recorded)",
+            scope=result.scope,
+            narrow=result.narrow,
+            widened=result.widened,
+            narrowed=result.narrowed,
+        )
+    return done
 
 
 # ---- threads -----------------------------------------------------------------------------------------------------
@@ -332,6 +359,7 @@ def _lead(
             ) as conn:
                 sync_sink_status(conn, settings)
                 prepare_slot(conn, slot, settings.enabled_sinks)
+                apply_scopes(conn, settings, metrics)
             failures = 0
             start_sinks()
             start_leader_stages()

@@ -126,6 +126,20 @@ class Metrics:
         self.skipped_unchanged = Counter(
             "replicator_skipped_unchanged", "Documents whose content hash had not changed", ["sink"], registry=r
         )
+        self.out_of_scope = Counter(
+            "replicator_out_of_scope",
+            "Documents a worker found outside its sink's scope (#14), by action: removed downstream, kept "
+            "(REPLICATOR_SCOPE_NARROW=keep) or not written (the sink never held them)",
+            ["sink", "action"],
+            registry=r,
+        )
+        self.rescoped_documents = Counter(
+            "replicator_rescoped_documents",
+            "Documents a changed sink scope enqueued at start-up, by direction: widened (newly inside) or narrowed "
+            "(held, now outside)",
+            ["sink", "direction"],
+            registry=r,
+        )
         self.apply_seconds = Histogram(
             "replicator_sink_apply_seconds", "Time to apply one claimed batch", ["sink"], registry=r
         )

@@ -1,7 +1,9 @@
 """``replicator rollout status``: the stage the deployment is in, as the team planned the rollout (a pilot, then all
 pipelines, then Notion read-only, then a final validation), in one view.
 
-- **Scope**: which documents the sinks carry (every document: per-sink scope filters are not built yet).
+- **Scope**: which documents each sink carries (``REPLICATOR_SCOPE_*``, replicator/scope.py): the configured scope,
+  the one the sink applied last (``replicator.sink_scope``; they differ until the daemon restarts), what the last
+  re-scope enqueued and how much of it is still pending, and how many documents per entity are in scope.
 - **Dual write**: ``ENABLE_DUAL_WRITE`` (false: no writes to Notion; capture goes on, Notion stays the notebook).
 - **Capture**: ``NARRATIVE_CAPTURE`` (people's notes read back into Postgres).
 - **Counts** per entity: rows in Postgres, documents each sink holds as its workers recorded them
@@ -11,7 +13,7 @@ pipelines, then Notion read-only, then a final validation), in one view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +22,8 @@ from psycopg import sql
 
 from replicator.config import Settings
 from replicator.graph import ENTITIES
-from replicator.store import narrative
+from replicator.scope import members
+from replicator.store import narrative, scopes
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,14 @@ class RolloutStatus:
     counts: dict[str, dict[str, int]]  # entity -> {"postgres", "notion", "pinecone", "narrative", ...}
     verify: dict[str, dict[str, Any]]  # sink -> the last verify result
     overwrites: int
+    # sink -> configured / applied scope, narrow choice, the last re-scope, documents in scope per entity
+    scopes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
             "scope": self.scope,
+            "scopes": self.scopes,
             "dual_write": self.dual_write,
             "capture": self.capture,
             "sinks": list(self.sinks),
@@ -86,9 +92,11 @@ def collect(conn: psycopg.Connection[Any], settings: Settings) -> RolloutStatus:
         }
         for r in narrative.verify_results(conn)
     }
+    sink_scopes = scope_views(conn, settings)
     return RolloutStatus(
         stage=stage_of(settings),
-        scope="all documents (no per-sink scope filter)",
+        scope=scope_summary(sink_scopes),
+        scopes=sink_scopes,
         dual_write=settings.enable_dual_write,
         capture=settings.narrative_capture,
         sinks=settings.enabled_sinks,
@@ -96,3 +104,40 @@ def collect(conn: psycopg.Connection[Any], settings: Settings) -> RolloutStatus:
         verify=verify,
         overwrites=narrative.overwrite_count(conn),
     )
+
+
+def scope_views(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per enabled sink: its configured scope, the one it applied last, the last re-scope and documents in scope."""
+    applied = scopes.applied(conn)
+    out: dict[str, dict[str, Any]] = {}
+    for sink in settings.enabled_sinks:
+        configured = settings.scope_of(sink)
+        last = applied.get(sink)
+        inside: dict[str, int] = dict.fromkeys(ENTITIES, 0)
+        if not configured.everything:
+            for key in members(conn, configured):
+                inside[key.entity] += 1
+        wanted = (configured.text(), settings.scope_narrow)
+        pending_change = (last.scope, last.narrow) != wanted if last is not None else not configured.everything
+        out[sink] = {
+            "scope": configured.text(),
+            "describe": configured.describe(),
+            "narrow": settings.scope_narrow,
+            "applied": last.scope if last is not None else None,
+            "applied_at": last.applied_at.isoformat() if last is not None else None,
+            "previous": last.previous_scope if last is not None else None,
+            "widened": last.widened if last is not None else 0,
+            "narrowed": last.narrowed if last is not None else 0,
+            "rescope_pending": last.pending if last is not None else 0,
+            # A scope configured but not applied yet: the daemon applies it at its next start.
+            "restart_needed": pending_change,
+            "in_scope": None if configured.everything else inside,
+        }
+    return out
+
+
+def scope_summary(views: dict[str, dict[str, Any]]) -> str:
+    """One line: every sink's scope (``all documents`` when none is scoped)."""
+    if all(v["scope"] == "all" for v in views.values()):
+        return "all documents"
+    return "; ".join(f"{sink}: {v['describe']}" for sink, v in views.items())

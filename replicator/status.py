@@ -15,7 +15,7 @@ import psycopg
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
-from replicator.store import checkpoints, narrative, sink_state
+from replicator.store import checkpoints, narrative, scopes, sink_state
 from schema.redaction import redact as _redact
 from schema.redaction import url_secrets
 
@@ -93,6 +93,11 @@ class SinkView:
     last_duplicate_at: datetime | None = None
     schema_problem: str | None = None  # documents wait: the property, and the command that fixes it (redacted)
     schema_problem_at: datetime | None = None
+    # Which documents the sink carries (REPLICATOR_SCOPE_*, #14): "all", or the canonical scope expression; the one
+    # it applied last (None: never recorded) and what of its last re-scope is still in the outbox.
+    scope: str = "all"
+    scope_applied: str | None = None
+    rescope_pending: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
         )
     secrets = configured_secrets(settings)
     health = sink_state.read_health(conn)
+    applied = scopes.applied(conn)
     sinks = [
         SinkView(
             name=row.name,
@@ -213,6 +219,9 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
             last_duplicate_at=row.last_duplicate_at,
             schema_problem=redact(row.schema_problem, secrets) if row.schema_problem else None,
             schema_problem_at=row.schema_problem_at,
+            scope=settings.scope_of(row.name).text(),
+            scope_applied=applied[row.name].scope if row.name in applied else None,
+            rescope_pending=applied[row.name].pending if row.name in applied else 0,
         )
         for row in sink_state.counts(conn, settings.configured_sinks)
     ]

@@ -31,6 +31,7 @@ from psycopg import sql
 
 from replicator.documents import Document, DocumentKey, render
 from replicator.graph import ENTITIES
+from replicator.scope import EVERYTHING, Scope, members, restrict
 from replicator.sinks.base import RemoteDocument, Sink
 from replicator.store import narrative, sink_state
 from replicator.store.outbox import current_lsn, enqueue
@@ -88,20 +89,25 @@ def expected_hashes(
     *,
     batch: int = RENDER_BATCH,
     hasher: Callable[[Document], str] = Document.content_hash,
+    scope: Scope = EVERYTHING,
 ) -> dict[DocumentKey, str]:
     """Content hash of every current document (as ``hasher``, a sink's ``document_hash``, computes it), rendered in
-    batches inside one REPEATABLE READ snapshot."""
+    batches inside one REPEATABLE READ snapshot. A sink's ``scope`` (replicator/scope.py): only the documents in
+    it, as the scoped sink carries them (relations to documents outside it left out)."""
     out: dict[DocumentKey, str] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        inside = None if scope.everything else frozenset(members(conn, scope))
         for entity in ENTITIES:
             query = sql.SQL("SELECT id FROM {} ORDER BY id").format(sql.Identifier("public", entity))
             ids = [row[0] for row in conn.execute(query)]
+            if inside is not None:
+                ids = [i for i in ids if DocumentKey(entity, i) in inside]
             for start in range(0, len(ids), batch):
                 keys = [DocumentKey(entity, i) for i in ids[start : start + batch]]
                 for key, document in render(conn, keys).items():
                     if document is not None:
-                        out[key] = hasher(document)
+                        out[key] = hasher(document if inside is None else restrict(document, inside))
     return out
 
 
@@ -138,6 +144,7 @@ def verify_sink(
     *,
     recheck_s: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
+    scope: Scope = EVERYTHING,
 ) -> SinkReport:
     """Compare one sink with Postgres (``expected`` from ``expected_hashes`` can be shared between sinks).
 
@@ -155,7 +162,7 @@ def verify_sink(
 
     Only what still drifts is reported, so ``repair`` never rewrites a document that was in sync. (A change a
     lagging inventory does not show yet — a page a person trashed a moment ago — is seen by the next ``verify``.)"""
-    hashes = expected if expected is not None else expected_hashes(conn, hasher=sink.document_hash)
+    hashes = expected if expected is not None else expected_hashes(conn, hasher=sink.document_hash, scope=scope)
     sink.settle_reads()
     remote = list(sink.inventory())
     first = compare(sink.name, hashes, remote)
@@ -175,7 +182,7 @@ def verify_sink(
     sleep(recheck_s)
     sink.settle_reads()
     drifted = sorted(set(report.missing) | set(report.orphaned) | set(report.stale) | set(report.duplicated))
-    now = expected_hashes_of(conn, drifted, hasher=sink.document_hash)
+    now = expected_hashes_of(conn, drifted, hasher=sink.document_hash, scope=scope)
     second = compare(sink.name, now, sink.inventory_of(drifted))
     return replace(second, documents=first.documents, remote=first.remote)
 
@@ -185,15 +192,20 @@ def expected_hashes_of(
     keys: list[DocumentKey],
     *,
     hasher: Callable[[Document], str] = Document.content_hash,
+    scope: Scope = EVERYTHING,
 ) -> dict[DocumentKey, str]:
-    """Content hash (as ``hasher`` computes it) of each of ``keys`` that exists now (one REPEATABLE READ snapshot)."""
+    """Content hash (as ``hasher`` computes it) of each of ``keys`` that exists now (one REPEATABLE READ snapshot);
+    with a ``scope``, of those in it, as the scoped sink carries them."""
     out: dict[DocumentKey, str] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        inside = None if scope.everything else frozenset(members(conn, scope))
+        if inside is not None:
+            keys = [k for k in keys if k in inside]
         for start in range(0, len(keys), RENDER_BATCH):
             for key, document in render(conn, keys[start : start + RENDER_BATCH]).items():
                 if document is not None:
-                    out[key] = hasher(document)
+                    out[key] = hasher(document if inside is None else restrict(document, inside))
     return out
 
 

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -46,6 +46,7 @@ from replicator.documents import Document, DocumentKey, RemoteState, render
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy, backoff_policy
+from replicator.scope import in_scope, related_inside, restrict
 from replicator.sinks.base import (
     DeleteItem,
     LeaseLostError,
@@ -168,6 +169,8 @@ class SinkWorker:
         self._secrets = configured_secrets(settings)
         self._lease = Lease(sink.name, worker_id)
         self._relation_ids: dict[DocumentKey, str] = {}
+        # The documents this sink carries (replicator/scope.py); everything costs no query.
+        self.scope = settings.scope_of(sink.name)
         self._conn: psycopg.Connection[Any] | None = None
         self._listen: psycopg.Connection[Any] | None = None
         self._beat: psycopg.Connection[Any] | None = None
@@ -288,9 +291,9 @@ class SinkWorker:
             on_lost=self._lost,
         )
         with keeper:
-            outcomes, docs, unchanged = self._work(conn, keys, keeper)
-        self._record(conn, claimed, docs, outcomes, unchanged)
-        self._report(outcomes, unchanged)
+            outcomes, docs, unchanged, scoped = self._work(conn, keys, keeper)
+        self._record(conn, claimed, docs, outcomes, unchanged, scoped)
+        self._report(outcomes, [*unchanged, *(scoped.left_out if scoped else ())])
         self.metrics.apply_seconds.labels(sink=self.sink.name).observe(max(self._clock() - started, 0.0))
         return len(claimed)
 
@@ -300,9 +303,9 @@ class SinkWorker:
 
     def _work(
         self, conn: psycopg.Connection[Any], keys: list[DocumentKey], keeper: LeaseKeeper
-    ) -> tuple[dict[DocumentKey, Outcome], dict[DocumentKey, Document | None], list[DocumentKey]]:
+    ) -> tuple[dict[DocumentKey, Outcome], dict[DocumentKey, Document | None], list[DocumentKey], ScopedPass | None]:
         """Render, skip the unchanged, write the rest: the part of a pass that runs under the lease keeper."""
-        docs, states = self._render(conn, keys)
+        docs, states, scoped = self._render(conn, keys)
 
         upserts: list[UpsertItem] = []
         deletes: list[DeleteItem] = []
@@ -310,6 +313,14 @@ class SinkWorker:
         for key in keys:
             doc = docs.get(key)
             state = states.get(key)
+            if scoped is not None and key in scoped.outside:
+                # Outside the sink's scope: never written; removed if the sink holds it, unless the operator keeps it.
+                if state is not None and state.content_hash != sink_state.SCOPE_REMOVED_HASH and scoped.remove:
+                    deletes.append(DeleteItem(key=key, state=state, out_of_scope=True))
+                    scoped.removing[key] = state
+                else:
+                    scoped.left_out.append(key)
+                continue
             if doc is None:
                 deletes.append(DeleteItem(key=key, state=state))
             elif state is not None and state.content_hash == self.sink.document_hash(doc):
@@ -339,7 +350,7 @@ class SinkWorker:
             deletes = self._still_held(deletes, lambda i: i.key, keeper, outcomes)
             if deletes:
                 outcomes.update(self._apply(self.sink.delete, deletes, [i.key for i in deletes]))
-        return outcomes, docs, unchanged
+        return outcomes, docs, unchanged, scoped
 
     @staticmethod
     def _still_held(
@@ -389,17 +400,51 @@ class SinkWorker:
 
     def _render(
         self, conn: psycopg.Connection[Any], keys: list[DocumentKey]
-    ) -> tuple[dict[DocumentKey, Document | None], dict[DocumentKey, RemoteState]]:
+    ) -> tuple[dict[DocumentKey, Document | None], dict[DocumentKey, RemoteState], ScopedPass | None]:
         with conn.transaction():
             # One snapshot for every query of the batch, so a document never mixes two commits.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             docs = render(conn, keys)
             states = sink_state.read(conn, self.sink.name, keys)
+            scoped = None
+            if not self.scope.everything:
+                docs, scoped = self._scoped(conn, docs, states)
             self._relation_ids = {}
             if self.sink.wants_relation_ids:
                 targets = sorted({t for d in docs.values() if d is not None for t in d.relation_keys()})
                 self._relation_ids = sink_state.remote_ids(conn, self.sink.name, targets)
-        return docs, states
+        return docs, states, scoped
+
+    def _scoped(
+        self,
+        conn: psycopg.Connection[Any],
+        docs: dict[DocumentKey, Document | None],
+        states: dict[DocumentKey, RemoteState],
+    ) -> tuple[dict[DocumentKey, Document | None], ScopedPass]:
+        """The batch as this sink's scope sees it, in the render's snapshot: documents outside it set apart, the
+        others without relations to documents outside it (``scope.restrict``), and for each the in-scope documents
+        related to it (rendered again when it enters or leaves the scope, so their copies name it, or stop)."""
+        present = {k: d for k, d in docs.items() if d is not None}
+        targets = set(present)
+        for doc in present.values():
+            targets.update(doc.relation_keys())
+            targets.update(m.other for m in doc.signature_matches)
+        inside = in_scope(conn, self.scope, targets)
+        scoped = ScopedPass(
+            outside=frozenset(k for k in present if k not in inside),
+            states=states,
+            remove=self.settings.scope_narrow == "remove",
+        )
+        out: dict[DocumentKey, Document | None] = {}
+        for key, rendered in docs.items():
+            if rendered is None:
+                out[key] = None
+                continue
+            if key in inside:
+                rendered = restrict(rendered, inside)
+                out[key] = rendered
+            scoped.neighbours[key] = frozenset(related_inside(rendered, inside))
+        return out, scoped
 
     def _intent(self, conn: psycopg.Connection[Any], key: DocumentKey) -> Callable[[str], None]:
         """What ``UpsertItem.record_intent`` runs: the marker as the key's sink state (no remote id), committed at
@@ -444,12 +489,14 @@ class SinkWorker:
         docs: dict[DocumentKey, Document | None],
         outcomes: dict[DocumentKey, Outcome],
         unchanged: list[DocumentKey],
+        scoped: ScopedPass | None = None,
     ) -> None:
         sink = self.sink.name
         lease = self._lease
         successes = 0
         last_error: str | None = None
         skipped = set(unchanged)
+        left_out = set(scoped.left_out) if scoped is not None else set()
         duplicates = sum(o.duplicates for o in outcomes.values())
         written_entities: set[str] = set()
         with conn.transaction():
@@ -458,6 +505,15 @@ class SinkWorker:
             for row in claimed:
                 key = row.key
                 if key not in ours:
+                    continue
+                if key in left_out:
+                    assert scoped is not None
+                    state = scoped.states.get(key)
+                    held = state is not None and state.content_hash != sink_state.SCOPE_REMOVED_HASH
+                    self.metrics.out_of_scope.labels(sink=sink, action="kept" if held else "not_written").inc()
+                    scoped.crossed.add(key)
+                    successes += 1
+                    outbox.complete(conn, lease, row)
                     continue
                 if key in skipped:
                     self.metrics.skipped_unchanged.labels(sink=sink).inc()
@@ -478,10 +534,21 @@ class SinkWorker:
                     state = outcome.state or RemoteState(remote_id=None, content_hash="", chunk_count=0)
                     sink_state.record(conn, sink, key, replace(state, content_hash=self.sink.document_hash(doc)))
                     written_entities.add(key.entity)
+                    if scoped is not None and scoped.newly_carried(key):
+                        scoped.crossed.add(key)
                     successes += 1
                     outbox.complete(conn, lease, row)
                 elif outcome.kind is OutcomeKind.DELETED:
-                    sink_state.forget(conn, sink, key)
+                    removed = scoped.removing.get(key) if scoped is not None else None
+                    if removed is not None and scoped is not None:
+                        # Removed for the scope: the remote id stays (a page comes back from the trash with the
+                        # blocks people wrote, when its document is in scope again), marked as not held.
+                        marker = RemoteState(removed.remote_id, sink_state.SCOPE_REMOVED_HASH, chunk_count=0)
+                        sink_state.record(conn, sink, key, marker)
+                        self.metrics.out_of_scope.labels(sink=sink, action="removed").inc()
+                        scoped.crossed.add(key)
+                    else:
+                        sink_state.forget(conn, sink, key)
                     successes += 1
                     outbox.complete(conn, lease, row)
                 elif outcome.kind is OutcomeKind.DEFERRED:
@@ -499,6 +566,8 @@ class SinkWorker:
                         outbox.retry_later(conn, lease, key, delay_s=self.settings.defer_s, error=reason, attempts=0)
                 else:
                     last_error = self._failed(conn, row, outcome)
+            if scoped is not None:
+                self._enqueue_neighbours(conn, scoped, {row.key for row in claimed})
             if duplicates:
                 self.metrics.duplicates_found.labels(sink=sink).inc(duplicates)
                 sink_state.record_duplicates(conn, sink, duplicates)
@@ -507,6 +576,15 @@ class SinkWorker:
                 sink_state.record_success(conn, sink)
             if last_error is not None:
                 sink_state.record_error(conn, sink, last_error)
+
+    def _enqueue_neighbours(self, conn: psycopg.Connection[Any], scoped: ScopedPass, batch: set[DocumentKey]) -> None:
+        """A document that entered this sink (first written) or is outside its scope changes what its in-scope
+        neighbours' copies may name (their relations to it): enqueue those, for this sink only, so they are
+        rendered again. Only in-scope neighbours, and only a first write re-enqueues in turn, so this ends; the
+        documents of this batch were rendered in this snapshot already."""
+        again = {n for key in scoped.crossed for n in scoped.neighbours.get(key, ())} - batch
+        if again:
+            outbox.enqueue(conn, {self.sink.name: sorted(again)}, outbox.current_lsn(conn))
 
     def _failed(self, conn: psycopg.Connection[Any], row: ClaimedRow, outcome: Outcome) -> str:
         error = outcome.error or SinkError("the sink reported a failure without an error", retryable=True)
@@ -549,6 +627,30 @@ class SinkWorker:
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+
+@dataclass
+class ScopedPass:
+    """One pass of a worker whose sink has a scope: what fell outside it and what was done about it."""
+
+    outside: frozenset[DocumentKey]  # claimed documents that exist but are outside the scope
+    states: dict[DocumentKey, RemoteState]  # the sink states read with the render
+    remove: bool  # REPLICATOR_SCOPE_NARROW=remove
+    neighbours: dict[DocumentKey, frozenset[DocumentKey]] = field(default_factory=dict)  # in-scope related documents
+    removing: dict[DocumentKey, RemoteState] = field(default_factory=dict)  # held, outside: deleted downstream
+    left_out: list[DocumentKey] = field(default_factory=list)  # outside and not deleted (not held, or kept)
+    crossed: set[DocumentKey] = field(default_factory=set)  # entered the sink or are outside it: see neighbours
+
+    def newly_carried(self, key: DocumentKey) -> bool:
+        """Written with no record of being held before (a first write, or back in scope after a removal)."""
+        state = self.states.get(key)
+        return (
+            state is None
+            or state.content_hash == sink_state.SCOPE_REMOVED_HASH
+            or state.content_hash.startswith(
+                "intent:"  # a write in flight when the last pass ended: perhaps never applied
+            )
+        )
 
 
 def new_worker_id(sink: str) -> str:

@@ -6,6 +6,8 @@
 - ``sink_status``: per sink, enabled flag and last success / error, for ``replicator status``.
 - ``sink_health``: per sink, whether the daemon's sink gate last found it up, and if not why, since when, and the
   command that fixes a configuration an operator must fix (``replicator status`` / ``health``).
+- ``sink_scope``: per sink, the scope (which documents it carries, #14) it applied last and when, so a changed
+  scope is noticed at start-up and what newly falls inside or outside is enqueued (a re-scope).
 - ``source_checkpoint``: per slot, the LSN confirmed to the server and the heartbeat last seen through the stream.
 - ``narrative_page``: per Notion page of a managed database, the last edit the narrative capture saw and the one
   it captured (``pending`` pages are the capture's backlog).
@@ -25,7 +27,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, Text, func, text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Integer, Text, func, text
 from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -123,6 +125,26 @@ class SinkHealth(Base):
     down_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     checked_at: Mapped[datetime] = _now()
     process: Mapped[str | None] = mapped_column(Text)
+
+
+class SinkScope(Base):
+    """The scope a sink applied last (#14): compared with the configured one at start-up (a re-scope)."""
+
+    __tablename__ = "sink_scope"
+    __table_args__ = (
+        CheckConstraint("narrow IN ('remove', 'keep')", name="narrow"),
+        {"schema": REPLICATOR_SCHEMA},
+    )
+
+    sink: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The canonical scope expression (replicator/scope.py), "all" for every document.
+    scope: Mapped[str] = mapped_column(Text, nullable=False)
+    narrow: Mapped[str] = mapped_column(Text, nullable=False)
+    # When the last re-scope enqueued its documents: the sink's outbox rows enqueued no later are its backlog.
+    applied_at: Mapped[datetime] = _now()
+    previous_scope: Mapped[str | None] = mapped_column(Text)
+    widened: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    narrowed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
 
 class SourceCheckpoint(Base):

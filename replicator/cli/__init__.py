@@ -178,7 +178,7 @@ def _status_view(status: Status, health: Health) -> Group:
     sinks = Table(title="sinks", title_justify="left")
     longest = max((len(s.name) for s in status.sinks), default=4)
     sinks.add_column("sink", min_width=longest, no_wrap=True)
-    for column in ("enabled", "pending", "oldest", "dead", "dup", "last success", "last error"):
+    for column in ("enabled", "scope", "pending", "oldest", "dead", "dup", "last success", "last error"):
         sinks.add_column(column)
     down: list[str] = []
     for sink in status.sinks:
@@ -193,9 +193,15 @@ def _status_view(status: Status, health: Health) -> Group:
             enabled += ", DOWN"
             line = f"sink {sink.name} DOWN for {_age(sink.down_for_s)}: {sink.down_reason}"
             down.append(line + (f"\n  fix: {sink.fix}" if sink.fix else " (re-checked with backoff)"))
+        scope = sink.scope
+        if sink.scope_applied is not None and sink.scope_applied != sink.scope:
+            scope += f" (applied: {sink.scope_applied}; restart to apply)"
+        elif sink.rescope_pending:
+            scope += f" (re-scope: {sink.rescope_pending} pending)"
         sinks.add_row(
             sink.name,
             enabled,
+            scope,
             str(sink.pending),
             _age(sink.oldest_pending_age_s),
             str(sink.dead_letters),

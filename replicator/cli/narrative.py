@@ -90,6 +90,14 @@ def rollout_status_command(
     console = Console(width=160, highlight=False)
     console.print(f"[bold]stage[/bold]: {status.stage}")
     console.print(f"[bold]scope[/bold]: {status.scope}")
+    for sink, view in status.scopes.items():
+        line = f"  {sink}: {view['scope']} (narrowing: {view['narrow']})"
+        if view["applied"] is not None:
+            line += f"; applied {str(view['applied_at'])[:19]}: +{view['widened']} -{view['narrowed']}"
+            line += f", {view['rescope_pending']} pending"
+        if view["restart_needed"]:
+            line += " [yellow]changed: applied at the daemon's next start[/yellow]"
+        console.print(line)
     console.print(f"[bold]dual write[/bold] (ENABLE_DUAL_WRITE): {'on' if status.dual_write else 'off'}")
     console.print(f"[bold]narrative capture[/bold] (NARRATIVE_CAPTURE): {'on' if status.capture else 'off'}")
     console.print(f"[bold]enabled sinks[/bold]: {', '.join(status.sinks) or '-'}")

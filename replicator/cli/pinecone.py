@@ -247,7 +247,9 @@ def verify_command(
                 sink = build_sink(name, settings, limiter=sink_limiter(name, settings))
                 try:
                     # Each sink's own hash (Notion leaves the narrative out: it is where the narrative comes from).
-                    report = verify_sink(conn, sink, recheck_s=settings.verify_recheck_s)
+                    report = verify_sink(
+                        conn, sink, recheck_s=settings.verify_recheck_s, scope=settings.scope_of(sink.name)
+                    )
                 finally:
                     sink.close()
                 reports.append(report)

@@ -97,6 +97,9 @@ class DeleteItem:
     key: DocumentKey
     state: RemoteState | None
     held: Callable[[], bool] = field(default=always_held, compare=False, repr=False)
+    # The document still exists but fell outside the sink's scope (a narrowed REPLICATOR_SCOPE_*, #14): a sink
+    # whose copies hold what people wrote (Notion's pages) keeps a copy that does, instead of removing it.
+    out_of_scope: bool = False
 
 
 class OutcomeKind(Enum):

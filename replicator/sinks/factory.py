@@ -47,6 +47,9 @@ def _build_plugin(name: str, settings: Settings, metrics: Metrics | None) -> Sin
     """A sink registered in REPLICATOR_SINK_PLUGINS: import its factory and call it with its options."""
     options = dict(settings.sink_plugins[name])
     module_name, _, attribute = str(options.pop("factory")).partition(":")
+    options.pop(
+        "scope", None
+    )  # the replicator's (which documents the sink carries: replicator/scope.py), not the sink's
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:

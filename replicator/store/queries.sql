@@ -300,10 +300,11 @@ WHERE sink = %(sink)s AND (entity, entity_id) IN (SELECT * FROM unnest(%(entitie
 -- empty or from an old backup still has our records saying "in sync"). remote_id and chunk_count stay: the sink
 -- still finds, updates and cleans up what may exist. A hash starting with ``intent:`` is a write in flight, not a
 -- hash of anything written (a Pinecone chunk-count intent, a Notion create intent that keeps a retry from making a
--- twin page): it is left alone, and is never taken for "unchanged" anyway.
+-- twin page): it is left alone, and is never taken for "unchanged" anyway. So is ``scope:removed`` (a document a
+-- scope removed is not held: it must not look held again).
 UPDATE replicator.sink_state SET content_hash = %(hash)s
 WHERE sink = ANY(%(sinks)s::text[]) AND (%(entity)s::text IS NULL OR entity = %(entity)s)
-  AND content_hash NOT LIKE 'intent:%%'
+  AND content_hash NOT LIKE 'intent:%%' AND content_hash <> 'scope:removed'
 
 -- name: forget_states
 DELETE FROM replicator.sink_state
@@ -477,7 +478,8 @@ SELECT sink, checked_at, in_sync, documents, remote, missing, orphaned, stale, d
 FROM replicator.verify_result ORDER BY sink
 
 -- name: sink_state_counts
-SELECT sink, entity, count(*) FROM replicator.sink_state GROUP BY sink, entity
+-- Documents a scope removed (content_hash 'scope:removed', sink_state.SCOPE_REMOVED_HASH) are not held.
+SELECT sink, entity, count(*) FROM replicator.sink_state WHERE content_hash <> 'scope:removed' GROUP BY sink, entity
 
 -- ==== rate budget: one token bucket per API credential, shared by every process ======================================
 
@@ -534,3 +536,29 @@ SET blocked_until = greatest(b.blocked_until, c.until),
     refilled_at = greatest(b.refilled_at, c.until)
 FROM c
 WHERE b.key = %(key)s
+
+-- ==== sink scope (#14: the staged rollout) ===========================================================================
+
+-- name: read_sink_scope
+SELECT scope, narrow FROM replicator.sink_scope WHERE sink = %(sink)s
+
+-- name: record_sink_scope
+-- Written in the transaction that enqueued the re-scope's documents, so applied_at (now(): the transaction's start)
+-- is no earlier than their first_enqueued_at: the sink's rows enqueued no later are the re-scope's backlog.
+INSERT INTO replicator.sink_scope AS s (sink, scope, narrow, applied_at, previous_scope, widened, narrowed)
+VALUES (%(sink)s, %(scope)s, %(narrow)s, now(), %(previous)s, %(widened)s, %(narrowed)s)
+ON CONFLICT (sink) DO UPDATE
+SET scope = EXCLUDED.scope, narrow = EXCLUDED.narrow, applied_at = now(), previous_scope = EXCLUDED.previous_scope,
+    widened = EXCLUDED.widened, narrowed = EXCLUDED.narrowed
+
+-- name: sink_scopes
+SELECT s.sink, s.scope, s.narrow, s.applied_at, s.previous_scope, s.widened, s.narrowed,
+       CASE WHEN s.widened + s.narrowed = 0 THEN 0 ELSE (
+           SELECT count(*) FROM replicator.outbox o WHERE o.sink = s.sink AND o.first_enqueued_at <= s.applied_at
+       ) END
+FROM replicator.sink_scope s ORDER BY s.sink
+
+-- name: held_documents
+-- What a sink holds downstream, as its workers recorded it; documents a scope removed keep a marker row (their
+-- remote id, so a page comes back from the trash when its document is in scope again) and are not held.
+SELECT entity, entity_id FROM replicator.sink_state WHERE sink = %(sink)s AND content_hash <> %(removed)s

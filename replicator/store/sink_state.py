@@ -57,6 +57,10 @@ def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
 INTENT_HASH = "intent:unconfirmed"
 FORCED_HASH = "resync:forced"
 INVALIDATED_HASH = "verify:invalidated"
+# Recorded by the worker for a document it removed because it fell outside the sink's scope (#14): no render
+# produces it, so the document is written again when it is back in scope, and the remote id stays, so the Notion sink
+# restores the same page from the trash (with the blocks people wrote on it) instead of creating another.
+SCOPE_REMOVED_HASH = "scope:removed"
 # The worker passes ``force=True`` to the sink for these: rewrite even if the sink's own check says "current".
 FORCE_HASHES = frozenset({FORCED_HASH, INVALIDATED_HASH})
 

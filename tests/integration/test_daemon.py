@@ -7,12 +7,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
 from replicator.daemon import EXIT_OK, EXIT_UNHEALTHY, sync_sink_status
 from replicator.documents import DocumentKey
 from replicator.leader import lock_key
+from replicator.status import collect_status
 from tests.daemon_harness import InProcessDaemon, daemon_settings, slot_of, wait_for
 from tests.support.recording_sink import load_recording, recording_plugin
 
@@ -215,3 +217,40 @@ def test_an_unparseable_change_stops_the_stream_before_it_and_is_never_skipped(
     with InProcessDaemon(settings) as daemon:
         wait_for(lambda: DocumentKey("dataset", poison) in load_recording(recording).documents)
     assert daemon.code == EXIT_OK
+
+
+def test_a_changed_sink_scope_is_applied_at_start_widening_then_narrowing(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    recording = tmp_path / "rec.jsonl"
+    lipids = DocumentKey("dataset", new_dataset(conn, "lipids"))
+    proteins = DocumentKey("dataset", new_dataset(conn, "proteins"))
+    conn.execute("UPDATE dataset SET omics_type = 'proteomics' WHERE id = %s", (proteins.id,))
+
+    def scoped(scope: str) -> Any:
+        plugins = orjson.loads(recording_plugin(recording)["REPLICATOR_SINK_PLUGINS"])
+        plugins["recording"]["scope"] = scope
+        return settings_for(db_url, recording, REPLICATOR_SINK_PLUGINS=orjson.dumps(plugins).decode())
+
+    def settled() -> bool:
+        row = conn.execute("SELECT count(*) FROM replicator.outbox").fetchone()
+        return row == (0,)
+
+    pilot = scoped("dataset.omics_type=lipidomics")
+    with InProcessDaemon(pilot):
+        wait_for(lambda: lipids in load_recording(recording).documents)
+        wait_for(settled)
+    assert proteins not in load_recording(recording).documents
+    [view] = [s for s in collect_status(conn, pilot).sinks if s.name == "recording"]
+    assert view.scope == "dataset.omics_type=lipidomics"
+
+    with InProcessDaemon(scoped("all")):  # widened: the backfill of what newly falls inside
+        wait_for(lambda: proteins in load_recording(recording).documents)
+    assert lipids in load_recording(recording).documents
+
+    with InProcessDaemon(pilot):  # narrowed: removed downstream
+        wait_for(lambda: proteins not in load_recording(recording).documents)
+        wait_for(settled)
+    assert lipids in load_recording(recording).documents
+    row = conn.execute("SELECT scope, previous_scope, widened, narrowed FROM replicator.sink_scope").fetchone()
+    assert row == ("dataset.omics_type=lipidomics", "all", 0, 1)

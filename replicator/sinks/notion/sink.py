@@ -1002,6 +1002,10 @@ class NotionSink(Sink):
                     outcomes.append(Outcome(item.key, OutcomeKind.DEFERRED, error=wait, calls=calls.n))
                     continue
                 for page_id in page_ids:
+                    if item.out_of_scope and self._people_wrote(page_id, calls):
+                        # Outside the scope, but people wrote on it: the notebook page stays (no longer updated).
+                        log.warning("notion.scope_kept_for_people", key=str(item.key), page_id=page_id)
+                        continue
                     self._trash(page_id, calls, f"trash page of {item.key}")
                 with self._lock:
                     self._intents.pop(item.key, None)
