@@ -12,18 +12,11 @@ import pytest
 
 from replicator.config import Settings
 from replicator.documents import Document, DocumentKey, FeatureLine, Related, SignatureMatch
-from replicator.embedding import build_provider
 from replicator.sinks.base import DeleteItem, OutcomeKind, RemoteState, SinkConfigError, UpsertItem
-from replicator.sinks.pinecone import (
-    MAX_METADATA_BYTES,
-    PineconeSink,
-    build_pinecone_sink,
-    connect,
-    ensure_index,
-    fit_metadata,
-    key_of_vector_id,
-)
-from replicator.text import ChunkPolicy, chunk_document
+from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index, key_of_vector_id
+from replicator.sinks.pinecone.embedding import build_provider
+from replicator.sinks.pinecone.metadata import MAX_METADATA_BYTES, fit_metadata
+from replicator.sinks.pinecone.text import ChunkPolicy, chunk_document
 from tests.emulators.openai_embeddings import EmbeddingsServer, hashed_vector, serve_embeddings
 from tests.emulators.pinecone import PineconeEmulator
 
