@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from replicator.metrics import Metrics, metered
-from replicator.retry import BackoffPolicy
+from replicator.retry import BackoffPolicy, backoff_policy, retry_reads
 from replicator.sinks.base import SinkConfigError
 from replicator.sinks.pinecone.client import (
     InitResult,
@@ -22,7 +22,7 @@ from replicator.sinks.pinecone.client import (
 )
 from replicator.sinks.pinecone.embedding import EmbeddingProvider, build_provider
 from replicator.sinks.pinecone.metadata import LIST_METADATA_KEYS, id_prefix, key_of_vector_id, vector_id
-from replicator.sinks.pinecone.sink import PineconeSink, VectorMatch, retry_reads
+from replicator.sinks.pinecone.sink import PineconeSink, VectorMatch
 
 if TYPE_CHECKING:
     from replicator.config import Settings
@@ -45,14 +45,20 @@ __all__ = [
 
 
 def build_pinecone_sink(
-    settings: Settings, provider: EmbeddingProvider | None = None, *, metrics: Metrics | None = None
+    settings: Settings,
+    provider: EmbeddingProvider | None = None,
+    *,
+    metrics: Metrics | None = None,
+    policy: BackoffPolicy | None = None,
 ) -> PineconeSink:
     """The sink from settings: ``PINECONE_API_KEY``, ``PINECONE_CONTROLLER_HOST``, ``PINECONE_INDEX``,
     ``PINECONE_INDEX_HOST`` (else found through the control plane), ``PINECONE_NAMESPACE``, and the embedding
-    provider named by ``EMBEDDING_PROVIDER`` (its texts and call times counted in ``metrics`` when given)."""
+    provider named by ``EMBEDDING_PROVIDER`` (its texts and call times counted in ``metrics`` when given). Its
+    reads (start-up here, then ``check``, ``inventory``, fetches) are retried under ``policy``: the factory's, or
+    ``retry.backoff_policy(settings)`` for a caller without one (``query``, ``verify``)."""
     if settings.pinecone_api_key is None:
         raise SinkConfigError("the pinecone sink needs PINECONE_API_KEY")
-    policy = BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
+    policy = policy or backoff_policy(settings)
     pc = connect(settings.pinecone_api_key.get_secret_value(), settings.pinecone_controller_host)
     retry_reads(
         lambda: wait_until_ready(pc, settings.pinecone_index, timeout_s=settings.pinecone_index_ready_timeout_s),

@@ -26,7 +26,7 @@ import orjson
 from replicator.documents import DocumentKey
 from replicator.graph import ENTITIES
 from replicator.logs import event_logger
-from replicator.retry import BackoffPolicy
+from replicator.retry import BackoffPolicy, retry_reads
 from replicator.sinks.base import (
     DeleteItem,
     LeaseLostError,
@@ -495,20 +495,3 @@ def _remote_documents(key: DocumentKey, chunks: dict[str, dict[str, Any]]) -> It
         counts = {int(m["chunk_count"]) for m in metas if isinstance(m.get("chunk_count"), int | float)}
         complete = len(counts) == 1 and numbers == set(range(counts.pop()))
         yield RemoteDocument(key, id_prefix(key), content_hash if complete else None)
-
-
-def retry_reads(
-    call: Callable[[], T], *, policy: BackoffPolicy, attempts: int, sleep: Callable[[float], None] = time.sleep
-) -> T:
-    """Run a read-only call (describe, list, fetch), retrying retryable ``SinkError``s under ``policy``. Writes are
-    retried by ``RetryingSink`` around ``upsert``/``delete``; reads made outside it (start-up, ``inventory``) use
-    this, so they follow the same backoff policy."""
-    attempt = 1
-    while True:
-        try:
-            return call()
-        except SinkError as error:
-            if not error.retryable or attempt >= attempts:
-                raise
-            sleep(policy.delay(attempt, error.retry_after))
-            attempt += 1
