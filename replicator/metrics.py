@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from replicator.embedding import EmbeddingProvider
+    from replicator.sinks.pinecone.embedding import EmbeddingProvider
 
 # pg_replication_slots.wal_status values (https://www.postgresql.org/docs/current/view-pg-replication-slots.html),
 # plus "missing" for a slot that does not exist.

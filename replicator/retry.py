@@ -1,7 +1,8 @@
 """Retry and rate limiting for sinks: ONE backoff policy for the whole replicator, ONE rate-limiter interface
 (``RateLimiter``: the in-process ``TokenBucket`` here, the budget shared through Postgres in
-``replicator/budget.py``), and ``RetryingSink``, a wrapper with the sink's own interface that retries retryable
-failures a few times in-process.
+``replicator/budget.py``), ``RetryingSink``, a wrapper with the sink's own interface that retries retryable
+failures of writes a few times in-process, and ``retry_reads``, the one retry of a sink's reads (start-up checks,
+inventory, fetches), which no wrapper sees.
 
 The same ``BackoffPolicy`` also schedules the outbox's ``next_attempt_at`` when the in-process retries are spent
 (the worker) and spaces the source's reconnects, so a flaky API sees one consistent schedule: exponential with
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from replicator.config import Settings
 
 Item = TypeVar("Item", UpsertItem, DeleteItem)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,25 @@ def backoff_policy(settings: Settings) -> BackoffPolicy:
     """The replicator's one backoff policy, from REPLICATOR_RETRY_BASE_S and REPLICATOR_RETRY_MAX_S: the sinks'
     retries, the worker's rescheduling and the source's reconnects all wait by it."""
     return BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
+
+
+def retry_reads(
+    call: Callable[[], T], *, policy: BackoffPolicy, attempts: int, sleep: Callable[[float], None] = time.sleep
+) -> T:
+    """Run a read-only call (describe, list, fetch, retrieve), retrying retryable ``SinkError``s under ``policy``:
+    attempt ``n`` that fails waits ``policy.delay(n, retry_after)``, and the failure of attempt ``attempts`` (or a
+    permanent one) is raised. Writes are retried by ``RetryingSink`` around ``upsert``/``delete``; reads made
+    outside it (start-up, ``inventory``, ``fetch``) use this, so they follow the same backoff policy. ``call`` maps
+    its SDK's exceptions to ``SinkError`` itself (and may pace or penalize a rate limiter as it does so)."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except SinkError as error:
+            if not error.retryable or attempt >= attempts:
+                raise
+            sleep(policy.delay(attempt, error.retry_after))
+            attempt += 1
 
 
 class RateLimiter(Protocol):
@@ -192,7 +213,7 @@ class RetryingSink(Sink):
         self.inner.close()
 
     def inventory(self) -> Iterator[RemoteDocument]:
-        # Reads are retried inside the sinks themselves (their own read policy); pass straight through.
+        # Reads are retried inside the sinks themselves (``retry_reads``, under the policy they were built with).
         return self.inner.inventory()
 
     def fetch(self, remote_ids: Sequence[str]) -> dict[str, RemoteDocument | None] | None:

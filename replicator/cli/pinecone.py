@@ -61,8 +61,7 @@ def init_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create the serverless index (the embedding provider's dimension, cosine) when it is missing."""
-    from replicator.embedding import build_provider
-    from replicator.sinks.pinecone import connect, ensure_index
+    from replicator.sinks.pinecone import build_provider, connect, ensure_index
 
     settings = _settings()
     api_key = settings.pinecone_api_key

@@ -40,7 +40,7 @@ from replicator.documents import DocumentKey, render
 from replicator.leader import LeaderLock
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
-from replicator.retry import RateLimiter
+from replicator.retry import BackoffPolicy, RateLimiter
 from replicator.sinks.base import SinkConfigError, SinkError
 from replicator.sinks.notion.render import (
     OVERWRITTEN_HASH,
@@ -124,6 +124,7 @@ class NarrativeCapture:
         options: CaptureOptions = CaptureOptions(),
         metrics: Metrics | None = None,
         bucket: RateLimiter | None = None,
+        policy: BackoffPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.dsn = dsn
@@ -132,7 +133,8 @@ class NarrativeCapture:
         self.metrics = metrics or Metrics()
         self._bucket = bucket
         self._clock = clock
-        self._resolver = NotionSink(client, database_ids, bucket=bucket)
+        # Resolves the data sources through the sink's reads, retried under the replicator's one policy.
+        self._resolver = NotionSink(client, database_ids, bucket=bucket, read_policy=policy)
         self._since: datetime | None = None
         self._bot_id: str | None = None
         self._conn: psycopg.Connection[Any] | None = None

@@ -8,6 +8,7 @@ import threading
 from replicator.config import Settings
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
+from replicator.retry import backoff_policy
 from replicator.sinks.base import SinkConfigError
 
 from .capture import CaptureOptions, NarrativeCapture
@@ -45,6 +46,7 @@ def build_capture(
         ),
         metrics=metrics,
         bucket=notion_limiter(settings, metrics, stop=stop),
+        policy=backoff_policy(settings),
     )
 
 

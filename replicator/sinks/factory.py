@@ -1,13 +1,15 @@
 """Builds a sink by name from settings, wrapped in ``RetryingSink`` (the one retry policy) with the sink's token
-bucket. The daemon builds ONE sink per name and shares it between that sink's worker threads, so the bucket
-limits the whole process (the sinks and the wrapper are thread-safe). A budget shared beyond the process (Notion's,
-per integration token, kept in Postgres by ``replicator/budget.py``, which this package may not import) is built
-by the caller and passed in as ``limiter``.
+bucket. The ``BackoffPolicy`` is built here once (``retry.backoff_policy``) and given both to the wrapper, for
+writes, and to the sink, for its own reads (``retry.retry_reads``). The daemon builds ONE sink per name and shares
+it between that sink's worker threads, so the bucket limits the whole process (the sinks and the wrapper are
+thread-safe). A budget shared beyond the process (Notion's, per integration token, kept in Postgres by
+``replicator/budget.py``, which this package may not import) is built by the caller and passed in as ``limiter``.
 
-Adding a sink here: write ``replicator/sinks/<name>.py`` with a ``Sink`` subclass, add a builder to ``_BUILDERS``
-(import inside the builder so an unused sink's SDK is never imported) and, if it is rate limited, its rate to
-``_rate``. Nothing else changes. A sink kept elsewhere (the test suite's recording sink, a site's own) is
-registered without touching this package: ``REPLICATOR_SINK_PLUGINS='{"name": {"factory": "module:callable", ...}}'``.
+Adding a sink here: write ``replicator/sinks/<name>.py`` (or a package, like ``notion/`` and ``pinecone/``) with a
+``Sink`` subclass, add a builder to ``_BUILDERS`` (import inside the builder so an unused sink's SDK is never
+imported) and, if it is rate limited, its rate to ``_rate``. Nothing else changes. A sink kept elsewhere (the test
+suite's recording sink, a site's own) is registered without touching this package:
+``REPLICATOR_SINK_PLUGINS='{"name": {"factory": "module:callable", ...}}'``.
 """
 
 from __future__ import annotations
@@ -18,26 +20,30 @@ from collections.abc import Callable
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
-from replicator.retry import RateLimiter, RetryingSink, RetrySettings, TokenBucket, backoff_policy
+from replicator.retry import BackoffPolicy, RateLimiter, RetryingSink, RetrySettings, TokenBucket, backoff_policy
 from replicator.sinks.base import Sink, SinkConfigError
 
 
-def _build_pinecone(settings: Settings, metrics: Metrics | None, _limiter: RateLimiter | None) -> Sink:
+def _build_pinecone(
+    settings: Settings, metrics: Metrics | None, _limiter: RateLimiter | None, policy: BackoffPolicy
+) -> Sink:
     from replicator.sinks.pinecone import build_pinecone_sink
 
-    return build_pinecone_sink(settings, metrics=metrics)
+    return build_pinecone_sink(settings, metrics=metrics, policy=policy)
 
 
-def _build_notion(settings: Settings, metrics: Metrics | None, limiter: RateLimiter | None) -> Sink:
+def _build_notion(
+    settings: Settings, metrics: Metrics | None, limiter: RateLimiter | None, policy: BackoffPolicy
+) -> Sink:
     from replicator.sinks.notion import build_notion_sink
 
-    return build_notion_sink(settings, limiter=limiter)
+    return build_notion_sink(settings, limiter=limiter, policy=policy)
 
 
 # Sinks that pace each API call inside themselves with the limiter they are given (the wrapper then takes none).
 _PACED_INSIDE = frozenset({"notion"})
 
-_BUILDERS: dict[str, Callable[[Settings, Metrics | None, RateLimiter | None], Sink]] = {
+_BUILDERS: dict[str, Callable[[Settings, Metrics | None, RateLimiter | None, BackoffPolicy], Sink]] = {
     "notion": _build_notion,
     "pinecone": _build_pinecone,
 }
@@ -85,9 +91,10 @@ def build_sink(
     rate limiting. ``limiter``: the budget its API calls draw on (``replicator.budget.sink_limiter``: Notion's is
     shared by every process with the token); without one, a bucket of this process at the sink's rate. Raises
     ``SinkConfigError`` for an unknown or unconfigured sink."""
+    policy = backoff_policy(settings)
     builder = _BUILDERS.get(name)
     if builder is not None:
-        inner = builder(settings, metrics, limiter)
+        inner = builder(settings, metrics, limiter, policy)
     elif name in settings.sink_plugins:
         inner = _build_plugin(name, settings, metrics)
     else:
@@ -98,7 +105,7 @@ def build_sink(
         bucket = limiter
     return RetryingSink(
         inner,
-        policy=backoff_policy(settings),
+        policy=policy,
         bucket=bucket,
         settings=RetrySettings(attempts=settings.sink_call_attempts),
         metrics=metrics,

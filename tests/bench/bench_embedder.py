@@ -32,7 +32,7 @@ EMBEDDERS = ("onnx", "sentence-transformers")
 
 def chunks(count: int) -> list[str]:
     """``count`` 600-character chunks of the example deposits, cycled when the files hold fewer."""
-    from replicator.text import ChunkPolicy, chunk_text
+    from replicator.sinks.pinecone.text import ChunkPolicy, chunk_text
 
     policy = ChunkPolicy(size=CHUNK_CHARS, overlap=0)
     pool: list[str] = []
@@ -53,7 +53,7 @@ def child(embedder: str, texts: int, threads: int) -> dict[str, Any]:
     batch = chunks(texts)
     started = time.perf_counter()
     if embedder == "onnx":
-        from replicator.embedding.onnx import OnnxProvider, packaged_model_file
+        from replicator.sinks.pinecone.embedding.onnx import OnnxProvider, packaged_model_file
 
         provider: Any = OnnxProvider(packaged_model_file(), threads=threads)
         tokens = [len(provider._loaded()[1].encode(t).ids) for t in batch]
@@ -61,7 +61,7 @@ def child(embedder: str, texts: int, threads: int) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(threads)
-        from replicator.embedding.local import LocalProvider
+        from replicator.sinks.pinecone.embedding.local import LocalProvider
 
         provider = LocalProvider.from_model_setting(None)
         tokens = [len(provider._loaded().tokenizer(t)["input_ids"]) for t in batch]

@@ -77,7 +77,7 @@ def daemon_child() -> int:
 
 def embedder_ceiling(settings: Settings, texts: int = 256) -> float:
     """Texts/s of the configured embedder on ``texts`` chunk-sized texts (after a warm-up batch)."""
-    from replicator.embedding import build_provider
+    from replicator.sinks.pinecone.embedding import build_provider
     from tests.bench.bench_embedder import chunks
 
     provider = build_provider(settings)

@@ -23,7 +23,7 @@ from pinecone.errors.exceptions import (
 )
 from pinecone.models.inference.embed import DenseEmbedding, SparseEmbedding
 
-from replicator.embedding.pinecone import PineconeInferenceProvider
+from replicator.sinks.pinecone.embedding.inference import PineconeInferenceProvider
 from tests.emulators.pinecone import MAX_QUERY_RESPONSE_BYTES, PineconeEmulator
 from tests.emulators.pinecone_fixtures import TEST_INDEX, index_client, pinecone_client
 

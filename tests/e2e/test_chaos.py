@@ -56,7 +56,7 @@ from replicator.graph import ENTITIES
 from replicator.sinks.notion.render import MANAGED_MARKER, ContentHash, is_managed_block
 from replicator.sinks.notion.schema import CONTENT_HASH, DATABASES, POSTGRES_ID
 from replicator.sinks.pinecone import key_of_vector_id, vector_id
-from replicator.text import chunk_document
+from replicator.sinks.pinecone.text import chunk_document
 from tests.daemon_harness import wait_for
 from tests.e2e.test_pinecone_e2e import INDEX, NS, Replicator, replicator_cli
 from tests.emulators.notion import NotionEmulator

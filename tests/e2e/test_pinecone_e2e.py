@@ -25,7 +25,7 @@ from ingest.cli import app as ingest_app
 from replicator.documents import DocumentKey, render
 from replicator.graph import ENTITIES
 from replicator.sinks.pinecone import id_prefix, vector_id
-from replicator.text import chunk_document
+from replicator.sinks.pinecone.text import chunk_document
 from tests.conftest import REPO_ROOT
 from tests.daemon_harness import wait_for
 from tests.emulators.openai_embeddings import EmbeddingsServer, serve_embeddings

@@ -25,7 +25,7 @@ Always on, as the service does:
 - **Hosted inference** ``POST /embed`` on the control-plane host (https://docs.pinecone.io/reference/api/
   latest/inference/generate-embeddings; the SDK's ``pc.inference.embed`` posts there): ``multilingual-e5-large``
   and ``llama-text-embed-v2`` (dense, 1024 dimensions) and ``pinecone-sparse-english-v0`` (sparse), the models
-  ``replicator.embedding.pinecone`` may be configured with; see ``EMBED_MODELS``.
+  ``replicator.sinks.pinecone.embedding.inference`` may be configured with; see ``EMBED_MODELS``.
 
 The hard behaviours (knobs of ``POST /_emulator/faults``, off by default; see ``tests.emulators.base.Faults``):
 

@@ -20,8 +20,6 @@ from typer.testing import CliRunner
 from replicator.cli import app
 from replicator.config import Settings
 from replicator.documents import DocumentKey
-from replicator.embedding import build_provider
-from replicator.embedding import pinecone as hosted
 from replicator.metrics import Metrics
 from replicator.query import MAX_TOP_K, search
 from replicator.retry import BackoffPolicy
@@ -36,18 +34,13 @@ from replicator.sinks.base import (
     UpsertItem,
 )
 from replicator.sinks.notion import NotionSink, create_databases, notion_client
-from replicator.sinks.pinecone import (
-    FRESHNESS_PROBE_ID,
-    MAX_METADATA_BYTES,
-    PineconeSink,
-    budget_id_lists,
-    build_pinecone_sink,
-    connect,
-    ensure_index,
-    id_prefix,
-)
+from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index, id_prefix
+from replicator.sinks.pinecone.embedding import build_provider
+from replicator.sinks.pinecone.embedding import inference as hosted
+from replicator.sinks.pinecone.metadata import MAX_METADATA_BYTES, budget_id_lists
+from replicator.sinks.pinecone.sink import FRESHNESS_PROBE_ID
+from replicator.sinks.pinecone.text import ChunkPolicy, chunk_document
 from replicator.store.outbox import backfill
-from replicator.text import ChunkPolicy, chunk_document
 from replicator.verify import compare, expected_hashes, repair, verify_sink
 from replicator.worker import SinkWorker
 from tests.daemon_harness import wait_for

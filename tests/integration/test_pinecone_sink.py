@@ -12,18 +12,13 @@ import pytest
 
 from replicator.config import Settings
 from replicator.documents import Document, DocumentKey, FeatureLine, Related, SignatureMatch
-from replicator.embedding import build_provider
+from replicator.retry import RetryingSink
 from replicator.sinks.base import DeleteItem, OutcomeKind, RemoteState, SinkConfigError, UpsertItem
-from replicator.sinks.pinecone import (
-    MAX_METADATA_BYTES,
-    PineconeSink,
-    build_pinecone_sink,
-    connect,
-    ensure_index,
-    fit_metadata,
-    key_of_vector_id,
-)
-from replicator.text import ChunkPolicy, chunk_document
+from replicator.sinks.factory import build_sink
+from replicator.sinks.pinecone import PineconeSink, build_pinecone_sink, connect, ensure_index, key_of_vector_id
+from replicator.sinks.pinecone.embedding import build_provider
+from replicator.sinks.pinecone.metadata import MAX_METADATA_BYTES, fit_metadata
+from replicator.sinks.pinecone.text import ChunkPolicy, chunk_document
 from tests.emulators.openai_embeddings import EmbeddingsServer, hashed_vector, serve_embeddings
 from tests.emulators.pinecone import PineconeEmulator
 
@@ -290,3 +285,17 @@ def test_start_up_and_inventory_reads_are_retried_through_transient_faults(
     pinecone_emulator.set_faults({"schedule": ["500", "429"], "retry_after_s": 0, "only_paths": ["/vectors/list"]})
     assert [r.key for r in sink.inventory()] == [dataset(3).key]
     sink.close()
+
+
+def test_the_factory_gives_the_sink_and_its_retrying_wrapper_one_backoff_policy_from_settings(
+    settings: Settings,
+) -> None:
+    tuned = settings.model_copy(update={"retry_base_s": 0.25, "retry_max_s": 7.0})
+    wrapped = build_sink("pinecone", tuned)
+    try:
+        assert isinstance(wrapped, RetryingSink)
+        assert isinstance(wrapped.inner, PineconeSink)
+        assert wrapped.inner._read_policy is wrapped.policy  # reads and writes wait by the same policy
+        assert (wrapped.policy.base_s, wrapped.policy.cap_s) == (0.25, 7.0)
+    finally:
+        wrapped.close()

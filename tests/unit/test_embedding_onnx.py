@@ -21,10 +21,10 @@ import pytest
 
 from replicator.config import Settings
 from replicator.sinks.base import SinkConfigError
-from replicator.text import ChunkPolicy, chunk_text
+from replicator.sinks.pinecone.text import ChunkPolicy, chunk_text
 
 if TYPE_CHECKING:
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(__file__).with_name("data") / "minilm_reference.json.gz"
@@ -69,13 +69,13 @@ def _set_digest(texts: list[str]) -> str:
 def onnx_provider() -> object:
     if not _HAS_ONNX:
         pytest.skip("the local-embeddings extra is not installed (make install-local-embeddings)")
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
     return OnnxProvider.from_model_setting(None)
 
 
 def _onnx(provider: object) -> OnnxProvider:
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
     assert isinstance(provider, OnnxProvider)
     return provider
@@ -99,7 +99,7 @@ def test_onnx_vectors_are_within_cosine_099_of_the_recorded_sentence_transformer
 def test_onnx_vectors_are_within_cosine_099_of_sentence_transformers_live(onnx_provider: object) -> None:
     if not _HAS_ST:
         pytest.skip("the sentence-transformers extra is not installed (make install-sentence-transformers)")
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     texts = comparison_texts()
     expected = LocalProvider.from_model_setting(None).embed(texts)
@@ -138,7 +138,7 @@ def test_onnx_puts_similar_texts_closer_than_unrelated_ones(onnx_provider: objec
 def test_a_model_file_other_than_the_pinned_one_is_refused(tmp_path: Path) -> None:
     if not _HAS_ONNX:
         pytest.skip("the local-embeddings extra is not installed (make install-local-embeddings)")
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not the model")
@@ -148,14 +148,14 @@ def test_a_model_file_other_than_the_pinned_one_is_refused(tmp_path: Path) -> No
 
 
 def test_the_onnx_provider_refuses_a_model_it_would_have_to_download() -> None:
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
     with pytest.raises(SinkConfigError, match="never downloads"):
         OnnxProvider.from_model_setting("sentence-transformers/all-mpnet-base-v2")
 
 
 def test_batches_hold_every_text_once_shortest_first_within_the_token_budget() -> None:
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
     lengths = [200, 5, 256, 12, 12, 130, 7, 256, 40]
     batches = OnnxProvider(Path("unused.onnx"), batch_tokens=512)._batches(lengths)
@@ -174,8 +174,8 @@ def _settings(provider: str) -> Settings:
 def test_local_is_the_onnx_provider() -> None:
     if not _HAS_ONNX:
         pytest.skip("the local-embeddings extra is not installed (make install-local-embeddings)")
-    from replicator.embedding import build_provider
-    from replicator.embedding.onnx import OnnxProvider
+    from replicator.sinks.pinecone.embedding import build_provider
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
     provider = build_provider(_settings("local"))
     assert isinstance(provider, OnnxProvider)
@@ -186,8 +186,8 @@ def test_local_is_the_onnx_provider() -> None:
 def test_sentence_transformers_is_its_own_provider() -> None:
     if not _HAS_ST:
         pytest.skip("the sentence-transformers extra is not installed (make install-sentence-transformers)")
-    from replicator.embedding import build_provider
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding import build_provider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     provider = build_provider(_settings("sentence-transformers"))
     assert isinstance(provider, LocalProvider)
@@ -196,7 +196,7 @@ def test_sentence_transformers_is_its_own_provider() -> None:
 
 def write_reference() -> None:
     """Record sentence-transformers' vectors of the test set (needs the sentence-transformers extra)."""
-    from replicator.embedding.local import LocalProvider
+    from replicator.sinks.pinecone.embedding.local import LocalProvider
 
     texts = comparison_texts()
     vectors = LocalProvider.from_model_setting(None).embed(texts)

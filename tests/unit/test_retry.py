@@ -1,4 +1,5 @@
-"""The retry policy, the token bucket and RetryingSink, driven by fake clocks and sleeps (no real waiting)."""
+"""The retry policy, the token bucket, RetryingSink and retry_reads, driven by fake clocks and sleeps (no real
+waiting)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import random
 import threading
 import uuid
 from collections.abc import Sequence
+from typing import Any, cast
 
+import httpx
 import pytest
+from notion_client import APIResponseError
 
 from replicator.documents import Document, DocumentKey
 from replicator.metrics import Metrics
-from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket
+from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket, retry_reads
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
 
 
@@ -204,3 +208,99 @@ def test_the_retrying_wrapper_passes_on_whether_its_sink_wants_relation_ids() ->
 
     assert RetryingSink(RelationSink([]), policy=BackoffPolicy()).wants_relation_ids is True
     assert RetryingSink(ScriptedSink([]), policy=BackoffPolicy()).wants_relation_ids is False
+
+
+# ---- retry_reads: the one retry of a sink's reads ------------------------------------------------------------
+class FlakyRead:
+    """A read that fails with ``errors`` in turn, then answers ``"answer"``."""
+
+    def __init__(self, *errors: SinkError) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "answer"
+
+
+def test_retry_reads_retries_a_retryable_read_by_the_policy_and_returns_its_answer() -> None:
+    time = FakeTime()
+    read = FlakyRead(SinkError("503", retryable=True), SinkError("429", retryable=True, retry_after=7.0))
+    policy = BackoffPolicy(base_s=1.0, cap_s=100.0, rng=random.Random(3))
+    expected = BackoffPolicy(base_s=1.0, cap_s=100.0, rng=random.Random(3))
+
+    assert retry_reads(read, policy=policy, attempts=5, sleep=time.sleep) == "answer"
+    assert read.calls == 3
+    assert time.sleeps == [expected.delay(1), expected.delay(2, 7.0)]
+    assert time.sleeps[1] >= 7.0  # never sooner than the server's Retry-After
+
+
+def test_retry_reads_raises_a_permanent_error_at_once() -> None:
+    time = FakeTime()
+    permanent = SinkError("400 validation", retryable=False)
+    read = FlakyRead(permanent)
+    with pytest.raises(SinkError) as raised:
+        retry_reads(read, policy=BackoffPolicy(), attempts=5, sleep=time.sleep)
+    assert raised.value is permanent
+    assert (read.calls, time.sleeps) == (1, [])
+
+
+def test_retry_reads_gives_up_after_its_attempts_with_the_last_error() -> None:
+    time = FakeTime()
+    errors = [SinkError(f"503 #{n}", retryable=True) for n in range(5)]
+    read = FlakyRead(*errors)
+    with pytest.raises(SinkError) as raised:
+        retry_reads(read, policy=BackoffPolicy(base_s=0.1, cap_s=0.1), attempts=3, sleep=time.sleep)
+    assert raised.value is errors[2]
+    assert read.calls == 3
+    assert len(time.sleeps) == 2  # a wait between attempts, none after the last
+
+
+class RecordingLimiter:
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.penalties: list[float] = []
+
+    def acquire(self, tokens: float = 1.0) -> float:
+        self.acquired += 1
+        return 0.0
+
+    def charge(self, tokens: float) -> None:
+        pass
+
+    def penalize(self, retry_after_s: float) -> None:
+        self.penalties.append(retry_after_s)
+
+
+def test_a_notion_read_goes_through_retry_reads_and_penalizes_the_budget_on_each_429() -> None:
+    from replicator.sinks.notion import NotionSink
+
+    def rate_limited() -> APIResponseError:
+        return APIResponseError(
+            code="rate_limited",
+            status=429,
+            message="slow down",
+            headers=httpx.Headers({"Retry-After": "2"}),
+            raw_body_text="{}",
+        )
+
+    answers: list[Any] = [rate_limited(), rate_limited(), {"id": "db"}]
+
+    def retrieve(database_id: str) -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    time = FakeTime()
+    limiter = RecordingLimiter()
+    sink = NotionSink(
+        cast(Any, None), {}, bucket=limiter, read_policy=BackoffPolicy(base_s=0.1, cap_s=0.1), sleep=time.sleep
+    )
+
+    assert sink._read("retrieve database", retrieve, "db") == {"id": "db"}
+    assert limiter.acquired == 3  # every attempt is paced
+    assert limiter.penalties == [2.0, 2.0]  # every 429 holds the whole budget for its Retry-After
+    assert [s >= 2.0 for s in time.sleeps] == [True, True]

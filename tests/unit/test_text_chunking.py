@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator.documents import Document, DocumentKey, FeatureLine, Related, SignatureMatch
-from replicator.text import ChunkPolicy, chunk_document, chunk_text, document_text
+from replicator.sinks.pinecone.text import ChunkPolicy, chunk_document, chunk_text, document_text
 
 DATASET = DocumentKey("dataset", uuid.UUID("11111111-1111-1111-1111-111111111111"))
 SIGNATURE = DocumentKey("signature", uuid.UUID("22222222-2222-2222-2222-222222222222"))

@@ -34,6 +34,7 @@ waits. SDK and HTTP exceptions become ``SinkError`` in ``map_notion_error`` and 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -52,7 +53,7 @@ from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
 from replicator.documents import Document, DocumentKey
 from replicator.logs import event_logger
-from replicator.retry import BackoffPolicy, RateLimiter, TokenBucket
+from replicator.retry import BackoffPolicy, RateLimiter, TokenBucket, backoff_policy, retry_reads
 from replicator.sinks.base import (
     INTENT_PREFIX,
     DeleteItem,
@@ -299,16 +300,14 @@ class NotionSink(Sink):
             raise mapped from None
 
     def _read(self, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A read outside the worker's retries (start-up, inventory): retried here with the shared policy."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._call(None, doing, method, *args, **kwargs)
-            except SinkError as error:
-                if not error.retryable or attempt >= self._read_attempts:
-                    raise
-                self._sleep(self._read_policy.delay(attempt, error.retry_after))
+        """A read outside the worker's retries (start-up, inventory): retried by ``retry.retry_reads`` under the
+        shared policy, each attempt paced (and a 429 penalizing the budget) by ``_call``."""
+        return retry_reads(
+            functools.partial(self._call, None, doing, method, *args, **kwargs),
+            policy=self._read_policy,
+            attempts=self._read_attempts,
+            sleep=self._sleep,
+        )
 
     # ---- start-up -------------------------------------------------------------------------------------------
 
@@ -1156,11 +1155,13 @@ def database_ids(settings: Settings) -> dict[str, str | None]:
     }
 
 
-def build_notion_sink(settings: Settings, *, limiter: RateLimiter | None = None) -> NotionSink:
+def build_notion_sink(
+    settings: Settings, *, limiter: RateLimiter | None = None, policy: BackoffPolicy | None = None
+) -> NotionSink:
     """The sink from settings: ``NOTION_API_KEY``, ``NOTION_BASE_URL``, the four ``NOTION_*_DB_ID``, paced by
     ``limiter`` (the integration's budget, shared by every process: ``replicator.budget.notion_limiter``; without
     one, the process's token bucket at ``NOTION_RATE_PER_S``), relation targets' page ids come with each item from
-    the worker."""
+    the worker. Its reads are retried under ``policy``: the factory's, or ``retry.backoff_policy(settings)``."""
     if settings.notion_api_key is None:
         raise SinkConfigError("the notion sink needs NOTION_API_KEY")
     return NotionSink(
@@ -1169,7 +1170,7 @@ def build_notion_sink(settings: Settings, *, limiter: RateLimiter | None = None)
         ),
         database_ids(settings),
         bucket=limiter if limiter is not None else shared_bucket(settings.notion_rate_per_s),
-        read_policy=BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s),
+        read_policy=policy or backoff_policy(settings),
         read_lag_s=settings.notion_read_lag_s,
         request_timeout_s=settings.notion_timeout_ms / 1000,
     )

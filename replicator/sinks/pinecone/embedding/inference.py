@@ -1,6 +1,6 @@
 """The ``pinecone`` embedding provider: Pinecone's hosted inference (``pc.inference.embed``), for a deployment that
 wants neither a local model nor another vendor. Passages and queries are embedded with the matching
-``input_type``, as the hosted models are asymmetric. SDK errors are mapped by the Pinecone sink's mapper, the one
+``input_type``, as the hosted models are asymmetric. SDK errors are mapped by ``client.map_pinecone_error``, the one
 place that knows the SDK's exceptions.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pinecone import Pinecone, PineconeError
 
 from replicator.sinks.base import SinkConfigError, SinkError
+from replicator.sinks.pinecone.client import connect, map_pinecone_error
 
 # Pinecone's hosted sparse models (https://docs.pinecone.io/models/overview): their embeddings are index → weight
 # pairs, which cannot fill the dense index the sink writes; refused when the provider is built.
@@ -41,8 +42,6 @@ class PineconeInferenceProvider:
 
     @classmethod
     def connect(cls, *, api_key: str, controller_host: str, model: str) -> PineconeInferenceProvider:
-        from replicator.sinks.pinecone import connect
-
         return cls(connect(api_key, controller_host), model=model)
 
     @property
@@ -55,8 +54,6 @@ class PineconeInferenceProvider:
         return self._dimension
 
     def embed(self, texts: Sequence[str], *, query: bool = False) -> list[list[float]]:
-        from replicator.sinks.pinecone import map_pinecone_error
-
         out: list[list[float]] = []
         parameters = {"input_type": "query" if query else "passage", "truncate": "END"}
         for start in range(0, len(texts), self._batch_size):

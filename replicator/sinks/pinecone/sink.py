@@ -1,48 +1,32 @@
-"""The Pinecone sink: each document becomes overlapping text chunks, embedded by the configured provider and
-upserted as vectors with deterministic ids (``dataset:<uuid>#0003``) and one metadata schema for every entity.
+"""The Pinecone sink: each document becomes overlapping text chunks (``text``), embedded by the configured provider
+(``embedding``) and upserted as vectors with the ids and metadata of ``metadata``, through the SDK objects of
+``client`` (whose ``map_pinecone_error`` is the one place SDK exceptions become ``SinkError``).
 
-Spoken through the real ``pinecone`` SDK with the SDK's own retries switched off: the worker keeps the single
-retry policy (backoff, ``Retry-After``, dead letters), and SDK exceptions become ``SinkError`` in this module and
-nowhere else (``map_pinecone_error``). Requests stay within Pinecone's limits (1,000 vectors and 2 MB per upsert,
-40 KB of metadata per vector). When a document shrinks, its surplus chunk ids are deleted up to the count recorded
-in ``sink_state``, which the worker raises to this write's chunk count BEFORE the write (``planned_parts``), so an
-upsert that was applied but whose answer was lost still leaves a count covering every chunk it wrote; deleting a
-document deletes every id under its prefix, found by listing, so a lost ``sink_state`` never leaves vectors behind.
+Requests stay within Pinecone's limits (1,000 vectors and 2 MB per upsert). When a document shrinks, its surplus
+chunk ids are deleted up to the count recorded in ``sink_state``, which the worker raises to this write's chunk
+count BEFORE the write (``planned_parts``), so an upsert that was applied but whose answer was lost still leaves a
+count covering every chunk it wrote; deleting a document deletes every id under its prefix, found by listing, so a
+lost ``sink_state`` never leaves vectors behind. Reads (``check``, ``inventory``, ``fetch_metadata``, the freshness
+wait of ``settle_reads``) are retried under the replicator's one backoff policy; retrieval (``query``) is what
+``replicator query`` asks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import orjson
-from pinecone import (
-    ApiError,
-    NotFoundError,
-    Pinecone,
-    PineconeConnectionError,
-    PineconeError,
-    PineconeTimeoutError,
-    RateLimitError,
-    ResponseParsingError,
-    RetryConfig,
-    ServerlessSpec,
-)
 
-from replicator.documents import Document, DocumentKey
-from replicator.embedding import EmbeddingProvider
+from replicator.documents import DocumentKey
 from replicator.graph import ENTITIES
 from replicator.logs import event_logger
-from replicator.metrics import Metrics, metered
-from replicator.retry import BackoffPolicy
+from replicator.retry import BackoffPolicy, retry_reads
 from replicator.sinks.base import (
     DeleteItem,
     LeaseLostError,
@@ -56,417 +40,38 @@ from replicator.sinks.base import (
     UpsertItem,
     lease_lost,
 )
-from replicator.text import SOURCE_NOTION, SOURCE_POSTGRES, ChunkPolicy, document_chunks
+from replicator.sinks.pinecone.client import SDK_ERRORS, index_dimension, map_pinecone_error
+from replicator.sinks.pinecone.embedding import EmbeddingProvider
+from replicator.sinks.pinecone.metadata import (
+    MAX_METADATA_BYTES,
+    fit_metadata,
+    id_prefix,
+    key_of_vector_id,
+    vector_id,
+    vector_metadata,
+)
+from replicator.sinks.pinecone.text import ChunkPolicy, document_chunks
 
 if TYPE_CHECKING:
-    from pinecone import Index
-
-    from replicator.config import Settings
+    from pinecone import Index, Pinecone
 
 T = TypeVar("T")
 log = event_logger("replicator.pinecone")
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
-MAX_METADATA_BYTES = 40 * 1024
 MAX_IDS_PER_DELETE = 1000
 FETCH_BATCH = 100
 # A fetch answer carries each record's values and metadata; batches are sized to stay within this, far below the
 # 4 MB a query answer may be (https://docs.pinecone.io/reference/api/database-limits/operation-limits).
 MAX_FETCH_ANSWER_BYTES = 2 * 1024 * 1024
-# The share of the 40 KB metadata that related ids (``program_ids`` …) may take together; the rest is for the
-# chunk text and the filter fields. A list beyond its share is cut visibly: ``<key>_count`` holds the full count
-# and ``<key>_truncated`` is true (the full set stays in Postgres and in the document text).
-RELATION_IDS_BUDGET = 16 * 1024
 # Room for the request envelope and for the SDK serialising floats a little longer than we measure them.
 _REQUEST_MARGIN = 64 * 1024
-
-# The SDK retries 408/429/5xx and transport errors by default; one policy (the worker's) is enough.
-NO_SDK_RETRIES = RetryConfig(max_retries=0)
-
-# Metadata fields a filter can use, per entity: Postgres column → metadata key. Scalars become strings, arrays
-# become lists of strings; null and empty values are dropped (Pinecone stores no nulls).
-_FILTER_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "dataset": (
-        ("omics_type", "omics_type"),
-        ("disease", "disease"),
-        ("organism", "organism"),
-        ("sample_type", "sample_type"),
-        ("matrix", "matrix"),
-        ("model_systems", "model_systems"),
-        ("data_origin", "data_origin"),
-    ),
-    "signature": (
-        ("modalities", "modalities"),
-        ("biomarker_role", "biomarker_role"),
-        ("phenotype_axes", "phenotype_axes"),
-    ),
-    "program": (("disease", "disease"),),
-    "experiment": (
-        ("type", "experiment_type"),
-        ("disease", "disease"),
-        ("matrix", "matrix"),
-        ("model_systems", "model_systems"),
-        ("targets", "targets"),
-        ("modality", "modality"),
-        ("stage", "stage"),
-    ),
-}
-# Keys whose values are lists of strings (a query filter on them uses $in).
-LIST_METADATA_KEYS = frozenset(
-    {
-        "disease",
-        "organism",
-        "sample_type",
-        "matrix",
-        "model_systems",
-        "modalities",
-        "biomarker_role",
-        "phenotype_axes",
-        "targets",
-        "modality",
-        "program_ids",
-        "experiment_ids",
-        "dataset_ids",
-        "signature_ids",
-    }
-)
-
-
-# ---- the SDK's edge ----------------------------------------------------------------------------------------------
-
-
-def map_pinecone_error(error: BaseException, doing: str) -> SinkError:
-    """The one place SDK (and transport) exceptions become ``SinkError``: 429, 5xx, 408, timeouts and connection
-    failures are retryable; other API errors (400 validation, dimension, 401, 404) and client-side validation
-    are permanent."""
-    if isinstance(error, RateLimitError):
-        return SinkError(f"pinecone {doing}: {error}", retryable=True, retry_after=error.retry_after)
-    if isinstance(error, ApiError):
-        retryable = error.status_code >= 500 or error.status_code == 408
-        return SinkError(
-            f"pinecone {doing}: {error}",
-            retryable=retryable,
-            retry_after=_retry_after(error.headers) if retryable else None,
-        )
-    if isinstance(error, PineconeTimeoutError | PineconeConnectionError | ResponseParsingError):
-        return SinkError(f"pinecone {doing}: {type(error).__name__}: {error}", retryable=True)
-    if isinstance(error, httpx.TransportError):
-        return SinkError(f"pinecone {doing}: {type(error).__name__}", retryable=True)
-    return SinkError(f"pinecone {doing}: {type(error).__name__}: {error}", retryable=False)
-
-
-_SDK_ERRORS = (PineconeError, httpx.TransportError)
-
-
-def _retry_after(headers: dict[str, str] | None) -> float | None:
-    for name, value in (headers or {}).items():
-        if name.lower() == "retry-after":
-            try:
-                seconds = float(value)
-            except ValueError:
-                return None
-            return seconds if seconds >= 0 else None
-    return None
-
-
-def connect(api_key: str, controller_host: str) -> Pinecone:
-    """A control-plane client without SDK retries."""
-    try:
-        return Pinecone(api_key=api_key, host=controller_host, retry_config=NO_SDK_RETRIES)
-    except PineconeError as error:
-        raise SinkConfigError(f"cannot configure the Pinecone client: {error}") from error
-
-
-def open_index(pc: Pinecone, index_name: str, index_host: str | None) -> Index:
-    """A data-plane client for the index (``PINECONE_INDEX_HOST``, or the host the control plane reports), with
-    the SDK's retries off. The REST data-plane client takes no retry setting (pinecone 10.2 applies ``retry_config``
-    to the control plane and gRPC only), so its HTTP client is rebuilt with ``NO_SDK_RETRIES``; a test checks that
-    a 429 reaches us after exactly one request."""
-    try:
-        index = pc.index(name=index_name if not index_host else "", host=index_host or "")
-    except NotFoundError as error:
-        raise SinkConfigError(
-            f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
-        ) from error
-    except _SDK_ERRORS as error:
-        raise map_pinecone_error(error, f"describe index {index_name!r}") from error
-    from pinecone._internal.constants import DATA_PLANE_API_VERSION
-    from pinecone._internal.http_client import HTTPClient
-
-    old = index._http
-    index._http = HTTPClient(dataclasses.replace(index._config, retry_config=NO_SDK_RETRIES), DATA_PLANE_API_VERSION)
-    old.close()
-    return index
-
-
-def index_dimension(pc: Pinecone, index_name: str) -> int | None:
-    """The index's dense dimension, or ``None`` when the index does not exist."""
-    try:
-        model = pc.describe_index(index_name)
-    except NotFoundError:
-        return None
-    except _SDK_ERRORS as error:
-        raise map_pinecone_error(error, f"describe index {index_name!r}") from error
-    dimension = model.dimension
-    if dimension is None:
-        raise SinkConfigError(f"Pinecone index {index_name!r} has no dense vector field")
-    return int(dimension)
-
-
-INDEX_READY_POLL_S = 2.0
-
-
-def wait_until_ready(
-    pc: Pinecone,
-    index_name: str,
-    *,
-    timeout_s: float,
-    poll_s: float = INDEX_READY_POLL_S,
-    on_wait: Callable[[str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Wait while the index is initializing: a new index answers ``status.ready: false`` and has no host for a
-    while after ``create_index``, which "only queues the job" (https://docs.pinecone.io/troubleshooting/wait-for-
-    index-creation: poll describe_index until ready). Each wait is logged (``pinecone.index_initializing``) and
-    told to ``on_wait`` (the CLI prints it). A missing index, or one still not ready after ``timeout_s``, is a
-    ``SinkConfigError`` saying what to do."""
-    deadline = clock() + timeout_s
-    told = False
-    while True:
-        try:
-            model = pc.describe_index(index_name)
-        except NotFoundError as error:
-            raise SinkConfigError(
-                f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
-            ) from error
-        except _SDK_ERRORS as error:
-            raise map_pinecone_error(error, f"describe index {index_name!r}") from error
-        status = getattr(model, "status", None)
-        if status is None or bool(getattr(status, "ready", True)):
-            if told:
-                log.info("pinecone.index_ready", index=index_name)
-            return
-        state = str(getattr(status, "state", "Initializing"))
-        if state == "InitializationFailed":
-            raise SinkConfigError(f"Pinecone index {index_name!r} failed to initialize: delete and recreate it")
-        if clock() >= deadline:
-            raise SinkConfigError(
-                f"Pinecone index {index_name!r} is still {state} after {timeout_s:g}s "
-                "(PINECONE_INDEX_READY_TIMEOUT_S); check it in the Pinecone console, then start again"
-            )
-        message = f"Pinecone index {index_name!r} is {state}; waiting until it is ready"
-        log.info("pinecone.index_initializing", index=index_name, state=state)
-        if on_wait is not None and not told:
-            on_wait(message)
-        told = True
-        sleep(poll_s)
-
-
-@dataclass(frozen=True)
-class InitResult:
-    index: str
-    created: bool
-    dimension: int
-    host: str | None
-
-
-def ensure_index(
-    pc: Pinecone,
-    index_name: str,
-    dimension: int,
-    *,
-    cloud: str = "aws",
-    region: str = "us-east-1",
-    ready_timeout_s: float = 300.0,
-    on_wait: Callable[[str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> InitResult:
-    """Create the serverless index (cosine, ``dimension``) when missing; refuse one of another dimension. Either
-    way, wait (visibly, through ``on_wait``) until it is ready."""
-    existing = index_dimension(pc, index_name)
-    if existing is not None:
-        if existing != dimension:
-            raise SinkConfigError(
-                f"Pinecone index {index_name!r} exists with dimension {existing}, but the embedding provider "
-                f"gives {dimension}: delete the index or change EMBEDDING_PROVIDER/EMBEDDING_MODEL"
-            )
-        wait_until_ready(pc, index_name, timeout_s=ready_timeout_s, on_wait=on_wait, sleep=sleep)
-        return InitResult(index_name, False, existing, _host(pc, index_name))
-    try:
-        # timeout=-1: the SDK would poll silently; we wait ourselves and say so.
-        pc.create_index(
-            name=index_name,
-            dimension=dimension,
-            metric="cosine",
-            spec=ServerlessSpec(cloud=cloud, region=region),
-            timeout=-1,
-        )
-    except _SDK_ERRORS as error:
-        raise map_pinecone_error(error, f"create index {index_name!r}") from error
-    wait_until_ready(pc, index_name, timeout_s=ready_timeout_s, on_wait=on_wait, sleep=sleep)
-    return InitResult(index_name, True, dimension, _host(pc, index_name))
-
-
-def _host(pc: Pinecone, index_name: str) -> str | None:
-    try:
-        return pc.describe_index(index_name).host
-    except _SDK_ERRORS as error:
-        raise map_pinecone_error(error, f"describe index {index_name!r}") from error
-
-
-# ---- ids and metadata --------------------------------------------------------------------------------------------
-
-
-def id_prefix(key: DocumentKey) -> str:
-    return f"{key.entity}:{key.id}#"
-
-
-def vector_id(key: DocumentKey, chunk: int) -> str:
-    return f"{id_prefix(key)}{chunk:04d}"
-
-
-def key_of_vector_id(vector_id_: str) -> DocumentKey | None:
-    """The document a vector id belongs to, or ``None`` for an id that is not ours."""
-    head, sep, chunk = vector_id_.rpartition("#")
-    entity, colon, raw = head.partition(":")
-    if not sep or not colon or entity not in ENTITIES or not chunk.isdigit():
-        return None
-    try:
-        return DocumentKey(entity, uuid.UUID(raw))
-    except ValueError:
-        return None
-
-
-def vector_metadata(
-    document: Document,
-    *,
-    chunk: int,
-    chunk_count: int,
-    text: str,
-    content_hash: str,
-    source: str = SOURCE_POSTGRES,
-) -> dict[str, Any]:
-    """The one metadata schema: entity, postgres_id, name, chunk, chunk_count, text, content_hash, ``source``
-    (``postgres``: the structured document; ``notion``: the narrative people wrote on its page, with
-    ``notion_page_id``, ``notion_url``, ``last_edited_time`` and ``last_edited_by``), then the entity's filterable
-    fields and related ids (``program_ids`` …) as lists of strings."""
-    meta: dict[str, Any] = {
-        "entity": document.key.entity,
-        "postgres_id": str(document.key.id),
-        "name": document.name,
-        "chunk": chunk,
-        "chunk_count": chunk_count,
-        "content_hash": content_hash,
-        "text": text,
-        "source": source,
-    }
-    narrative = document.narrative
-    if source == SOURCE_NOTION and narrative is not None:
-        meta["notion_page_id"] = narrative.notion_page_id
-        for name, found in (
-            ("notion_url", narrative.notion_url),
-            ("last_edited_time", narrative.last_edited_time),
-            ("last_edited_by", narrative.last_edited_by),
-        ):
-            if found:
-                meta[name] = found
-    for column, meta_key in _FILTER_FIELDS.get(document.key.entity, ()):
-        value = _metadata_value(document.fields.get(column))
-        if value is not None:
-            meta[meta_key] = value
-    related: dict[str, set[str]] = defaultdict(set)
-    for key in document.relation_keys():
-        related[f"{key.entity}_ids"].add(str(key.id))
-    for match in document.signature_matches:
-        related[f"{match.other.entity}_ids"].add(str(match.other.id))
-    meta.update(budget_id_lists({k: sorted(v) for k, v in related.items() if v}))
-    return meta
-
-
-def budget_id_lists(lists: dict[str, list[str]], budget: int = RELATION_IDS_BUDGET) -> dict[str, Any]:
-    """The id lists within ``budget`` bytes of JSON together, shared fairly (a short list keeps all of its ids,
-    the long ones share what is left). A list that was cut keeps its first ids in sorted order and gains
-    ``<key>_count`` (how many there are) and ``<key>_truncated: true``, so a reader sees the list is partial."""
-    out: dict[str, Any] = {}
-    remaining = budget
-    ordered = sorted(lists.items(), key=lambda kv: (_json_size(kv[1]), kv[0]))
-    for position, (key, ids) in enumerate(ordered):
-        share = remaining // (len(ordered) - position)
-        if _json_size(ids) <= share:
-            out[key] = ids
-            remaining -= _json_size(ids)
-            continue
-        kept: list[str] = []
-        size = 2  # the brackets
-        for item in ids:
-            cost = len(orjson.dumps(item)) + 1
-            if size + cost > share - 64:  # room for the count and the marker fields
-                break
-            kept.append(item)
-            size += cost
-        out[key] = kept
-        out[f"{key}_count"] = len(ids)
-        out[f"{key}_truncated"] = True
-        remaining -= size + 64
-    return out
-
-
-def _json_size(value: Any) -> int:
-    return len(orjson.dumps(value))
-
-
-def _metadata_value(value: Any) -> str | list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, list | tuple | set):
-        items = sorted({str(v) for v in value if v not in (None, "")})
-        return items or None
-    if isinstance(value, dict):
-        return None  # JSON objects (external ids) are not filterable in Pinecone metadata
-    text = str(value)
-    return text or None
-
-
-def fit_metadata(meta: dict[str, Any], limit: int = MAX_METADATA_BYTES) -> dict[str, Any]:
-    """Shorten ``text`` (whole characters, never a split UTF-8 sequence) until the metadata fits ``limit``."""
-    size = len(orjson.dumps(meta))
-    if size <= limit:
-        return meta
-    text: str = meta["text"]
-    rest = size - len(text.encode())
-    budget = limit - rest - 16  # the ellipsis and quoting
-    if budget <= 1024:
-        # The other fields alone leave too little room (filter lists of thousands of values): cut the largest list
-        # in half, visibly, until the text has at least 1 KB; never a permanent error for size.
-        lists = {k: v for k, v in meta.items() if isinstance(v, list) and v}
-        if not lists:
-            raise SinkError(
-                f"metadata of {meta['entity']}:{meta['postgres_id']} exceeds {limit} bytes", retryable=False
-            )
-        key = max(lists, key=lambda k: _json_size(lists[k]))
-        values = lists[key]
-        cut = dict(meta)
-        cut[key] = values[: len(values) // 2]
-        cut[f"{key}_count"] = meta.get(f"{key}_count", len(values))
-        cut[f"{key}_truncated"] = True
-        return fit_metadata(cut, limit)
-    encoded = text.encode()[:budget]
-    short = encoded.decode("utf-8", errors="ignore").rstrip() + " …"
-    out = dict(meta, text=short)
-    while len(orjson.dumps(out)) > limit:  # escapes can make JSON longer than the raw bytes
-        short = short[: max(0, len(short) - 256)]
-        out = dict(meta, text=short + " …")
-    return out
-
 
 # The id of the freshness probe ``settle_reads`` writes (not a document id: no ``entity:`` prefix, so inventory,
 # query and verify never take it for a document).
 FRESHNESS_PROBE_ID = "replicator-freshness-probe"
 FRESHNESS_POLL_S = 0.25
-
-# ---- the sink ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -555,7 +160,7 @@ class PineconeSink(Sink):
         else:
             try:
                 actual = self._index.describe_index_stats().dimension
-            except _SDK_ERRORS as error:
+            except SDK_ERRORS as error:
                 raise map_pinecone_error(error, "describe index stats") from error
         if actual != expected:
             raise SinkConfigError(
@@ -675,7 +280,7 @@ class PineconeSink(Sink):
             p.calls += 1
         try:
             self._index.upsert(vectors=vectors, namespace=self._namespace)
-        except _SDK_ERRORS as error:
+        except SDK_ERRORS as error:
             return map_pinecone_error(error, f"upsert of {len(vectors)} vectors")
         return None
 
@@ -699,7 +304,7 @@ class PineconeSink(Sink):
                     return
                 p.calls += 1
                 self._index.delete(ids=surplus[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
-        except _SDK_ERRORS as error:
+        except SDK_ERRORS as error:
             p.error = map_pinecone_error(error, f"delete surplus chunks of {key}")
 
     def _list_ids(self, prefix: str, p: _Prepared | None = None) -> list[str]:
@@ -725,7 +330,7 @@ class PineconeSink(Sink):
                 for start in range(0, len(ordered), MAX_IDS_PER_DELETE):
                     calls += 1
                     self._index.delete(ids=ordered[start : start + MAX_IDS_PER_DELETE], namespace=self._namespace)
-            except _SDK_ERRORS as error:
+            except SDK_ERRORS as error:
                 outcomes.append(
                     Outcome(
                         item.key, OutcomeKind.FAILED, error=map_pinecone_error(error, f"delete {item.key}"), calls=calls
@@ -755,7 +360,7 @@ class PineconeSink(Sink):
                 filter=filter,
                 namespace=self._namespace,
             )
-        except _SDK_ERRORS as error:
+        except SDK_ERRORS as error:
             raise map_pinecone_error(error, "query") from error
         return [VectorMatch(m.id, float(m.score), dict(m.metadata or {})) for m in response.matches]
 
@@ -843,7 +448,7 @@ class PineconeSink(Sink):
                 self._sleep(FRESHNESS_POLL_S)
             log.info("pinecone.reads_settled", index=self._index_name, target_lsn=target, reconciled_lsn=reached)
         finally:
-            with contextlib.suppress(*_SDK_ERRORS):
+            with contextlib.suppress(*SDK_ERRORS):
                 self._index.delete(ids=[FRESHNESS_PROBE_ID], namespace=self._namespace)
 
     def _read(self, call: Callable[[], T], doing: str) -> T:
@@ -852,7 +457,7 @@ class PineconeSink(Sink):
         def mapped() -> T:
             try:
                 return call()
-            except _SDK_ERRORS as error:
+            except SDK_ERRORS as error:
                 raise map_pinecone_error(error, doing) from error
 
         return retry_reads(mapped, policy=self._read_policy, attempts=self._read_attempts, sleep=self._sleep)
@@ -890,54 +495,3 @@ def _remote_documents(key: DocumentKey, chunks: dict[str, dict[str, Any]]) -> It
         counts = {int(m["chunk_count"]) for m in metas if isinstance(m.get("chunk_count"), int | float)}
         complete = len(counts) == 1 and numbers == set(range(counts.pop()))
         yield RemoteDocument(key, id_prefix(key), content_hash if complete else None)
-
-
-# ---- wiring ------------------------------------------------------------------------------------------------------
-
-
-def build_pinecone_sink(
-    settings: Settings, provider: EmbeddingProvider | None = None, *, metrics: Metrics | None = None
-) -> PineconeSink:
-    """The sink from settings: ``PINECONE_API_KEY``, ``PINECONE_CONTROLLER_HOST``, ``PINECONE_INDEX``,
-    ``PINECONE_INDEX_HOST`` (else found through the control plane), ``PINECONE_NAMESPACE``, and the embedding
-    provider named by ``EMBEDDING_PROVIDER`` (its texts and call times counted in ``metrics`` when given)."""
-    from replicator.embedding import build_provider
-
-    if settings.pinecone_api_key is None:
-        raise SinkConfigError("the pinecone sink needs PINECONE_API_KEY")
-    policy = BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
-    pc = connect(settings.pinecone_api_key.get_secret_value(), settings.pinecone_controller_host)
-    retry_reads(
-        lambda: wait_until_ready(pc, settings.pinecone_index, timeout_s=settings.pinecone_index_ready_timeout_s),
-        policy=policy,
-        attempts=6,
-    )
-    index = retry_reads(
-        lambda: open_index(pc, settings.pinecone_index, settings.pinecone_index_host), policy=policy, attempts=6
-    )
-    return PineconeSink(
-        index=index,
-        provider=metered(provider or build_provider(settings), metrics),
-        namespace=settings.pinecone_namespace,
-        index_name=settings.pinecone_index,
-        control=pc,
-        read_policy=policy,
-        freshness_timeout_s=settings.pinecone_freshness_timeout_s,
-    )
-
-
-def retry_reads(
-    call: Callable[[], T], *, policy: BackoffPolicy, attempts: int, sleep: Callable[[float], None] = time.sleep
-) -> T:
-    """Run a read-only call (describe, list, fetch), retrying retryable ``SinkError``s under ``policy``. Writes are
-    retried by ``RetryingSink`` around ``upsert``/``delete``; reads made outside it (start-up, ``inventory``) use
-    this, so they follow the same backoff policy."""
-    attempt = 1
-    while True:
-        try:
-            return call()
-        except SinkError as error:
-            if not error.retryable or attempt >= attempts:
-                raise
-            sleep(policy.delay(attempt, error.retry_after))
-            attempt += 1
