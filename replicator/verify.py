@@ -8,6 +8,10 @@ hash compared with the hash the sink stored downstream:
 - stale: downstream with another content hash (or an incomplete set of chunks);
 - duplicated: more than one remote document for one key (two Notion pages, or Pinecone chunks that disagree).
 
+A scoped sink (replicator/scope.py) is compared with the documents in its scope; what it still holds outside the
+scope while the row exists (``REPLICATOR_SCOPE_NARROW=keep``, or a Notion page people wrote on) is listed as
+``outside_scope``: shown, never drift, never repaired.
+
 Eventually consistent reads (Pinecone) are handled in ``verify_sink``: it waits for the sink's reads to catch up
 (``Sink.settle_reads``), and re-checks what looks drifted after ``REPLICATOR_VERIFY_RECHECK_S`` before reporting it.
 
@@ -21,6 +25,7 @@ orphans are enqueued and the worker, finding no row, deletes them downstream.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -51,6 +56,9 @@ class SinkReport:
     orphaned: tuple[DocumentKey, ...] = ()
     stale: tuple[DocumentKey, ...] = ()
     duplicated: tuple[DocumentKey, ...] = ()
+    # A scoped sink's documents whose rows exist but fall outside its scope: kept there on purpose
+    # (REPLICATOR_SCOPE_NARROW=keep, or a Notion page people wrote on), listed but not drift.
+    outside_scope: tuple[DocumentKey, ...] = ()
     remote_ids: dict[DocumentKey, tuple[str, ...]] = field(default_factory=dict)  # for the drifted keys
 
     @property
@@ -73,6 +81,7 @@ class SinkReport:
             "orphaned": keys(self.orphaned),
             "stale": keys(self.stale),
             "duplicated": keys(self.duplicated),
+            "outside_scope": keys(self.outside_scope),
         }
 
 
@@ -165,7 +174,7 @@ def verify_sink(
     hashes = expected if expected is not None else expected_hashes(conn, hasher=sink.document_hash, scope=scope)
     sink.settle_reads()
     remote = list(sink.inventory())
-    first = compare(sink.name, hashes, remote)
+    first = _apart_outside_scope(conn, compare(sink.name, hashes, remote), scope)
     if first.in_sync:
         return first
     report = first
@@ -176,15 +185,46 @@ def verify_sink(
         settled = [item for item in remote if item.remote_id not in fresh]
         seen = {r.remote_id for r in settled}
         settled.extend(doc for doc in fresh.values() if doc is not None and doc.remote_id not in seen)
-        report = compare(sink.name, hashes, settled)
+        report = _apart_outside_scope(conn, compare(sink.name, hashes, settled), scope)
     if report.in_sync or recheck_s <= 0:
         return report
     sleep(recheck_s)
     sink.settle_reads()
     drifted = sorted(set(report.missing) | set(report.orphaned) | set(report.stale) | set(report.duplicated))
     now = expected_hashes_of(conn, drifted, hasher=sink.document_hash, scope=scope)
-    second = compare(sink.name, now, sink.inventory_of(drifted))
-    return replace(second, documents=first.documents, remote=first.remote)
+    second = _apart_outside_scope(conn, compare(sink.name, now, sink.inventory_of(drifted)), scope)
+    return replace(
+        second,
+        documents=first.documents,
+        remote=first.remote,
+        outside_scope=tuple(sorted(set(first.outside_scope) | set(second.outside_scope))),
+    )
+
+
+def _apart_outside_scope(conn: psycopg.Connection[Any], report: SinkReport, scope: Scope) -> SinkReport:
+    """A scoped sink's remote document that is not expected but whose row still exists is outside the scope, not
+    an orphan: the worker leaves it there by choice (``keep``, or a page people wrote on). It is listed apart
+    (``outside_scope``), so ``verify`` of a narrowed pilot can end clean and ``--repair`` never enqueues it."""
+    if scope.everything or not report.orphaned:
+        return report
+    existing = _existing(conn, report.orphaned)
+    return replace(
+        report,
+        orphaned=tuple(k for k in report.orphaned if k not in existing),
+        outside_scope=tuple(k for k in report.orphaned if k in existing),
+    )
+
+
+def _existing(conn: psycopg.Connection[Any], keys: Iterable[DocumentKey]) -> set[DocumentKey]:
+    """The keys whose rows exist now."""
+    by_entity: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for key in keys:
+        by_entity[key.entity].append(key.id)
+    found: set[DocumentKey] = set()
+    for entity, ids in by_entity.items():
+        query = sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(sql.Identifier("public", entity))
+        found.update(DocumentKey(entity, row[0]) for row in conn.execute(query, (ids,)))
+    return found
 
 
 def expected_hashes_of(

@@ -289,7 +289,8 @@ def verify_command(
 def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
     console = Console()
     table = Table(title="replicator verify")
-    for column in ("sink", "documents", "remote", "missing", "orphaned", "stale", "duplicated", "state"):
+    columns = ("sink", "documents", "remote", "missing", "orphaned", "stale", "duplicated", "outside scope", "state")
+    for column in columns:
         table.add_column(column)
     for r in reports:
         state = "[green]in sync[/green]" if r.in_sync else "[red]drift[/red]"
@@ -301,13 +302,14 @@ def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
             str(len(r.orphaned)),
             str(len(r.stale)),
             str(len(r.duplicated)),
+            str(len(r.outside_scope)),
             state,
         )
     console.print(table)
     for r in reports:
-        for kind in ("missing", "orphaned", "stale", "duplicated"):
+        for kind in ("missing", "orphaned", "stale", "duplicated", "outside_scope"):
             for key in getattr(r, kind)[:20]:
-                console.print(f"  {r.sink}: {kind} {key}", highlight=False)
+                console.print(f"  {r.sink}: {kind.replace('_', ' ')} {key}", highlight=False)
     for result in repairs:
         console.print(
             f"repair {result.sink}: enqueued {result.enqueued} document(s) for the worker "

@@ -199,6 +199,11 @@ def test_narrowing_trashes_what_falls_outside_but_keeps_a_page_a_person_wrote_on
     rollout = collect(conn, _settings(db_url, PILOT))
     assert rollout.counts["dataset"]["notion"] == 1
     assert rollout.counts["program"]["notion"] == 1
+    # The page kept for its people is listed outside the scope, not as an orphan: a narrowed pilot verifies clean.
+    kept = verify_sink(conn, sink, scope=_settings(db_url, PILOT).scope_of("notion"))
+    assert kept.in_sync, kept.as_json()
+    assert kept.outside_scope == (graph["p_prot"],)
+    assert kept.orphaned == ()
 
     # Widened again: the trashed pages come back from the trash (the same pages), nothing is duplicated.
     trashed_page = _pages(notion_emulator, trashed=True)[str(graph["prot"].id)]["id"]
@@ -219,6 +224,14 @@ def test_narrowing_with_keep_leaves_what_falls_outside(
     assert narrowed.narrow == "keep"
     assert _live(notion_emulator) == _ids(graph, *EVERY_DOC)
     assert {n: _state_hash(conn, graph[n]) for n in held} == held
+    report = verify_sink(conn, sink, scope=_settings(db_url, PILOT).scope_of("notion"))
+    assert report.in_sync, report.as_json()
+    assert set(report.outside_scope) == {graph[n] for n in held}
+    # A kept document whose row is then deleted is an orphan again, whatever the scope.
+    conn.execute("DELETE FROM public.program WHERE id = %s", (graph["lone"].id,))
+    gone = verify_sink(conn, sink, scope=_settings(db_url, PILOT).scope_of("notion"))
+    assert gone.orphaned == (graph["lone"],)
+    assert set(gone.outside_scope) == {graph["prot"], graph["p_prot"]}
 
 
 def test_status_and_rollout_status_show_the_scope(
