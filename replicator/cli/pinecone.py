@@ -289,8 +289,10 @@ def verify_command(
 def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
     console = Console()
     table = Table(title="replicator verify")
-    columns = ("sink", "documents", "remote", "missing", "orphaned", "stale", "duplicated", "outside scope", "state")
-    for column in columns:
+    # "outside scope" only where a scoped sink keeps documents there: the usual table stays narrow.
+    outside = any(r.outside_scope for r in reports)
+    columns = ("sink", "documents", "remote", "missing", "orphaned", "stale", "duplicated")
+    for column in (*columns, *(("outside scope",) if outside else ()), "state"):
         table.add_column(column)
     for r in reports:
         state = "[green]in sync[/green]" if r.in_sync else "[red]drift[/red]"
@@ -302,7 +304,7 @@ def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
             str(len(r.orphaned)),
             str(len(r.stale)),
             str(len(r.duplicated)),
-            str(len(r.outside_scope)),
+            *((str(len(r.outside_scope)),) if outside else ()),
             state,
         )
     console.print(table)
