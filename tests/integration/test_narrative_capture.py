@@ -325,3 +325,40 @@ def test_the_capture_status_rollout_and_verify_commands(
     assert rollout.exit_code == 0, rollout.output
     assert "dual write (Postgres -> Notion and Pinecone), narrative capture on" in rollout.stdout
     assert "in sync" in rollout.stdout  # the verify just run
+
+
+def test_a_persons_table_equation_and_captioned_image_are_captured_as_markdown(
+    capture: NarrativeCapture, person: NotionSdk, notion_emulator: NotionEmulator, lipids: DocumentKey, conn: Conn
+) -> None:
+    page_id = _page(notion_emulator, lipids)["id"]
+    rows = [
+        {"type": "table_row", "table_row": {"cells": [_text("lipid"), _text("fold change")]}},
+        {"type": "table_row", "table_row": {"cells": [_text("Cer 18:1"), _text("2.1")]}},
+    ]
+    person.blocks.children.append(
+        page_id,
+        children=[
+            {"type": "table", "table": {"table_width": 2, "has_column_header": True, "children": rows}},
+            {"type": "equation", "equation": {"expression": r"\log_2 FC = 1.07"}},
+            {
+                "type": "image",
+                "image": {"external": {"url": "https://lab.example.org/gel4.png"}, "caption": _text("gel 4")},
+            },
+        ],
+    )
+
+    stats = capture.run_once()
+
+    _report("a table, an equation and an image", stats)
+    row = _narrative(conn, lipids)
+    assert row is not None
+    assert row[0].split("\n") == [
+        "| lipid | fold change |",
+        "| --- | --- |",
+        "| Cer 18:1 | 2.1 |",
+        "$$",
+        r"\log_2 FC = 1.07",
+        "$$",
+        "![gel 4](https://lab.example.org/gel4.png)",
+    ]
+    assert row[2] == PERSON_USER["id"]
