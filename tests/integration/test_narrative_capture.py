@@ -218,6 +218,48 @@ def test_a_person_changing_an_owned_property_is_recorded_and_postgres_wins(
     )
 
 
+def test_a_persons_overwrite_while_the_replicators_write_is_pending_is_still_recorded(
+    capture: NarrativeCapture,
+    person: NotionSdk,
+    notion_emulator: NotionEmulator,
+    lipids: DocumentKey,
+    sink: NotionSink,
+    db_url: str,
+    conn: Conn,
+) -> None:
+    """Postgres changed the dataset (Disease, its write dirty in the outbox, not yet done) while a person changed
+    Omics Type on the page: the person's change is recorded (who, when, the person's value, Postgres's); Disease,
+    which differs on the page only because the replicator has not written it yet, is not."""
+    page_id = _page(notion_emulator, lipids)["id"]
+    conn.execute("UPDATE dataset SET disease = ARRAY['ALS', 'FTD'] WHERE id = %s", (lipids.id,))
+    conn.execute(
+        "INSERT INTO replicator.outbox (sink, entity, entity_id) VALUES ('notion', %s, %s) ON CONFLICT DO NOTHING",
+        (lipids.entity, lipids.id),
+    )
+    person.pages.update(page_id, properties={"Omics Type": {"select": {"name": "Proteomics"}}})
+    edited = person.pages.retrieve(page_id)
+
+    stats = capture.run_once()
+
+    assert stats.overwrites == 1
+    rows = conn.execute(
+        "SELECT property, edited_by, edited_at, notion_value, postgres_value FROM replicator.property_overwrite"
+    ).fetchall()
+    assert [(r[0], r[1], r[3], r[4]) for r in rows] == [("Omics Type", PERSON_USER["id"], "Proteomics", "Lipidomics")]
+    assert rows[0][2].isoformat().replace("+00:00", ".000Z") == edited["last_edited_time"]
+    assert capture.metrics.property_overwrites.labels(entity="dataset")._value.get() == 1
+    settings = Settings.model_validate({"POSTGRES_URL": db_url})
+    view = collect_status(conn, settings).narrative
+    assert view is not None
+    assert view.overwrites == 1
+    assert [(o.property, o.state) for o in view.recent_overwrites] == [("Omics Type", "edited in Notion, overwritten")]
+
+    _sync(db_url, conn, sink, lipids)  # the pending write lands: Postgres wins on both
+    properties = _page(notion_emulator, lipids)["properties"]
+    assert (properties["Omics Type"], sorted(properties["Disease"])) == ("Lipidomics", ["ALS", "FTD"])
+    assert capture.run_once().overwrites == 0  # the replicator's own write is no person's edit
+
+
 def test_status_shows_the_backlog_until_the_pages_are_read(
     capture: NarrativeCapture, person: NotionSdk, notion_emulator: NotionEmulator, lipids: DocumentKey, conn: Conn
 ) -> None:
