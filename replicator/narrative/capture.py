@@ -48,6 +48,7 @@ from replicator.sinks.notion.render import (
     is_managed_block,
     owned_properties,
     property_value,
+    value_digest,
 )
 from replicator.sinks.notion.schema import CONTENT_HASH, POSTGRES_ID
 from replicator.sinks.notion.sink import (
@@ -284,9 +285,14 @@ class NarrativeCapture:
         if document is None:
             return 0
         written = ContentHash.parse(property_text(page, CONTENT_HASH))
-        if written is None or written.doc != document.structured_hash():
-            # The page was last written from another version of the row (the sink has a write pending): what
-            # differs may be ours, not a person's. The sink's next write decides.
+        if written is None:
+            return 0
+        # In sync, every owned value on the page should be Postgres's. With a write pending (the page was last
+        # written from another version of the row), a value may differ only because the replicator has not
+        # written it yet: a person changed it only if it differs from what was last written, which the page's
+        # per-property digests say (pages written before them say nothing, and the sink's next write decides).
+        pending = written.doc != document.structured_hash()
+        if pending and not written.owned:
             return 0
         actual = page.get("properties") or {}
         recorded = 0
@@ -298,6 +304,8 @@ class NarrativeCapture:
                 ours, theirs = property_value(expected), property_value(have)
                 if ours is None or theirs is None or ours == theirs:
                     continue
+                if pending and written.written_value_digest(name) in (None, value_digest(have)):
+                    continue  # as the replicator last wrote it: Postgres's new value is on its way
                 item = store.Overwrite(
                     key=seen.key,
                     page_id=seen.page_id,

@@ -458,6 +458,105 @@ def test_append_list_and_delete_blocks(notion_sdk: NotionSdk, notion_emulator: N
     assert tree[-1]["children"][0]["text"] == "PC"
 
 
+def test_tables_equations_images_files_and_bookmarks_append_and_read_back(
+    notion_sdk: NotionSdk, notion_emulator: NotionEmulator
+) -> None:
+    """Shapes from https://developers.notion.com/reference/block: a table's rows are its children."""
+    ds_id = make_database(notion_sdk, notion_emulator)
+    page = make_page(notion_sdk, ds_id, "ST001", "dataset:1")
+    rows = [{"type": "table_row", "table_row": {"cells": [text("lipid"), text("fold")]}}]
+    rows.append({"type": "table_row", "table_row": {"cells": [text("Cer 18:1"), []]}})
+    body = [
+        {"type": "table", "table": {"table_width": 2, "has_column_header": True, "children": rows}},
+        {"type": "equation", "equation": {"expression": "e=mc^2"}},
+        {"type": "image", "image": {"external": {"url": "https://x.org/a.png"}, "caption": text("fig 1")}},
+        {"type": "file", "file": {"type": "external", "external": {"url": "https://x.org/d/raw.csv"}}},
+        {"type": "bookmark", "bookmark": {"url": "https://doi.org/10.1/x"}},
+    ]
+
+    appended = notion_sdk.blocks.children.append(page["id"], children=body)
+    listed = notion_sdk.blocks.children.list(page["id"])["results"]
+    table = listed[0]
+    table_rows = notion_sdk.blocks.children.list(table["id"])["results"]
+    more = notion_sdk.blocks.children.append(
+        table["id"], children=[{"table_row": {"cells": [text("SM 16:0"), text("0.5")]}}]
+    )
+    notion_sdk.blocks.update(table["id"], table={"has_row_header": True})
+
+    assert [b["type"] for b in appended["results"]] == ["table", "equation", "image", "file", "bookmark"]
+    assert table["has_children"] is True
+    assert table["table"] == {"table_width": 2, "has_column_header": True, "has_row_header": False}
+    assert [r["type"] for r in table_rows] == ["table_row", "table_row"]
+    assert table_rows[0]["parent"] == {"type": "block_id", "block_id": table["id"]}
+    assert table_rows[0]["has_children"] is False
+    assert [[c[0]["plain_text"] if c else "" for c in r["table_row"]["cells"]] for r in table_rows] == [
+        ["lipid", "fold"],
+        ["Cer 18:1", ""],
+    ]
+    assert more["results"][0]["type"] == "table_row"
+    assert notion_sdk.blocks.retrieve(table["id"])["table"]["has_row_header"] is True
+    assert listed[1]["equation"] == {"expression": "e=mc^2"}
+    assert listed[1]["has_children"] is False
+    image = listed[2]["image"]
+    assert (image["type"], image["external"], image["caption"][0]["plain_text"]) == (
+        "external",
+        {"url": "https://x.org/a.png"},
+        "fig 1",
+    )
+    assert listed[3]["file"] == {
+        "caption": [],
+        "type": "external",
+        "external": {"url": "https://x.org/d/raw.csv"},
+        "name": "raw.csv",
+    }
+    assert listed[4]["bookmark"] == {"caption": [], "url": "https://doi.org/10.1/x"}
+
+
+@pytest.mark.parametrize(
+    ("children", "where"),
+    [
+        ([{"table": {"table_width": 2}}], "children"),
+        ([{"table": {"table_width": 2, "children": []}}], "table_row"),
+        ([{"table": {"children": [{"table_row": {"cells": [text("a")]}}]}}], "table_width"),
+        ([{"table": {"table_width": 2, "children": [{"table_row": {"cells": [text("a")]}}]}}], "table_width (2)"),
+        ([{"table": {"table_width": 1, "children": [{"paragraph": {"rich_text": text("a")}}]}}], "table_row"),
+        ([{"table_row": {"cells": [text("a")]}}], "outside a table"),
+        ([{"equation": {}}], "expression"),
+        ([{"image": {"caption": text("no url")}}], "external"),
+    ],
+)
+def test_malformed_tables_equations_and_images_are_refused(
+    notion_sdk: NotionSdk, notion_emulator: NotionEmulator, children: list[dict[str, Any]], where: str
+) -> None:
+    ds_id = make_database(notion_sdk, notion_emulator)
+    page = make_page(notion_sdk, ds_id, "ST001", "dataset:1")
+
+    error = api_error(notion_sdk.blocks.children.append, page["id"], children=children)
+
+    assert (error.status, error.code) == (400, "validation_error")
+    assert where in str(error)
+    assert notion_sdk.blocks.children.list(page["id"])["results"] == []
+
+
+def test_a_table_row_of_the_wrong_width_is_refused_when_appended_or_updated(
+    notion_sdk: NotionSdk, notion_emulator: NotionEmulator
+) -> None:
+    ds_id = make_database(notion_sdk, notion_emulator)
+    page = make_page(notion_sdk, ds_id, "ST001", "dataset:1")
+    row = {"table_row": {"cells": [text("a"), text("b")]}}
+    table = notion_sdk.blocks.children.append(page["id"], children=[{"table": {"table_width": 2, "children": [row]}}])[
+        "results"
+    ][0]
+    first_row = notion_sdk.blocks.children.list(table["id"])["results"][0]
+
+    appended = api_error(notion_sdk.blocks.children.append, table["id"], children=[{"table_row": {"cells": []}}])
+    updated = api_error(notion_sdk.blocks.update, first_row["id"], table_row={"cells": [text("only one")]})
+    widened = api_error(notion_sdk.blocks.update, table["id"], table={"table_width": 3})
+
+    assert [(e.status, e.code) for e in (appended, updated, widened)] == [(400, "validation_error")] * 3
+    assert len(notion_sdk.blocks.children.list(table["id"])["results"]) == 1
+
+
 def test_block_children_are_listed_100_at_a_time(notion_sdk: NotionSdk, notion_emulator: NotionEmulator) -> None:
     ds_id = make_database(notion_sdk, notion_emulator)
     page = make_page(notion_sdk, ds_id, "ST001", "dataset:1")
@@ -582,7 +681,8 @@ def test_a_refused_page_write_adds_no_select_option(notion_sdk: NotionSdk, notio
         ([{"paragraph": {"rich_text": text(LONG)}}], "body.children[0].paragraph.rich_text[0].text.content.length"),
         ([{"code": {"rich_text": text("x")}}], "body.children[0].code.language should be defined"),
         ([{"paragraph": {}}], "body.children[0].paragraph.rich_text should be defined"),
-        ([{"table": {"table_width": 2}}], "body.children[0].type"),
+        ([{"synced_block": {"synced_from": None}}], "body.children[0].type"),
+        ([{"table": {"table_width": 2}}], "body.children[0].table.children should be defined"),
         ([{"divider": {"children": [{"paragraph": {"rich_text": []}}]}}], "divider.children should be not present"),
         (
             [

@@ -21,6 +21,16 @@ Always on, as the service does:
   ``"request_status": {"type": "incomplete", "incomplete_reason": "query_result_limit_reached"}``.
 - Created and last-edited times of pages, databases and blocks rounded down to the minute, as Notion reports
   them (https://developers.notion.com/changelog/last-edited-time-is-now-rounded-to-the-nearest-minute).
+- **Block types** (https://developers.notion.com/reference/block): the text blocks, ``code``, ``divider``, and
+  ``equation`` (``{"expression"}``, at most 1,000 characters as in the request limits), ``image`` / ``file`` with an
+  ``external`` file object (``{"type": "external", "external": {"url"}}``, https://developers.notion.com/reference/file-object)
+  and a rich-text ``caption`` (a file also has a ``name``), ``bookmark`` (``{"url", "caption"}``), and ``table`` /
+  ``table_row``. The block reference's table section says a table's ``table_width`` "can only be set when the table
+  is first created", that a new table (Append block children, https://developers.notion.com/reference/patch-block-children)
+  must come with its ``table_row`` children in the same request, and that "the number of cells in the cells array
+  must match the table_width"; so a table without rows, a row of the wrong width, a row outside a table or a
+  non-row inside one is a 400 ``validation_error``. Rows are the table's children (``has_children`` true), each
+  ``{"cells": [[rich text], …]}``; ``has_column_header`` / ``has_row_header`` default to false and may be updated.
 
 Two tokens are accepted: ``ntn_emulator_token`` (the integration: its edits are made by the bot user) and
 ``ntn_person_token`` (an emulator artifice standing for a scientist typing in the Notion UI: its creates and
@@ -115,7 +125,10 @@ TEXT_BLOCKS = (
     "quote",
     "callout",
 )
-BLOCK_TYPES = (*TEXT_BLOCKS, "code", "divider")
+# Media blocks hold a file object (https://developers.notion.com/reference/file-object): only ``external`` files
+# can be created here (no File Upload API in the emulator); ``caption`` is rich text, ``file`` also has a ``name``.
+MEDIA_BLOCKS = ("image", "file")
+BLOCK_TYPES = (*TEXT_BLOCKS, "code", "divider", "equation", "table", "table_row", *MEDIA_BLOCKS, "bookmark")
 # Block types that may carry children in a request (headings only when toggleable).
 NESTING_BLOCKS = frozenset(
     {"paragraph", "bulleted_list_item", "numbered_list_item", "to_do", "toggle", "quote", "callout"}
@@ -1462,8 +1475,16 @@ class NotionEmulator(Emulator):
             fields = body[block.type]
             if not isinstance(fields, dict) or "children" in fields:
                 raise body_invalid(f"body.{block.type}", "an object without `children`", fields)
+            if (
+                block.type == "table"
+                and fields.get("table_width", block.payload["table_width"]) != (block.payload["table_width"])
+            ):
+                raise validation_error("body failed validation: body.table.table_width cannot be changed.")
             merged = {**block.payload, **fields}
-            spec = self._parse_block({block.type: merged}, "body", depth=1, counter=[0])
+            spec = self._parse_block({block.type: merged}, "body", depth=1, counter=[0], updating=True)
+            if block.type == "table_row":
+                parent = self.blocks[block.parent_id]
+                self._check_rows([spec], parent.payload["table_width"], "body")
             block.payload = spec.payload
         if trash is not None:
             block.in_trash = trash
@@ -1503,11 +1524,16 @@ class NotionEmulator(Emulator):
             parent_block = self.blocks[parent_id]
             if parent_block.in_trash:
                 raise archived_error()
-            if parent_block.type not in NESTING_BLOCKS and not parent_block.payload.get("is_toggleable"):
+            nestable = parent_block.type in NESTING_BLOCKS or parent_block.type == "table"
+            if not nestable and not parent_block.payload.get("is_toggleable"):
                 raise validation_error(f"Block type {parent_block.type} does not support children.")
         else:
             raise not_found("block", parent_id)
         specs = self._parse_children(body["children"], "body.children")
+        if parent_type == "block_id" and self.blocks[parent_id].type == "table":
+            self._check_rows(specs, self.blocks[parent_id].payload["table_width"], "body.children")
+        else:
+            self._refuse_loose_rows(specs, "body.children")
         after = body.get("after")
         position = body.get("position")
         if isinstance(position, dict):
@@ -1533,6 +1559,14 @@ class NotionEmulator(Emulator):
             "block": {},
         }
 
+    def _refuse_loose_rows(self, specs: list[BlockSpec], path: str) -> None:
+        """A ``table_row`` lives only in a table (the table's own rows were checked when it was parsed)."""
+        for i, spec in enumerate(specs):
+            if spec.type == "table_row":
+                raise validation_error(f"body failed validation: {path}[{i}] is a table_row outside a table.")
+            if spec.type != "table":
+                self._refuse_loose_rows(spec.children, f"{path}[{i}].{spec.type}.children")
+
     def _parse_children(self, children: Any, path: str) -> list[BlockSpec]:
         counter = [0]
         specs = self._parse_block_list(children, path, depth=1, counter=counter)
@@ -1551,7 +1585,9 @@ class NotionEmulator(Emulator):
         counter[0] += len(children)
         return [self._parse_block(spec, f"{path}[{i}]", depth, counter) for i, spec in enumerate(children)]
 
-    def _parse_block(self, spec: Any, path: str, depth: int, counter: list[int]) -> BlockSpec:
+    def _parse_block(
+        self, spec: Any, path: str, depth: int, counter: list[int], *, updating: bool = False
+    ) -> BlockSpec:
         if not isinstance(spec, dict):
             raise body_invalid(path, "an object", spec)
         kind = spec.get("type")
@@ -1566,6 +1602,8 @@ class NotionEmulator(Emulator):
         if not isinstance(payload, dict):
             raise body_invalid(f"{path}.{kind}", "an object", payload)
         p = f"{path}.{kind}"
+        if kind in ("equation", "table", "table_row", "bookmark", *MEDIA_BLOCKS):
+            return self._parse_special_block(kind, payload, p, depth, counter, updating=updating)
         out: JSON = {}
         if kind in TEXT_BLOCKS or kind == "code":
             if "rich_text" not in payload:
@@ -1599,6 +1637,94 @@ class NotionEmulator(Emulator):
                 raise body_invalid(f"{p}.children", "not present", "[…]")
             children = self._parse_block_list(payload["children"], f"{p}.children", depth + 1, counter)
         return BlockSpec(kind, out, children)
+
+    def _parse_special_block(
+        self, kind: str, payload: JSON, p: str, depth: int, counter: list[int], *, updating: bool
+    ) -> BlockSpec:
+        """Equation, table, table row, media and bookmark blocks (see the module docstring for the rules)."""
+        if "children" in payload and kind != "table":
+            raise body_invalid(f"{p}.children", "not present", "[…]")
+        if kind == "equation":
+            expression = payload.get("expression")
+            if expression is None:
+                raise body_missing(f"{p}.expression")
+            if not isinstance(expression, str):
+                raise body_invalid(f"{p}.expression", "a string", expression)
+            if len(expression) > EQUATION_MAX:
+                raise too_long(f"{p}.expression", EQUATION_MAX, len(expression))
+            return BlockSpec(kind, {"expression": expression})
+        if kind == "table_row":
+            cells = payload.get("cells")
+            if cells is None:
+                raise body_missing(f"{p}.cells")
+            if not isinstance(cells, list):
+                raise body_invalid(f"{p}.cells", "an array of rich text arrays", cells)
+            return BlockSpec(kind, {"cells": [_parse_rich_text(c, f"{p}.cells[{i}]") for i, c in enumerate(cells)]})
+        if kind == "table":
+            return self._parse_table(payload, p, depth, counter, updating=updating)
+        caption = _parse_rich_text(payload.get("caption", []), f"{p}.caption")
+        if kind == "bookmark":
+            url = payload.get("url")
+            if not isinstance(url, str) or not url:
+                raise body_missing(f"{p}.url") if url is None else body_invalid(f"{p}.url", "a URL string", url)
+            if len(url) > URL_MAX:
+                raise too_long(f"{p}.url", URL_MAX, len(url))
+            return BlockSpec(kind, {"caption": caption, "url": url})
+        source = payload.get("type", "external")
+        if source != "external":
+            raise body_invalid(f"{p}.type", "`external` (the emulator has no file uploads)", source)
+        external = payload.get("external")
+        if external is None:
+            raise body_missing(f"{p}.external")
+        url = external.get("url") if isinstance(external, dict) else None
+        if not isinstance(url, str) or not url:
+            raise body_invalid(f"{p}.external.url", "a URL string", url)
+        if len(url) > URL_MAX:
+            raise too_long(f"{p}.external.url", URL_MAX, len(url))
+        out: JSON = {"caption": caption, "type": "external", "external": {"url": url}}
+        if kind == "file":
+            name = payload.get("name", url.rstrip("/").rsplit("/", 1)[-1])
+            if not isinstance(name, str):
+                raise body_invalid(f"{p}.name", "a string", name)
+            out["name"] = name
+        return BlockSpec(kind, out)
+
+    def _parse_table(self, payload: JSON, p: str, depth: int, counter: list[int], *, updating: bool) -> BlockSpec:
+        width = payload.get("table_width")
+        if width is None:
+            raise body_missing(f"{p}.table_width")
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise body_invalid(f"{p}.table_width", "a positive integer", width)
+        out: JSON = {"table_width": width}
+        for flag in ("has_column_header", "has_row_header"):
+            value = payload.get(flag, False)
+            if not isinstance(value, bool):
+                raise body_invalid(f"{p}.{flag}", "a boolean", value)
+            out[flag] = value
+        if updating:
+            return BlockSpec("table", out)
+        rows = payload.get("children")
+        if rows is None:
+            raise body_missing(f"{p}.children")
+        if not isinstance(rows, list) or not rows:
+            raise validation_error(f"body failed validation: {p}.children should contain at least one table_row.")
+        if depth >= 2:
+            raise body_invalid(f"{p}.children", "not present", "[…]")
+        children = self._parse_block_list(rows, f"{p}.children", depth + 1, counter)
+        self._check_rows(children, width, f"{p}.children")
+        return BlockSpec("table", out, children)
+
+    @staticmethod
+    def _check_rows(rows: list[BlockSpec], width: int, path: str) -> None:
+        """Every child of a table is a ``table_row`` of exactly ``table_width`` cells."""
+        for i, row in enumerate(rows):
+            if row.type != "table_row":
+                raise body_invalid(f"{path}[{i}].type", "`table_row` (the only child a table takes)", row.type)
+            if len(row.payload["cells"]) != width:
+                raise validation_error(
+                    f"body failed validation: {path}[{i}].table_row.cells should have table_width ({width}) "
+                    f"cells, instead was {len(row.payload['cells'])}."
+                )
 
     def _insert_blocks(self, parent_id: str, parent_type: str, specs: list[BlockSpec], after: str | None) -> list[str]:
         siblings = self.children.setdefault(parent_id, [])

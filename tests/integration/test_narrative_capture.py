@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,8 +24,12 @@ from replicator.narrative.capture import CaptureOptions, NarrativeCapture, Round
 from replicator.sinks.factory import build_sink
 from replicator.sinks.notion import NotionSink, notion_client
 from replicator.sinks.notion.render import MANAGED_MARKER, OVERWRITTEN_HASH
+from replicator.sinks.pinecone import connect, ensure_index
 from replicator.status import collect_status
+from tests.daemon_harness import InProcessDaemon, daemon_settings, wait_for
 from tests.emulators.notion import PERSON_TOKEN, PERSON_USER, NotionEmulator
+from tests.emulators.openai_embeddings import serve_embeddings
+from tests.emulators.pinecone import PineconeEmulator
 from tests.integration.test_notion_sink import _dataset, _page, _state_hash, _sync, database_ids, sink
 
 __all__ = ["database_ids", "sink"]  # fixtures, imported for this module's tests
@@ -213,6 +218,48 @@ def test_a_person_changing_an_owned_property_is_recorded_and_postgres_wins(
     )
 
 
+def test_a_persons_overwrite_while_the_replicators_write_is_pending_is_still_recorded(
+    capture: NarrativeCapture,
+    person: NotionSdk,
+    notion_emulator: NotionEmulator,
+    lipids: DocumentKey,
+    sink: NotionSink,
+    db_url: str,
+    conn: Conn,
+) -> None:
+    """Postgres changed the dataset (Disease, its write dirty in the outbox, not yet done) while a person changed
+    Omics Type on the page: the person's change is recorded (who, when, the person's value, Postgres's); Disease,
+    which differs on the page only because the replicator has not written it yet, is not."""
+    page_id = _page(notion_emulator, lipids)["id"]
+    conn.execute("UPDATE dataset SET disease = ARRAY['ALS', 'FTD'] WHERE id = %s", (lipids.id,))
+    conn.execute(
+        "INSERT INTO replicator.outbox (sink, entity, entity_id) VALUES ('notion', %s, %s) ON CONFLICT DO NOTHING",
+        (lipids.entity, lipids.id),
+    )
+    person.pages.update(page_id, properties={"Omics Type": {"select": {"name": "Proteomics"}}})
+    edited = person.pages.retrieve(page_id)
+
+    stats = capture.run_once()
+
+    assert stats.overwrites == 1
+    rows = conn.execute(
+        "SELECT property, edited_by, edited_at, notion_value, postgres_value FROM replicator.property_overwrite"
+    ).fetchall()
+    assert [(r[0], r[1], r[3], r[4]) for r in rows] == [("Omics Type", PERSON_USER["id"], "Proteomics", "Lipidomics")]
+    assert rows[0][2].isoformat().replace("+00:00", ".000Z") == edited["last_edited_time"]
+    assert capture.metrics.property_overwrites.labels(entity="dataset")._value.get() == 1
+    settings = Settings.model_validate({"POSTGRES_URL": db_url})
+    view = collect_status(conn, settings).narrative
+    assert view is not None
+    assert view.overwrites == 1
+    assert [(o.property, o.state) for o in view.recent_overwrites] == [("Omics Type", "edited in Notion, overwritten")]
+
+    _sync(db_url, conn, sink, lipids)  # the pending write lands: Postgres wins on both
+    properties = _page(notion_emulator, lipids)["properties"]
+    assert (properties["Omics Type"], sorted(properties["Disease"])) == ("Lipidomics", ["ALS", "FTD"])
+    assert capture.run_once().overwrites == 0  # the replicator's own write is no person's edit
+
+
 def test_status_shows_the_backlog_until_the_pages_are_read(
     capture: NarrativeCapture, person: NotionSdk, notion_emulator: NotionEmulator, lipids: DocumentKey, conn: Conn
 ) -> None:
@@ -325,3 +372,117 @@ def test_the_capture_status_rollout_and_verify_commands(
     assert rollout.exit_code == 0, rollout.output
     assert "dual write (Postgres -> Notion and Pinecone), narrative capture on" in rollout.stdout
     assert "in sync" in rollout.stdout  # the verify just run
+
+
+def test_a_persons_table_equation_and_captioned_image_are_captured_as_markdown(
+    capture: NarrativeCapture, person: NotionSdk, notion_emulator: NotionEmulator, lipids: DocumentKey, conn: Conn
+) -> None:
+    page_id = _page(notion_emulator, lipids)["id"]
+    rows = [
+        {"type": "table_row", "table_row": {"cells": [_text("lipid"), _text("fold change")]}},
+        {"type": "table_row", "table_row": {"cells": [_text("Cer 18:1"), _text("2.1")]}},
+    ]
+    person.blocks.children.append(
+        page_id,
+        children=[
+            {"type": "table", "table": {"table_width": 2, "has_column_header": True, "children": rows}},
+            {"type": "equation", "equation": {"expression": r"\log_2 FC = 1.07"}},
+            {
+                "type": "image",
+                "image": {"external": {"url": "https://lab.example.org/gel4.png"}, "caption": _text("gel 4")},
+            },
+        ],
+    )
+
+    stats = capture.run_once()
+
+    _report("a table, an equation and an image", stats)
+    row = _narrative(conn, lipids)
+    assert row is not None
+    assert row[0].split("\n") == [
+        "| lipid | fold change |",
+        "| --- | --- |",
+        "| Cer 18:1 | 2.1 |",
+        "$$",
+        r"\log_2 FC = 1.07",
+        "$$",
+        "![gel 4](https://lab.example.org/gel4.png)",
+    ]
+    assert row[2] == PERSON_USER["id"]
+
+
+def _note_vectors(emulator: PineconeEmulator, key: DocumentKey) -> list[dict[str, Any]]:
+    """The metadata of the key's vectors that carry a note (``source: notion``)."""
+    if "omics-move" not in emulator.index_names():
+        return []
+    vectors = emulator.vectors("omics-move", "notes").values()
+    return [
+        dict(v.metadata or {})
+        for v in vectors
+        if (v.metadata or {}).get("postgres_id") == str(key.id) and (v.metadata or {}).get("source") == "notion"
+    ]
+
+
+def test_a_note_moved_to_another_page_leaves_the_first_narrative_and_its_vectors_and_joins_the_second(
+    capture: NarrativeCapture,
+    person: NotionSdk,
+    notion_emulator: NotionEmulator,
+    pinecone_emulator: PineconeEmulator,
+    lipids: DocumentKey,
+    sink: NotionSink,
+    db_url: str,
+    conn: Conn,
+    tmp_path: Path,
+) -> None:
+    """Notion's API moves pages (POST /v1/pages/{id}/move) but no other block: "Moving databases or other block
+    types in the API is not currently supported" (https://developers.notion.com/reference/move-page). A note moved
+    in the UI therefore reads, through the API, as its block trashed on page A and the same text appended to page B;
+    the narrative rows follow, and their changes reach Pinecone through the slot, the outbox and the worker."""
+    plasma = _dataset(conn, "ALS plasma lipids", disease=["ALS"], description="Ceramides in plasma")
+    _sync(db_url, conn, sink, plasma)
+    page_a, page_b = _page(notion_emulator, lipids)["id"], _page(notion_emulator, plasma)["id"]
+    note = "Batch 7 thawed overnight; re-extract before analysis."
+    with serve_embeddings(dimension=16) as embeddings:
+        pc = connect(pinecone_emulator.api_key, pinecone_emulator.url)
+        ensure_index(pc, "omics-move", 16)
+        pc.close()
+        settings = daemon_settings(
+            db_url,
+            tmp_path / "recording.jsonl",
+            sinks="pinecone",
+            PINECONE_API_KEY=pinecone_emulator.api_key,
+            PINECONE_CONTROLLER_HOST=pinecone_emulator.url,
+            PINECONE_INDEX="omics-move",
+            PINECONE_NAMESPACE="notes",
+            EMBEDDING_PROVIDER="openai",
+            EMBEDDING_MODEL="hash-embedding",
+            OPENAI_BASE_URL=embeddings.base_url,
+        )
+        with InProcessDaemon(settings):
+            written = person.blocks.children.append(page_a, children=[{"paragraph": {"rich_text": _text(note)}}])
+            capture.run_once()
+            stored_a = _narrative(conn, lipids)
+            assert stored_a is not None
+            assert stored_a[0] == note
+            wait_for(lambda: _note_vectors(pinecone_emulator, lipids), timeout=30, what="A's note vectors")
+
+            # The move, as the API shows it: deleted on A, appended (a new block, a new id) on B.
+            person.blocks.delete(written["results"][0]["id"])
+            person.blocks.children.append(page_b, children=[{"paragraph": {"rich_text": _text(note)}}])
+            moved = capture.run_once()
+
+            assert (moved.changed, moved.deleted) == (1, 1)
+            assert _narrative(conn, lipids) is None  # A's narrative no longer holds it …
+            stored_b = _narrative(conn, plasma)
+            assert stored_b is not None
+            assert (stored_b[0], stored_b[1], stored_b[2]) == (note, page_b, PERSON_USER["id"])  # … B's does
+            wait_for(
+                lambda: not _note_vectors(pinecone_emulator, lipids) and _note_vectors(pinecone_emulator, plasma),
+                timeout=30,
+                what="the note's vectors moved from A to B",
+            )
+            drained = "SELECT count(*) FROM replicator.outbox WHERE sink = 'pinecone'"
+            wait_for(lambda: conn.execute(drained).fetchone() == (0,), timeout=30, what="the outbox drained")
+    (on_b, *_) = _note_vectors(pinecone_emulator, plasma)
+    assert on_b["source"] == "notion"
+    assert on_b["omics_type"] == "lipidomics"  # the entity's filterable metadata kept on the note's vectors

@@ -24,6 +24,7 @@ from replicator.sinks.notion.render import (
     rich_text,
     split_section,
     split_text,
+    value_digest,
 )
 from replicator.sinks.notion.schema import DATABASES, schema_problems
 
@@ -137,6 +138,23 @@ def test_the_content_hash_property_round_trips() -> None:
     assert ContentHash.parse(hashes.text()) == hashes
     assert ContentHash.parse("") is None
     assert ContentHash.parse("something a person typed") is None
+
+
+def test_the_content_hash_keeps_a_digest_of_each_owned_value_as_written() -> None:
+    doc = Document(_key("dataset"), "d", fields={"omics_type": "lipidomics", "disease": ["ALS"]})
+    page = render_page(doc, {})
+    hashes = ContentHash.parse(page.hashes.text())
+    assert hashes == page.hashes
+    assert hashes is not None
+    assert " " not in page.hashes.text().split(" own:", 1)[1]  # names are digested: the text splits on spaces
+    written = hashes.written_value_digest("Omics Type")
+    assert written == value_digest(page.properties["Omics Type"])
+    assert written != value_digest({"select": {"name": "Proteomics"}})
+    assert hashes.written_value_digest("No Such Property") is None
+    old = ContentHash.parse("doc:a props:b body:c")  # a page written before the digests
+    assert old == ContentHash("a", "b", "c")
+    assert old is not None
+    assert old.written_value_digest("Omics Type") is None
 
 
 def test_the_managed_section_is_recognised_by_its_marker_and_lists_top_features() -> None:

@@ -420,14 +420,19 @@ def is_managed_block(block: Mapping[str, Any]) -> bool:
 @dataclass(frozen=True)
 class ContentHash:
     """What the ``Content Hash`` property holds: the document hash (what ``verify`` compares) and the hashes of
-    the written properties and body (what the sink compares to skip unchanged parts)."""
+    the written properties and body (what the sink compares to skip unchanged parts), and ``owned``: a short
+    digest of each owned property's value as written (``owned_digests``), so narrative capture can tell a
+    person's change of a property from a value the replicator has not written yet while its write is pending.
+    Pages written before ``owned`` existed parse with it empty."""
 
     doc: str
     props: str
     body: str
+    owned: tuple[tuple[str, str], ...] = ()
 
     def text(self) -> str:
-        return f"doc:{self.doc} props:{self.props} body:{self.body}"
+        owned = f" own:{','.join(f'{name}={value}' for name, value in self.owned)}" if self.owned else ""
+        return f"doc:{self.doc} props:{self.props} body:{self.body}{owned}"
 
     @staticmethod
     def parse(text: str | None) -> ContentHash | None:
@@ -436,7 +441,36 @@ class ContentHash:
         parts = dict(part.split(":", 1) for part in text.split() if ":" in part)
         if not {"doc", "props", "body"} <= parts.keys():
             return None
-        return ContentHash(parts["doc"], parts["props"], parts["body"])
+        pairs = (item.split("=", 1) for item in parts.get("own", "").split(",") if "=" in item)
+        owned = tuple((name, value) for name, value in pairs)
+        return ContentHash(parts["doc"], parts["props"], parts["body"], owned)
+
+    def written_value_digest(self, name: str) -> str | None:
+        """The digest of property ``name``'s value as last written, None when the page does not say."""
+        return dict(self.owned).get(_short_digest(name))
+
+
+def _short_digest(text: str) -> str:
+    # 8 hex digits keep ten properties under 200 characters of the Content Hash; a collision only hides an edit.
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def owned_digests(properties: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(digest of name, digest of value) of each comparable property (``property_value``), names sorted: names
+    are hashed because the ``Content Hash`` text is split on spaces."""
+    out: list[tuple[str, str]] = []
+    for name in sorted(properties):
+        value = properties[name]
+        text = property_value(value) if isinstance(value, Mapping) else None
+        if text is not None:
+            out.append((_short_digest(name), _short_digest(text)))
+    return tuple(out)
+
+
+def value_digest(value: Mapping[str, Any]) -> str | None:
+    """The digest ``owned_digests`` keeps for one property value (request or response shape)."""
+    text = property_value(value)
+    return None if text is None else _short_digest(text)
 
 
 def _digest(value: Any) -> str:
@@ -463,6 +497,7 @@ def render_page(doc: Document, pages: Mapping[DocumentKey, str]) -> RenderedPage
     properties[POSTGRES_ID] = _text(str(doc.key.id))
     properties = fit_properties(properties, protected=(POSTGRES_ID,))
     section = managed_section(doc)
-    hashes = ContentHash(doc=doc.structured_hash(), props=_digest(properties), body=_digest(section))
+    owned = owned_digests({name: properties[name] for name in owned_properties(doc) if name in properties})
+    hashes = ContentHash(doc=doc.structured_hash(), props=_digest(properties), body=_digest(section), owned=owned)
     properties[CONTENT_HASH] = _text(hashes.text())
     return RenderedPage(doc.key, doc.name, properties, section, hashes)
