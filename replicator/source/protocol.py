@@ -32,21 +32,23 @@ KEEPALIVE = struct.Struct(">QQB")  # wal end, server clock, reply requested
 _STATUS = struct.Struct(">QQQQB")  # written, flushed, applied, client clock, reply requested
 # Status updates are sent at least this often, well inside the server's wal_sender_timeout (60 s on our clusters).
 STATUS_INTERVAL_S = 10.0
+# The wal2json format-version 2 options the stream asks for (the benchmarks' pg_recvlogical baseline reads with the
+# same ones, so both decode the same records); ``add-tables`` is added per stream.
+WAL2JSON_OPTIONS: dict[str, str] = {
+    "format-version": "2",
+    "include-lsn": "1",
+    "include-xids": "1",
+    "include-pk": "1",
+    "include-timestamp": "1",
+    "include-transaction": "1",
+}
 
 
 def start_replication_command(slot: str, tables: Sequence[str], start_lsn: int = 0) -> bytes:
     """The START_REPLICATION command; hyphenated wal2json options must be double-quoted (eulerto/wal2json#264).
     ``numeric-data-types-as-string`` is not sent: wal2json 2.5 (Debian's) rejects it, and we read only keys."""
     add_tables = ",".join(tables)
-    options = {
-        "format-version": "2",
-        "include-lsn": "1",
-        "include-xids": "1",
-        "include-pk": "1",
-        "include-timestamp": "1",
-        "include-transaction": "1",
-        "add-tables": add_tables,
-    }
+    options = {**WAL2JSON_OPTIONS, "add-tables": add_tables}
     opts = ", ".join(f"\"{k}\" '{v}'" for k, v in options.items())
     # The slot name is validated by Settings (^[a-z0-9_]{1,63}$); table names are ours.
     return f"START_REPLICATION SLOT {slot} LOGICAL {format_lsn(start_lsn)} ({opts})".encode()

@@ -43,6 +43,7 @@ import psycopg
 from replicator.changes import format_lsn
 from replicator.metrics import Metrics
 from replicator.source import SourceLoop, SourceOptions, create_slot, stream_tables
+from replicator.source.protocol import WAL2JSON_OPTIONS
 from schema.migrate import upgrade
 from tests.bench.report import figure, vm_hwm_mb
 from tests.pgcluster import PgCluster, free_port, pg_bindir
@@ -207,14 +208,7 @@ WORKLOADS = {
     )
 }
 
-RECV_OPTIONS = {
-    "format-version": "2",
-    "include-lsn": "1",
-    "include-xids": "1",
-    "include-pk": "1",
-    "include-timestamp": "1",
-    "include-transaction": "1",
-}
+RECV_OPTIONS = WAL2JSON_OPTIONS  # pg_recvlogical reads with the replicator's own options
 
 
 def read_with_pg_recvlogical(url: str, slot: str, endpos: int) -> float:

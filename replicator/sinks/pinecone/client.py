@@ -6,9 +6,10 @@ the SDK objects this module hands out and catches ``SDK_ERRORS`` only to pass th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -86,15 +87,23 @@ def open_index(pc: Pinecone, index_name: str, index_host: str | None) -> Index:
     """A data-plane client for the index (``PINECONE_INDEX_HOST``, or the host the control plane reports), with
     the SDK's retries off (``_without_sdk_retries``); a test checks that a 429 reaches us after exactly one
     request."""
-    try:
+    with _describing(index_name):
         index = pc.index(name=index_name if not index_host else "", host=index_host or "")
+    return _without_sdk_retries(index)
+
+
+@contextlib.contextmanager
+def _describing(index_name: str) -> Iterator[None]:
+    """A call that reads the index's description: a missing index says how to create it, any other SDK failure is
+    mapped to the sink's errors."""
+    try:
+        yield
     except NotFoundError as error:
         raise SinkConfigError(
             f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
         ) from error
     except SDK_ERRORS as error:
         raise map_pinecone_error(error, f"describe index {index_name!r}") from error
-    return _without_sdk_retries(index)
 
 
 def _without_sdk_retries(index: Index) -> Index:
@@ -153,14 +162,8 @@ def wait_until_ready(
     deadline = clock() + timeout_s
     told = False
     while True:
-        try:
+        with _describing(index_name):
             model = pc.describe_index(index_name)
-        except NotFoundError as error:
-            raise SinkConfigError(
-                f"Pinecone index {index_name!r} does not exist: run `replicator pinecone init`"
-            ) from error
-        except SDK_ERRORS as error:
-            raise map_pinecone_error(error, f"describe index {index_name!r}") from error
         status = getattr(model, "status", None)
         if status is None or bool(getattr(status, "ready", True)):
             if told:
