@@ -125,7 +125,7 @@ class NarrativeCapture:
         options: CaptureOptions = CaptureOptions(),
         metrics: Metrics | None = None,
         bucket: RateLimiter | None = None,
-        policy: BackoffPolicy | None = None,
+        policy: BackoffPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.dsn = dsn

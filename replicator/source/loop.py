@@ -39,7 +39,7 @@ class SourceLoop:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
-        policy: BackoffPolicy | None = None,
+        policy: BackoffPolicy,
         leader_check: Callable[[], None] | None = None,
         on_streaming: Callable[[bool], None] | None = None,
     ) -> None:
@@ -47,7 +47,7 @@ class SourceLoop:
         self.options = options
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.policy = policy or BackoffPolicy()
+        self.policy = policy
         self.leader_check = leader_check
         self.on_streaming = on_streaming
         self.progress = SourceProgress()

@@ -36,6 +36,7 @@ import psycopg
 
 from replicator.config import Settings
 from replicator.metrics import Metrics
+from replicator.retry import BackoffPolicy
 from replicator.source import SourceLoop, SourceOptions, create_slot, stream_tables
 from schema.migrate import upgrade
 from tests.bench.bench_source import RECV_OPTIONS
@@ -61,7 +62,7 @@ def default_options(slot: str) -> SourceOptions:
 def child_source(url: str, slot: str) -> None:
     """In the child: stream the slot into the outbox until stdin closes."""
     stop = threading.Event()
-    loop = SourceLoop(url, default_options(slot), metrics=Metrics())
+    loop = SourceLoop(url, default_options(slot), metrics=Metrics(), policy=BackoffPolicy())
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     sys.stdin.read()

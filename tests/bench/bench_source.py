@@ -42,6 +42,7 @@ import psycopg
 
 from replicator.changes import format_lsn
 from replicator.metrics import Metrics
+from replicator.retry import BackoffPolicy
 from replicator.source import SourceLoop, SourceOptions, create_slot, stream_tables
 from replicator.source.protocol import WAL2JSON_OPTIONS
 from schema.migrate import upgrade
@@ -245,7 +246,12 @@ def read_with_replicator(url: str, slot: str, endpos: int) -> dict[str, float]:
 
 def child_read(url: str, slot: str, endpos: int) -> None:
     stop = threading.Event()
-    loop = SourceLoop(url, SourceOptions(slot=slot, sinks=("bench",), heartbeat_interval_s=30.0), metrics=Metrics())
+    loop = SourceLoop(
+        url,
+        SourceOptions(slot=slot, sinks=("bench",), heartbeat_interval_s=30.0),
+        metrics=Metrics(),
+        policy=BackoffPolicy(),
+    )
     started = time.perf_counter()
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()

@@ -21,6 +21,7 @@ from replicator.config import Settings
 from replicator.documents import DocumentKey, render
 from replicator.metrics import Metrics
 from replicator.narrative.capture import CaptureOptions, NarrativeCapture, RoundStats, _Calls
+from replicator.retry import BackoffPolicy
 from replicator.sinks.factory import build_sink
 from replicator.sinks.notion import NotionSink, notion_client
 from replicator.sinks.notion.render import MANAGED_MARKER, OVERWRITTEN_HASH
@@ -55,6 +56,7 @@ def capture(notion_emulator: NotionEmulator, database_ids: dict[str, str], db_ur
         database_ids,
         options=CaptureOptions(overlap_s=120, rewrite_overwrites=True, lock_name="test"),
         metrics=metrics,
+        policy=BackoffPolicy(),
     )
     yield nc
     nc.close()

@@ -53,6 +53,7 @@ def lagging_sink(notion_emulator: NotionEmulator, database_ids: dict[str, str]) 
         read_lag_s=1.0,
         request_timeout_s=0.4,
         schema_recheck_s=0.3,
+        read_policy=BackoffPolicy(),
     )
     sink.check()
     yield sink
@@ -438,7 +439,11 @@ def test_a_create_refused_before_notion_applied_it_clears_the_intent_and_a_5xx_k
 ) -> None:
     """A 429 says the create was not applied: nothing to wait for. A 5xx may come after the work: wait."""
     sink = NotionSink(
-        notion_client(notion_emulator.token, notion_emulator.url), database_ids, read_lag_s=600, request_timeout_s=30
+        notion_client(notion_emulator.token, notion_emulator.url),
+        database_ids,
+        read_lag_s=600,
+        request_timeout_s=30,
+        read_policy=BackoffPolicy(),
     )
     key = _dataset(conn, "D")
     set_faults(notion_emulator, schedule=[fault], only_paths=["/v1/pages"], retry_after_s=0)

@@ -15,6 +15,7 @@ import pytest
 from notion_client import Client
 
 from replicator.documents import DocumentKey, render
+from replicator.retry import BackoffPolicy
 from replicator.sinks.notion import NotionSink, notion_client
 from replicator.sinks.notion.render import MANAGED_MARKER, body_children, plain_text
 from tests.emulators.notion import PERSON_TOKEN, NotionEmulator
@@ -33,6 +34,7 @@ def _sink(emulator: NotionEmulator, ids: dict[str, str]) -> NotionSink:
         sleep=lambda _s: None,
         read_lag_s=0.0,
         request_timeout_s=0.4,
+        read_policy=BackoffPolicy(),
     )
     sink.check()
     return sink

@@ -49,6 +49,7 @@ def sink(notion_emulator: NotionEmulator, database_ids: dict[str, str], db_url: 
         notion_client(notion_emulator.token, notion_emulator.url),
         database_ids,
         sleep=lambda _s: None,
+        read_policy=BackoffPolicy(),
     )
     notion.check()
     yield notion
@@ -338,6 +339,7 @@ def test_a_dropped_connection_is_retryable_and_the_retry_creates_one_page_once_a
         read_lag_s=30,
         request_timeout_s=30,
         clock=lambda: now[0],
+        read_policy=BackoffPolicy(),
     )
     sink.check()
     key = _dataset(conn, "D")
@@ -405,7 +407,7 @@ def test_a_database_without_exactly_one_data_source_is_refused(
 ) -> None:
     client = notion_client(notion_emulator.token, notion_emulator.url)
     client.data_sources.create(parent={"database_id": database_ids["program"]}, properties={"Name": {"title": {}}})
-    fresh = NotionSink(client, database_ids)
+    fresh = NotionSink(client, database_ids, read_policy=BackoffPolicy())
     with pytest.raises(SinkConfigError, match=r"NOTION_PROGRAMS_DB_ID=.* has 2 data sources"):
         fresh.check()
     fresh.close()
@@ -421,7 +423,7 @@ def test_notion_init_prints_four_settings_that_the_sink_accepts(notion_emulator:
     assert [line.split("=", 1)[0] for line in lines] == list(ENTITY_SETTING.values())
     values = dict(line.split("=", 1) for line in lines)
     client = notion_client(notion_emulator.token, notion_emulator.url)
-    NotionSink(client, {e: values[n] for e, n in ENTITY_SETTING.items()}).check()
+    NotionSink(client, {e: values[n] for e, n in ENTITY_SETTING.items()}, read_policy=BackoffPolicy()).check()
     client.close()
     assert notion_emulator.token not in result.output
 

@@ -403,7 +403,9 @@ def _notion_sink(emulator: NotionEmulator) -> tuple[NotionSink, dict[str, str]]:
     finally:
         client.close()
     by_entity = {entity: ids[name] for entity, name in NOTION_SETTING.items()}
-    notion = NotionSink(notion_client(emulator.token, emulator.url), by_entity, sleep=lambda _s: None)
+    notion = NotionSink(
+        notion_client(emulator.token, emulator.url), by_entity, sleep=lambda _s: None, read_policy=BackoffPolicy()
+    )
     notion.check()
     return notion, {setting: by_entity[entity] for entity, setting in NOTION_SETTING.items()}
 

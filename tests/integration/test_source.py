@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from replicator.metrics import Metrics
+from replicator.retry import BackoffPolicy
 from replicator.source import SlotLostError, SourceLoop, SourceOptions, create_slot, drop_slot, slot_info
 from tests.daemon_harness import slot_of, wait_for
 
@@ -53,7 +54,7 @@ def source(db_url: str, conn: Conn) -> Callable[..., Running]:
             heartbeat_interval_s=options.pop("heartbeat_interval_s", 0.5),
             **options,
         )
-        return Running(SourceLoop(db_url, opts, metrics=Metrics()))
+        return Running(SourceLoop(db_url, opts, metrics=Metrics(), policy=BackoffPolicy()))
 
     return make
 

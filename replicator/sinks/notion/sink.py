@@ -247,7 +247,7 @@ class NotionSink(Sink):
         database_ids: Mapping[str, str | None],
         *,
         bucket: RateLimiter | None = None,
-        read_policy: BackoffPolicy | None = None,
+        read_policy: BackoffPolicy,
         read_attempts: int = 5,
         sleep: Callable[[float], None] = time.sleep,
         read_lag_s: float = 30.0,
@@ -266,7 +266,7 @@ class NotionSink(Sink):
         self.schema_recheck_s = schema_recheck_s
         self.database_ids = dict(database_ids)
         self._bucket = bucket
-        self._read_policy = read_policy or BackoffPolicy()
+        self._read_policy = read_policy
         self._read_attempts = read_attempts
         self._sleep = sleep
         self._lock = threading.Lock()

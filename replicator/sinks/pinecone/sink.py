@@ -107,7 +107,7 @@ class PineconeSink(Sink):
         chunking: ChunkPolicy = ChunkPolicy(),
         max_vectors_per_upsert: int = MAX_VECTORS_PER_UPSERT,
         max_request_bytes: int = MAX_REQUEST_BYTES,
-        read_policy: BackoffPolicy | None = None,
+        read_policy: BackoffPolicy,
         read_attempts: int = 6,
         freshness_timeout_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -123,7 +123,7 @@ class PineconeSink(Sink):
         self._max_bytes = max_request_bytes - _REQUEST_MARGIN
         # inventory() makes many read calls in a row; each is retried under the replicator's one backoff policy
         # (writes are retried by RetryingSink around upsert/delete, reads have no such wrapper).
-        self._read_policy = read_policy or BackoffPolicy()
+        self._read_policy = read_policy
         self._read_attempts = read_attempts
         self._freshness_timeout_s = freshness_timeout_s
         self._sleep = sleep
