@@ -40,6 +40,32 @@ class RemoteState:
     chunk_count: int
 
 
+# A sink-state hash starting with this is a record of a write in flight (``WriteIntent``), not the hash of anything
+# written: no render produces it, and ``verify --repair`` never overwrites it (the sink needs it to avoid a twin).
+INTENT_PREFIX = "intent:"
+# The intent of a write whose parts the sink counts (Pinecone's chunks): the write may have happened or not.
+UNCONFIRMED_INTENT = f"{INTENT_PREFIX}unconfirmed"
+
+
+@dataclass(frozen=True)
+class WriteIntent:
+    """What is recorded of a document in ``replicator.sink_state`` right BEFORE a write whose answer may be lost
+    (``store.sink_state.record_intents``, committed on its own, only while the worker holds the document's outbox
+    row). The replicator's one record-before-write: whatever a lost answer, a crash or a lagging read hides, the
+    next attempt (in this process or another) finds the intent and cannot skip, duplicate or orphan anything.
+
+    - ``marker``: the content hash to record, starting with ``INTENT_PREFIX`` (so the "unchanged, skip" shortcut
+      never trusts it), or "" (an intent withdrawn: still no render's hash). Sinks may encode what they need to
+      know later in it (Notion: until when a page create may not show in queries).
+    - ``parts``: the remote parts the document may have once written (Pinecone: chunks); the recorded count
+      becomes the larger of this and the stored one, so surplus parts are always covered by it.
+    - ``remote_id``: the remote id to record with it (None: none yet, e.g. before a Notion page create)."""
+
+    marker: str
+    parts: int = 0
+    remote_id: str | None = None
+
+
 @dataclass(frozen=True)
 class FeatureLine:
     """A dataset's feature with its statistics, or a signature's component."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
 
-from replicator.documents import Document, DocumentKey
+from replicator.documents import Document, DocumentKey, WriteIntent
 from replicator.metrics import Metrics
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteDocument, Sink, SinkError, UpsertItem
 
@@ -203,8 +203,8 @@ class RetryingSink(Sink):
     def check(self) -> None:
         self.inner.check()
 
-    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
-        return self.inner.planned_parts(items)
+    def write_intents(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, WriteIntent]:
+        return self.inner.write_intents(items)
 
     def document_hash(self, document: Document) -> str:
         return self.inner.document_hash(document)

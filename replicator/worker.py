@@ -3,7 +3,7 @@
 One pass (``run_once``): lease a batch of due rows (``CLAIM_BATCH``, committed at once, so no transaction stays
 open during slow API calls and a crashed worker's lease simply expires); render those documents from the CURRENT
 rows in one snapshot; skip any whose content hash equals ``sink_state`` (no API call); record a write intent for
-sinks with parts (``planned_parts``: Pinecone's chunk count, committed before the write so a lost answer cannot
+sinks with parts (``write_intents``: Pinecone's chunk count, committed before the write so a lost answer cannot
 hide chunks); upsert the present ones (``force`` when ``resync --force`` or ``verify --repair`` marked them) and
 delete the missing ones; then, in one transaction, record each outcome: new ``sink_state``, and the outbox row
 deleted only if its version is still the one claimed (``COMPLETE``) — a change that arrived meanwhile keeps the
@@ -34,7 +34,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from replicator.config import Settings
-from replicator.documents import Document, DocumentKey, RemoteState, render
+from replicator.documents import Document, DocumentKey, RemoteState, WriteIntent, render
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy, backoff_policy
@@ -341,7 +341,7 @@ class SinkWorker:
 
         outcomes: dict[DocumentKey, Outcome] = {}
         if upserts:
-            self._record_intents(conn, upserts)
+            self._record_intents(conn, self.sink.write_intents(upserts))
             upserts = self._still_held(upserts, lambda i: i.document.key, keeper, outcomes)
             if upserts:
                 outcomes.update(self._apply(self.sink.upsert, upserts, [i.document.key for i in upserts]))
@@ -446,24 +446,17 @@ class SinkWorker:
             scoped.neighbours[key] = frozenset(related_inside(rendered, inside))
         return out, scoped
 
-    def _intent(self, conn: psycopg.Connection[Any], key: DocumentKey) -> Callable[[str], None]:
-        """What ``UpsertItem.record_intent`` runs: the marker as the key's sink state (no remote id), committed at
-        once (the connection is in autocommit between the worker's own transactions)."""
+    def _intent(self, conn: psycopg.Connection[Any], key: DocumentKey) -> Callable[[WriteIntent], None]:
+        """What ``UpsertItem.record_intent`` runs: ``_record_intents`` for one document, right before the call."""
+        return lambda intent: self._record_intents(conn, {key: intent})
 
-        def record(marker: str) -> None:
-            sink_state.record(
-                conn, self.sink.name, key, RemoteState(remote_id=None, content_hash=marker, chunk_count=0)
-            )
-
-        return record
-
-    def _record_intents(self, conn: psycopg.Connection[Any], upserts: list[UpsertItem]) -> None:
-        """Before the write: the parts each document will have, so a lost answer cannot hide parts written
-        (``Sink.planned_parts``, ``record_intents``). Committed on its own, before any API call."""
-        planned = self.sink.planned_parts(upserts)
-        if planned:
+    def _record_intents(self, conn: psycopg.Connection[Any], intents: Mapping[DocumentKey, WriteIntent]) -> None:
+        """The one record-before-write (``WriteIntent``, ``record_intents``): committed on its own before the write
+        it announces, for the rows this worker still holds. Before the pass with ``Sink.write_intents``; right
+        before a call with ``UpsertItem.record_intent``."""
+        if intents:
             with conn.transaction():
-                sink_state.record_intents(conn, self.sink.name, self.worker_id, planned)
+                sink_state.record_intents(conn, self.sink.name, self.worker_id, intents)
 
     def _apply(
         self, call: Callable[[Any], list[Outcome]], items: Sequence[Any], keys: list[DocumentKey]

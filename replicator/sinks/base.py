@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from replicator.documents import Document, DocumentKey, RemoteState
+from replicator.documents import INTENT_PREFIX, Document, DocumentKey, RemoteState, WriteIntent
 from replicator.errors import ConfigurationError, ReplicatorError
 
 __all__ = [
@@ -26,14 +26,10 @@ __all__ = [
     "SinkError",
     "SinkSchemaError",
     "UpsertItem",
+    "WriteIntent",
     "always_held",
     "lease_lost",
 ]
-
-
-# A sink-state hash starting with this is a sink's record of a write in flight (``UpsertItem.record_intent``),
-# not the hash of anything written: ``verify --repair`` never overwrites it (the sink needs it to avoid a twin).
-INTENT_PREFIX = "intent:"
 
 
 class SinkError(ReplicatorError):
@@ -78,10 +74,12 @@ class UpsertItem:
     # Remote ids (Notion page ids) of the document's relation targets in this sink, as recorded in its state;
     # filled by the worker for sinks that set ``wants_relation_ids``.
     relation_ids: Mapping[DocumentKey, str] = field(default_factory=dict)
-    # Records ``marker`` as this document's sink state (no remote id) at once, in its own transaction: a sink
-    # calls it right BEFORE a write whose answer may be lost (Notion: a page create), so a retry — in this
-    # process or another, after a crash — knows a page may exist that a lagging query does not show yet.
-    record_intent: Callable[[str], None] | None = field(default=None, compare=False)
+    # Records a ``WriteIntent`` of this document at once, in its own transaction (the worker's one
+    # record-before-write, the same as for ``Sink.write_intents``): a sink calls it right BEFORE a write whose
+    # answer may be lost and whose intent it can only know then (Notion: a page create, with the moment by which
+    # the page must show in queries), so a retry — in this process or another, after a crash — knows a page may
+    # exist that a lagging query does not show yet.
+    record_intent: Callable[[WriteIntent], None] | None = field(default=None, compare=False)
     # The worker's lease on this document: False once it is lost (or about to run out unrenewed). A sink calls it
     # right before each write request that carries the document and leaves the document out when it is False
     # (outcome FAILED, retryable: the worker that holds the row now writes it).
@@ -157,12 +155,12 @@ class Sink(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Start-up checks; raise ``SinkConfigError`` with a message that says what to fix."""
 
-    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
-        """How many remote parts (Pinecone: chunks) each document will have once ``upsert`` has written it, for
-        sinks that clean up surplus parts by their recorded count. The worker records the larger of this and the
-        stored count in ``sink_state`` BEFORE the write (a write intent), so a write whose answer is lost (or a
-        worker killed right after it) can never leave parts that the recorded count does not cover. Must be cheap
-        and make no API call. Default: no parts to plan."""
+    def write_intents(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, WriteIntent]:
+        """The ``WriteIntent`` of each document that this sink knows before the pass (Pinecone: how many chunks
+        each will have, for a sink that cleans up surplus parts by their recorded count). The worker records them
+        in one transaction BEFORE ``upsert``, so a write whose answer is lost (or a worker killed right after it)
+        can never leave parts that the recorded count does not cover. Must be cheap and make no API call. An
+        intent known only right before a call goes through ``UpsertItem.record_intent``. Default: none."""
         return {}
 
     @abstractmethod

@@ -266,22 +266,28 @@ SET remote_id = EXCLUDED.remote_id, content_hash = EXCLUDED.content_hash, chunk_
     synced_at = now()
 
 -- name: record_intents
--- WRITE INTENT — correctness-critical. Recorded BEFORE a sink writes parts (Pinecone chunks) of these documents, in
--- its own committed transaction: chunk_count becomes the larger of what is recorded and what is about to be written,
--- and content_hash a marker no render produces. So an upsert whose answer is lost (applied downstream, reported as a
--- failure) or a worker killed after the write still leaves a count that covers every part that may exist (the next
--- write deletes the surplus by it), and the "unchanged, skip" shortcut cannot trust a hash of content that may have
--- been overwritten downstream. A successful write records the exact state afterwards (``record_state``). Only for
--- rows this worker still holds: a worker that lost its lease writes nothing, so it records no intent either.
+-- WRITE INTENT — correctness-critical: the replicator's one record-before-write (``WriteIntent``). Recorded BEFORE a
+-- sink writes these documents, in its own committed transaction: before the pass for what the sink knows then
+-- (Pinecone: the chunk count each write will have), right before the call for what it knows only then (Notion: a page
+-- create, with the moment by which the page must show in queries). content_hash becomes a marker no render produces,
+-- chunk_count the larger of what is recorded and what is about to be written, remote_id the one the write targets
+-- (NULL before a create). So an upsert whose answer is lost (applied downstream, reported as a failure) or a worker
+-- killed after the write still leaves a count that covers every part that may exist (the next write deletes the
+-- surplus by it), a create that may have happened is looked for before another is sent, and the "unchanged, skip"
+-- shortcut cannot trust a hash of content that may have been overwritten downstream. A successful write records the
+-- exact state afterwards (``record_state``). Only for rows this worker still holds: a worker that lost its lease
+-- writes nothing, so it records no intent either.
 INSERT INTO replicator.sink_state AS s (sink, entity, entity_id, remote_id, content_hash, chunk_count, synced_at)
-SELECT %(sink)s, k.entity, k.entity_id, NULL, %(hash)s, k.chunks, now()
-FROM unnest(%(entities)s::text[], %(ids)s::uuid[], %(chunks)s::int[]) AS k(entity, entity_id, chunks)
+SELECT %(sink)s, k.entity, k.entity_id, k.remote_id, k.hash, k.parts, now()
+FROM unnest(%(entities)s::text[], %(ids)s::uuid[], %(hashes)s::text[], %(parts)s::int[], %(remote_ids)s::text[])
+    AS k(entity, entity_id, hash, parts, remote_id)
 WHERE EXISTS (
     SELECT 1 FROM replicator.outbox AS o
     WHERE o.sink = %(sink)s AND o.claimed_by = %(worker)s AND (o.entity, o.entity_id) = (k.entity, k.entity_id)
 )
 ON CONFLICT (sink, entity, entity_id) DO UPDATE
-SET content_hash = EXCLUDED.content_hash, chunk_count = greatest(s.chunk_count, EXCLUDED.chunk_count)
+SET content_hash = EXCLUDED.content_hash, chunk_count = greatest(s.chunk_count, EXCLUDED.chunk_count),
+    remote_id = EXCLUDED.remote_id
 
 -- name: forget_state
 DELETE FROM replicator.sink_state WHERE sink = %(sink)s AND entity = %(entity)s AND entity_id = %(id)s

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from replicator.documents import DocumentKey, RemoteState
+from replicator.documents import UNCONFIRMED_INTENT, DocumentKey, RemoteState, WriteIntent
 from replicator.store.queries import QUERIES
 
 Conn = psycopg.Connection[Any]
@@ -54,7 +54,7 @@ def record(conn: Conn, sink: str, key: DocumentKey, state: RemoteState) -> None:
 
 # Content hashes no render produces, written over a recorded hash so the worker rewrites the document:
 # a write under way (``record_intents``), ``resync --force`` (``force_rewrite``), ``verify --repair`` (``invalidate``).
-INTENT_HASH = "intent:unconfirmed"
+INTENT_HASH = UNCONFIRMED_INTENT
 FORCED_HASH = "resync:forced"
 INVALIDATED_HASH = "verify:invalidated"
 # Recorded by the worker for a document it removed because it fell outside the sink's scope (#14): no render
@@ -74,14 +74,20 @@ def force_rewrite(conn: Conn, sinks: Sequence[str], entities: Iterable[str] | No
     return total
 
 
-def record_intents(conn: Conn, sink: str, worker: str, parts: Mapping[DocumentKey, int]) -> None:
-    """Before a write: record that each document may have up to ``parts[key]`` remote parts (``record_intents``),
-    for the documents whose outbox row ``worker`` still holds."""
-    if not parts:
+def record_intents(conn: Conn, sink: str, worker: str, intents: Mapping[DocumentKey, WriteIntent]) -> None:
+    """Before a write: record each document's ``WriteIntent`` (``record_intents``), for the documents whose
+    outbox row ``worker`` still holds. The caller commits it before the write."""
+    if not intents:
         return
-    keys = sorted(parts)
-    chunks = [parts[k] for k in keys]
-    params = {"sink": sink, "worker": worker, "hash": INTENT_HASH, "chunks": chunks, **_arrays(keys)}
+    keys = sorted(intents)
+    params = {
+        "sink": sink,
+        "worker": worker,
+        "hashes": [intents[k].marker for k in keys],
+        "parts": [intents[k].parts for k in keys],
+        "remote_ids": [intents[k].remote_id for k in keys],
+        **_arrays(keys),
+    }
     conn.execute(QUERIES["record_intents"], params)
 
 

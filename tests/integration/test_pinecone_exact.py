@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from replicator.cli import app
 from replicator.config import Settings
-from replicator.documents import DocumentKey
+from replicator.documents import DocumentKey, WriteIntent
 from replicator.metrics import Metrics
 from replicator.query import MAX_TOP_K, search
 from replicator.retry import BackoffPolicy
@@ -243,9 +243,9 @@ class _Delegate(Sink):
         self.inner = inner
         self.before_write = before_write
 
-    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+    def write_intents(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, WriteIntent]:
         self.before_write()
-        return self.inner.planned_parts(items)
+        return self.inner.write_intents(items)
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         return self.inner.upsert(items)

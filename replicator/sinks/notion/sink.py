@@ -66,6 +66,7 @@ from replicator.sinks.base import (
     SinkError,
     SinkSchemaError,
     UpsertItem,
+    WriteIntent,
     lease_lost,
 )
 from replicator.sinks.notion.render import (
@@ -610,7 +611,7 @@ class NotionSink(Sink):
                 while len(self._intents) > CACHE_SIZE:
                     self._intents.pop(next(iter(self._intents)))
         if item.record_intent is not None:
-            item.record_intent("" if settled_by is None else create_intent_marker(settled_by))
+            item.record_intent(WriteIntent("" if settled_by is None else create_intent_marker(settled_by)))
 
     def _write_changes(
         self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls, layout: _Layout | None
@@ -1091,8 +1092,8 @@ CREATE_INTENT = f"{INTENT_PREFIX}notion-create:"
 
 
 def create_intent_marker(settled_by: float) -> str:
-    """The sink-state hash recorded right before a page create (``UpsertItem.record_intent``): the moment by
-    which a page that create made must show in queries."""
+    """The sink-state hash recorded right before a page create (a ``WriteIntent`` through
+    ``UpsertItem.record_intent``): the moment by which a page that create made must show in queries."""
     return f"{CREATE_INTENT}{settled_by:.3f}"
 
 

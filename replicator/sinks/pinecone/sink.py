@@ -4,7 +4,7 @@
 
 Requests stay within Pinecone's limits (1,000 vectors and 2 MB per upsert). When a document shrinks, its surplus
 chunk ids are deleted up to the count recorded in ``sink_state``, which the worker raises to this write's chunk
-count BEFORE the write (``planned_parts``), so an upsert that was applied but whose answer was lost still leaves a
+count BEFORE the write (``write_intents``), so an upsert that was applied but whose answer was lost still leaves a
 count covering every chunk it wrote; deleting a document deletes every id under its prefix, found by listing, so a
 lost ``sink_state`` never leaves vectors behind. Reads (``check``, ``inventory``, ``fetch_metadata``, the freshness
 wait of ``settle_reads``) are retried under the replicator's one backoff policy; retrieval (``query``) is what
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from replicator.documents import DocumentKey
+from replicator.documents import UNCONFIRMED_INTENT, DocumentKey, WriteIntent
 from replicator.graph import ENTITIES
 from replicator.logs import event_logger
 from replicator.retry import BackoffPolicy, retry_reads
@@ -169,10 +169,17 @@ class PineconeSink(Sink):
             )
 
     # ---- writes --------------------------------------------------------------------------------------------------
-    def planned_parts(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, int]:
+    def write_intents(self, items: Sequence[UpsertItem]) -> dict[DocumentKey, WriteIntent]:
         """The chunk count of each document (chunking is pure and cheap; no API call). The worker records it before
         ``upsert`` so ``_delete_surplus`` covers every chunk a write with a lost answer may have left."""
-        return {item.document.key: len(document_chunks(item.document, self._chunking)) for item in items}
+        return {
+            item.document.key: WriteIntent(
+                UNCONFIRMED_INTENT,
+                parts=len(document_chunks(item.document, self._chunking)),
+                remote_id=item.state.remote_id if item.state is not None else None,
+            )
+            for item in items
+        }
 
     def upsert(self, items: Sequence[UpsertItem]) -> list[Outcome]:
         prepared, failed = self._prepare(items)
@@ -291,7 +298,7 @@ class PineconeSink(Sink):
         try:
             if state is not None:
                 # The recorded count is at least every count ever attempted since the last confirmed write: the
-                # worker records each write's chunk count as an intent before the write (``planned_parts``).
+                # worker records each write's chunk count as an intent before the write (``write_intents``).
                 old = {vector_id(key, n) for n in range(state.chunk_count)}
             else:
                 # No record of earlier writes (first write, or the state was lost): ask the index.
