@@ -19,6 +19,9 @@ from schema.redaction import mask_url
 # The sinks of this package; an operator sees them in `replicator status` even when off. Sinks from elsewhere (the
 # test suite's recording sink, a site's own) are registered with REPLICATOR_SINK_PLUGINS.
 KNOWN_SINKS = ("notion", "pinecone")
+# The POSTGRES_URL of settings loaded for a command that needs no database (``notion init``) when it is unset:
+# an address that cannot resolve (.invalid, RFC 2606), so nothing can ever connect to it by mistake.
+NO_POSTGRES_URL = "postgresql://postgres-url-not-set.invalid/"
 
 
 class Settings(BaseSettings):
@@ -218,6 +221,11 @@ class Settings(BaseSettings):
     @property
     def dsn(self) -> str:
         return self.postgres_url.get_secret_value()
+
+    @property
+    def postgres_configured(self) -> bool:
+        """False for settings a command without a database loaded with POSTGRES_URL unset (``NO_POSTGRES_URL``)."""
+        return self.dsn != NO_POSTGRES_URL
 
     def masked(self) -> dict[str, Any]:
         """Every setting by its variable name, secrets and URL passwords masked."""

@@ -1,12 +1,11 @@
 """CLI commands of the narrative round trip and the rollout: ``replicator narrative capture`` (one capture round,
 or rounds until interrupted) and ``replicator rollout status`` (the stage the deployment is in, ``--json`` for CI).
 
-Registered in ``replicator/cli/__init__.py`` with ``register(app)``.
+Registered in ``replicator/cli/__init__.py``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import psycopg
@@ -14,18 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from replicator.cli.pinecone import EXIT_UNHEALTHY, EXIT_USAGE, _fail, _settings
-from replicator.sinks.base import SinkConfigError, SinkError
-
-narrative_app = typer.Typer(help="Narrative capture: the notes people write in Notion, read back into Postgres.")
-rollout_app = typer.Typer(help="The staged rollout: pilot, all pipelines, Notion read-only, final validation.")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(narrative_app, name="narrative", no_args_is_help=True)
-    app.add_typer(rollout_app, name="rollout", no_args_is_help=True)
-    narrative_app.command("capture")(capture_command)
-    rollout_app.command("status")(rollout_status_command)
+from replicator.cli.common import echo_json, failures, load_settings
 
 
 def capture_command(
@@ -40,11 +28,9 @@ def capture_command(
 
     from replicator.narrative.stage import build_capture
 
-    settings = _settings()
-    try:
+    settings = load_settings()
+    with failures(settings):
         capture = build_capture(settings)
-    except SinkConfigError as error:
-        _fail(str(error), EXIT_USAGE)
     if loop:
         stop = threading.Event()
         try:
@@ -53,18 +39,12 @@ def capture_command(
             stop.set()
         return
     try:
-        stats = capture.run_once()
-    except SinkConfigError as error:
-        _fail(str(error), EXIT_USAGE)
-    except SinkError as error:
-        _fail(str(error), EXIT_UNHEALTHY)
-    except psycopg.OperationalError as error:
-        _fail(f"cannot reach Postgres: {error}", EXIT_UNHEALTHY)
+        with failures(settings):
+            stats = capture.run_once()
     finally:
         capture.close()
-    result = dict(vars(stats))
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        echo_json(dict(vars(stats)))
         return
     typer.echo(
         f"seen {stats.pages_seen} page(s), read {stats.captured}: {stats.changed} changed, {stats.deleted} deleted, "
@@ -78,14 +58,11 @@ def rollout_status_command(
     """Scope, dual write, capture on/off, counts per entity in Postgres and in each sink, the last verify."""
     from replicator.rollout import collect
 
-    settings = _settings()
-    try:
-        with psycopg.connect(settings.dsn, autocommit=True) as conn:
-            status = collect(conn, settings)
-    except psycopg.OperationalError as error:
-        _fail(f"cannot reach Postgres: {error}", EXIT_UNHEALTHY)
+    settings = load_settings()
+    with failures(settings), psycopg.connect(settings.dsn, autocommit=True) as conn:
+        status = collect(conn, settings)
     if as_json:
-        typer.echo(json.dumps(status.to_dict(), indent=2))
+        echo_json(status.to_dict())
         return
     console = Console(width=160, highlight=False)
     console.print(f"[bold]stage[/bold]: {status.stage}")

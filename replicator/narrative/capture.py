@@ -52,11 +52,9 @@ from replicator.sinks.notion.render import (
 )
 from replicator.sinks.notion.schema import CONTENT_HASH, POSTGRES_ID
 from replicator.sinks.notion.sink import (
-    _SDK_ERRORS,
     NotionClient,
     NotionSink,
-    is_rate_limited,
-    map_notion_error,
+    paced_call,
     property_text,
 )
 from replicator.store import narrative as store
@@ -143,17 +141,9 @@ class NarrativeCapture:
     # ---- the API edge -----------------------------------------------------------------------------------------
 
     def _call(self, calls: _Calls, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._bucket is not None:
-            self._bucket.acquire()
         calls.n += 1
         self.metrics.narrative_requests.inc()
-        try:
-            return method(*args, **kwargs)
-        except _SDK_ERRORS as error:
-            mapped = map_notion_error(error, doing)
-            if self._bucket is not None and is_rate_limited(mapped):
-                self._bucket.penalize(mapped.retry_after or 1.0)
-            raise mapped from None
+        return paced_call(self._bucket, doing, method, *args, **kwargs)
 
     def _paginate(
         self, calls: _Calls, doing: str, method: Callable[..., Any], *args: Any, **body: Any

@@ -10,10 +10,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from replicator.cli.pinecone import register
+from replicator.cli import app
 from replicator.config import Settings
 from replicator.documents import DocumentKey, render
 from replicator.query import QueryInputError, parse_filters, search
@@ -178,9 +177,6 @@ def test_filter_syntax() -> None:
 
 
 def test_query_command_prints_json_and_a_table(env: dict[str, str], corpus: dict[str, DocumentKey]) -> None:
-    app, pinecone_app = typer.Typer(), typer.Typer()
-    app.add_typer(pinecone_app, name="pinecone")
-    register(app, pinecone_app)
     runner = CliRunner()
     result = runner.invoke(app, ["query", "ceramide cerebrospinal ALS", "--top-k", "1", "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -205,9 +201,6 @@ def test_query_command_prints_json_and_a_table(env: dict[str, str], corpus: dict
 def test_pinecone_init_creates_once_then_reports_it_exists(
     env: dict[str, str], pinecone_emulator: PineconeEmulator
 ) -> None:
-    app, pinecone_app = typer.Typer(), typer.Typer()
-    app.add_typer(pinecone_app, name="pinecone")
-    register(app, pinecone_app)
     runner = CliRunner()
     env = {**env, "PINECONE_INDEX": "fresh-index"}
     first = runner.invoke(app, ["pinecone", "init"], env=env)

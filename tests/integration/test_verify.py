@@ -188,14 +188,9 @@ def test_verify_command_exits_0_in_sync_and_1_with_drift_and_prints_json(
 ) -> None:
     import json
 
-    import typer
-
-    from replicator.cli.pinecone import register
+    from replicator.cli import app
 
     keys = _synced(conn, db_url, settings, sink)
-    app, pinecone_app = typer.Typer(), typer.Typer()
-    app.add_typer(pinecone_app, name="pinecone")
-    register(app, pinecone_app)
     env = {
         "POSTGRES_URL": db_url,
         "REPLICATOR_SINKS": "pinecone",

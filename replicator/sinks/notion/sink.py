@@ -170,6 +170,21 @@ def map_notion_error(error: BaseException, doing: str) -> SinkError:
 _SDK_ERRORS = (APIResponseError, HTTPResponseError, RequestTimeoutError, httpx.TransportError)
 
 
+def paced_call(bucket: RateLimiter | None, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Every Notion API call of the replicator (the sink, the narrative capture, ``notion init``): one token from
+    ``bucket`` (the integration's budget) first, then the call, its SDK exceptions mapped by ``map_notion_error``;
+    a 429 penalizes the budget by its ``Retry-After``, so everyone drawing on it waits it out."""
+    if bucket is not None:
+        bucket.acquire()
+    try:
+        return method(*args, **kwargs)
+    except _SDK_ERRORS as error:
+        mapped = map_notion_error(error, doing)
+        if bucket is not None and is_rate_limited(mapped):
+            bucket.penalize(mapped.retry_after or 1.0)
+        raise mapped from None
+
+
 @dataclass
 class _Calls:
     """API calls one document cost (reported in ``Outcome.calls``)."""
@@ -287,18 +302,9 @@ class NotionSink(Sink):
     # ---- the API edge ---------------------------------------------------------------------------------------
 
     def _call(self, calls: _Calls | None, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._bucket is not None:
-            self._bucket.acquire()
         if calls is not None:
             calls.n += 1
-        try:
-            return method(*args, **kwargs)
-        except _SDK_ERRORS as error:
-            mapped = map_notion_error(error, doing)
-            if self._bucket is not None and is_rate_limited(mapped):
-                # Notion limits the integration: everyone drawing on this budget waits the Retry-After out.
-                self._bucket.penalize(mapped.retry_after or 1.0)
-            raise mapped from None
+        return paced_call(self._bucket, doing, method, *args, **kwargs)
 
     def _read(self, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A read outside the worker's retries (start-up, inventory): retried by ``retry.retry_reads`` under the
@@ -1189,15 +1195,8 @@ def create_databases(
     ids: dict[str, str] = {}
     for entity in CREATE_ORDER:
         spec = DATABASES[entity]
-        if limiter is not None:
-            limiter.acquire()
-        try:
-            created = client.databases.create(**create_request(spec, parent_page_id, data_sources))
-        except _SDK_ERRORS as error:
-            mapped = map_notion_error(error, f"create database {spec.title!r}")
-            if limiter is not None and is_rate_limited(mapped):
-                limiter.penalize(mapped.retry_after or 1.0)
-            raise mapped from None
+        request = create_request(spec, parent_page_id, data_sources)
+        created = paced_call(limiter, f"create database {spec.title!r}", client.databases.create, **request)
         sources = created.get("data_sources") or []
         if len(sources) != 1:
             raise SinkConfigError(f"Notion created {spec.title!r} with {len(sources)} data sources, expected one")
