@@ -112,6 +112,20 @@ class OverwriteView:
     postgres_value: str
     state: str = "edited in Notion, overwritten"
 
+    @classmethod
+    def of(cls, o: narrative.Overwrite) -> OverwriteView:
+        """How ``status`` and ``verify`` show a recorded overwrite (the same fields in both, and in their JSON)."""
+        return cls(
+            entity=o.key.entity,
+            postgres_id=str(o.key.id),
+            notion_page_id=o.page_id,
+            property=o.property,
+            edited_by=o.edited_by,
+            edited_at=o.edited_at,
+            notion_value=o.notion_value,
+            postgres_value=o.postgres_value,
+        )
+
 
 @dataclass(frozen=True)
 class NarrativeView:
@@ -232,19 +246,7 @@ def collect_status(conn: psycopg.Connection[Any], settings: Settings) -> Status:
 
 def _narrative(conn: psycopg.Connection[Any], settings: Settings, now: datetime) -> NarrativeView:
     backlog = narrative.backlog(conn)
-    recent = tuple(
-        OverwriteView(
-            entity=o.key.entity,
-            postgres_id=str(o.key.id),
-            notion_page_id=o.page_id,
-            property=o.property,
-            edited_by=o.edited_by,
-            edited_at=o.edited_at,
-            notion_value=o.notion_value,
-            postgres_value=o.postgres_value,
-        )
-        for o in narrative.overwrites(conn, limit=10)
-    )
+    recent = tuple(OverwriteView.of(o) for o in narrative.overwrites(conn, limit=10))
     oldest = backlog.oldest_pending_edit
     return NarrativeView(
         capture=settings.narrative_capture,

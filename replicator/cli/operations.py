@@ -12,7 +12,6 @@ import psycopg
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -27,6 +26,7 @@ from replicator.cli.common import (
     load_settings,
     out,
 )
+from replicator.cli.verify import overwrites_table
 from replicator.config import Settings
 from replicator.graph import ENTITIES
 from replicator.status import (
@@ -161,19 +161,7 @@ def _narrative_view(view: NarrativeView) -> list[Any]:
         table.add_row(name, value)
     out: list[Any] = [table]
     if view.recent_overwrites:
-        recent = Table(title="edited in Notion, overwritten (newest first)", title_justify="left")
-        for column in ("document", "property", "edited by", "edited at", "Notion value", "Postgres value"):
-            recent.add_column(column, overflow="fold")
-        for o in view.recent_overwrites:
-            recent.add_row(
-                f"{o.entity} {o.postgres_id}",
-                escape(o.property),
-                escape(o.edited_by or "-"),
-                f"{o.edited_at:%Y-%m-%d %H:%M}",
-                escape(o.notion_value[:120]),
-                escape(o.postgres_value[:120]),
-            )
-        out.append(recent)
+        out.append(overwrites_table("edited in Notion, overwritten (newest first)", view.recent_overwrites))
     return out
 
 

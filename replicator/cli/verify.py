@@ -5,6 +5,8 @@ too). Registered in ``replicator/cli/__init__.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import psycopg
@@ -14,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from replicator.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, echo_json, fail, failures, load_settings
+from replicator.status import OverwriteView
 
 
 def verify_command(
@@ -63,13 +66,15 @@ def verify_command(
                 "repair": [vars(r) for r in repairs],
                 "edited_in_notion_overwritten": {
                     "total": overwrite_total,
-                    "recent": [overwrite_json(o) for o in overwritten],
+                    "recent": [asdict(OverwriteView.of(o)) for o in overwritten],
                 },
             }
         )
     else:
         _print_reports(reports, repairs)
-        print_overwrites(Console(), overwrite_total, overwritten)
+        if overwrite_total:
+            views = [OverwriteView.of(o) for o in overwritten]
+            Console().print(overwrites_table(f"edited in Notion, overwritten ({overwrite_total})", views))
     raise typer.Exit(EXIT_OK if in_sync else EXIT_FAILED)
 
 
@@ -109,34 +114,19 @@ def _print_reports(reports: list[Any], repairs: list[Any]) -> None:
 # ---- property overwrites (shown by verify and status) -------------------------------------------------------------
 
 
-def overwrite_json(item: Any) -> dict[str, Any]:
-    return {
-        "entity": item.key.entity,
-        "postgres_id": str(item.key.id),
-        "notion_page_id": item.page_id,
-        "property": item.property,
-        "edited_by": item.edited_by,
-        "edited_at": item.edited_at.isoformat(),
-        "notion_value": item.notion_value,
-        "postgres_value": item.postgres_value,
-        "state": "edited in Notion, overwritten",
-    }
-
-
-def print_overwrites(console: Console, total: int, items: list[Any]) -> None:
-    """People's edits of replicator-owned properties, which Postgres overwrote (newest first)."""
-    if not total:
-        return
-    table = Table(title=f"edited in Notion, overwritten ({total})", title_justify="left")
+def overwrites_table(title: str, items: Sequence[OverwriteView]) -> Table:
+    """People's edits of replicator-owned properties, which Postgres overwrote (newest first): ``verify`` and
+    ``status`` show them in this one table."""
+    table = Table(title=title, title_justify="left")
     for column in ("document", "property", "edited by", "edited at", "Notion value", "Postgres value"):
         table.add_column(column, overflow="fold")
-    for item in items:
+    for o in items:
         table.add_row(
-            f"{item.key.entity} {item.key.id}",
-            escape(item.property),
-            escape(item.edited_by or ""),
-            item.edited_at.isoformat()[:16],
-            escape(item.notion_value[:120]),
-            escape(item.postgres_value[:120]),
+            f"{o.entity} {o.postgres_id}",
+            escape(o.property),
+            escape(o.edited_by or "-"),
+            f"{o.edited_at:%Y-%m-%d %H:%M}",
+            escape(o.notion_value[:120]),
+            escape(o.postgres_value[:120]),
         )
-    console.print(table)
+    return table
