@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from tenacity import RetryCallState, Retrying, TryAgain, stop_after_attempt
+from tenacity import RetryCallState, Retrying, TryAgain, retry_if_exception, stop_after_attempt
 
 from replicator.documents import Document, DocumentKey, WriteIntent
 from replicator.metrics import Metrics
@@ -70,16 +70,21 @@ def retry_reads(
     attempt ``n`` that fails waits ``policy.delay(n, retry_after)``, and the failure of attempt ``attempts`` (or a
     permanent one) is raised. Writes are retried by ``RetryingSink`` around ``upsert``/``delete``; reads made
     outside it (start-up, ``inventory``, ``fetch``) use this, so they follow the same backoff policy. ``call`` maps
-    its SDK's exceptions to ``SinkError`` itself (and may pace or penalize a rate limiter as it does so)."""
-    attempt = 1
-    while True:
-        try:
-            return call()
-        except SinkError as error:
-            if not error.retryable or attempt >= attempts:
-                raise
-            sleep(policy.delay(attempt, error.retry_after))
-            attempt += 1
+    its SDK's exceptions to ``SinkError`` itself (and may pace or penalize a rate limiter as it does so). Like
+    ``RetryingSink`` and the source's reconnects: tenacity, waiting by the one ``BackoffPolicy``."""
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return policy.delay(state.attempt_number, error.retry_after if isinstance(error, SinkError) else None)
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda error: isinstance(error, SinkError) and error.retryable),
+        stop=stop_after_attempt(attempts),
+        wait=wait,
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(call)
 
 
 class RateLimiter(Protocol):
