@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from replicator.documents import Document, DocumentKey
+from replicator.errors import ConfigurationError
 from replicator.graph import ENTITIES, LINKS
 from schema.domain import OMICS_TYPES
 
@@ -47,8 +48,9 @@ KNOWN_VALUES: Mapping[str, tuple[str, ...]] = {"omics_type": OMICS_TYPES}
 EVERYTHING_TEXT = "all"
 
 
-class ScopeError(ValueError):
-    """A scope expression that cannot be read; the message says which clause and why."""
+class ScopeError(ConfigurationError, ValueError):
+    """A scope expression that cannot be read; the message says which clause and why (a ``ValueError`` too, so
+    pydantic reports it as the setting's validation error)."""
 
 
 @dataclass(frozen=True, order=True)
