@@ -343,6 +343,7 @@ def _lead(
     be reached yet): nothing slow (a sink's model loading, its checks) runs before the slot is safe."""
     slot = settings.replicator_slot
     failures = 0
+    reconnect = backoff_policy(settings)  # Postgres unreachable at set-up: the same schedule as the source's
 
     def standby() -> None:
         state.role = "standby"
@@ -370,7 +371,7 @@ def _lead(
             log.warning("leader.lost", slot=slot, error=str(exc), action="standing by; polling for the lock")
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             failures += 1
-            delay = min(30.0, 0.5 * 2.0 ** min(failures - 1, 16))
+            delay = reconnect.delay(failures)
             log.warning("daemon.postgres_unreachable", slot=slot, error=str(exc), retry_in_s=delay)
             start_sinks()
             stop.wait(delay)

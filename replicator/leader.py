@@ -20,14 +20,15 @@ from typing import Any
 
 import psycopg
 
-from replicator.errors import ReplicatorError
+from replicator.errors import RetryableError
 from replicator.logs import event_logger
 
 log = event_logger("replicator.leader")
 
 
-class LeadershipLostError(ReplicatorError):
-    """The lock's session died: another process may be leader now, so this one must stop streaming."""
+class LeadershipLostError(RetryableError):
+    """The lock's session died: another process may be leader now, so this one stops streaming and stands by
+    (retryable: it polls for the lock again)."""
 
 
 def lock_key(slot: str) -> int:

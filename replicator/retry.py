@@ -43,6 +43,9 @@ class BackoffPolicy:
     base_s: float = 0.5
     cap_s: float = 60.0
     max_retry_after_s: float = 900.0
+    # The smallest share of the ceiling a wait can be: 0 is full jitter (retries of many workers spread out);
+    # a re-check of a sink that is down uses 0.8, so it never comes much earlier than its step.
+    floor: float = 0.0
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def ceiling(self, attempt: int) -> float:
@@ -51,7 +54,8 @@ class BackoffPolicy:
         return float(min(self.cap_s, self.base_s * (2.0**exponent)))
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        wait = self.rng.uniform(0.0, self.ceiling(attempt))
+        ceiling = self.ceiling(attempt)
+        wait = self.rng.uniform(self.floor * ceiling, ceiling)
         if retry_after is not None and retry_after > 0:
             wait = max(wait, min(retry_after, self.max_retry_after_s))
         return wait
@@ -61,6 +65,13 @@ def backoff_policy(settings: Settings) -> BackoffPolicy:
     """The replicator's one backoff policy, from REPLICATOR_RETRY_BASE_S and REPLICATOR_RETRY_MAX_S: the sinks'
     retries, the worker's rescheduling and the source's reconnects all wait by it."""
     return BackoffPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_max_s)
+
+
+def recheck_policy(settings: Settings) -> BackoffPolicy:
+    """How a sink that is down is re-checked (``SinkGate``), from REPLICATOR_SINK_RECHECK_MIN_S doubling to
+    REPLICATOR_SINK_RECHECK_MAX_S, each step 80–100 % of its ceiling, never sooner than a ``Retry-After``."""
+    low = settings.sink_recheck_min_s
+    return BackoffPolicy(base_s=low, cap_s=max(settings.sink_recheck_max_s, low), floor=0.8)
 
 
 def retry_reads(

@@ -16,7 +16,6 @@ which ``replicator status`` and ``health`` read whether the daemon runs or not.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from replicator.config import Settings
 from replicator.leader import process_name
 from replicator.logs import event_logger
 from replicator.metrics import Metrics
+from replicator.retry import recheck_policy
 from replicator.sinks.base import Sink, SinkConfigError, SinkError
 from replicator.status import configured_secrets, redact
 from replicator.store import sink_state
@@ -65,6 +65,7 @@ class SinkGate:
         self.name = name
         self._build = build
         self.settings = settings
+        self._policy = recheck_policy(settings)
         self.metrics = metrics
         self._clock = clock
         self._secrets = configured_secrets(settings)
@@ -134,13 +135,7 @@ class SinkGate:
             self._mark_up()
 
     def _delay(self, retry_after: float | None) -> float:
-        low = self.settings.sink_recheck_min_s
-        high = max(self.settings.sink_recheck_max_s, low)
-        delay: float = min(high, low * 2.0 ** min(self._failures - 1, 30))
-        delay *= random.uniform(0.8, 1.0)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
+        return self._policy.delay(self._failures, retry_after)
 
     def _mark_down(self, reason: str, *, config: bool, retry_after: float | None = None) -> None:
         reason = redact(reason, self._secrets)

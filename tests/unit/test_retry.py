@@ -7,15 +7,17 @@ import random
 import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import httpx
 import pytest
 from notion_client import APIResponseError
 
+from replicator.config import Settings
 from replicator.documents import Document, DocumentKey
 from replicator.metrics import Metrics
-from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket, retry_reads
+from replicator.retry import BackoffPolicy, RetryingSink, RetrySettings, TokenBucket, recheck_policy, retry_reads
 from replicator.sinks.base import DeleteItem, Outcome, OutcomeKind, RemoteState, Sink, SinkError, UpsertItem
 
 
@@ -44,6 +46,17 @@ def test_backoff_never_retries_sooner_than_retry_after_but_caps_a_bogus_hint() -
     policy = BackoffPolicy(base_s=0.1, cap_s=1.0, max_retry_after_s=30.0, rng=random.Random(1))
     assert policy.delay(1, retry_after=5.0) >= 5.0
     assert policy.delay(1, retry_after=86400.0) == 30.0
+
+
+def test_a_sink_that_is_down_is_rechecked_at_80_to_100_percent_of_each_step_from_its_settings() -> None:
+    settings = Settings.model_validate(
+        {"POSTGRES_URL": "postgresql://h/db", "REPLICATOR_SINK_RECHECK_MIN_S": 2, "REPLICATOR_SINK_RECHECK_MAX_S": 20}
+    )
+    policy = replace(recheck_policy(settings), rng=random.Random(5))
+    for attempt, ceiling in ((1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (5, 20.0), (40, 20.0)):
+        delays = [policy.delay(attempt) for _ in range(100)]
+        assert all(0.8 * ceiling <= d <= ceiling for d in delays), (attempt, min(delays), max(delays))
+    assert policy.delay(1, retry_after=45.0) == 45.0
 
 
 def test_the_token_bucket_allows_a_burst_then_paces_to_the_rate() -> None:
