@@ -42,6 +42,7 @@ from replicator.logs import event_logger
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy, RateLimiter
 from replicator.sinks.base import SinkConfigError, SinkError
+from replicator.sinks.notion.client import NotionClient, paced_call
 from replicator.sinks.notion.render import (
     OVERWRITTEN_HASH,
     ContentHash,
@@ -51,12 +52,7 @@ from replicator.sinks.notion.render import (
     value_digest,
 )
 from replicator.sinks.notion.schema import CONTENT_HASH, POSTGRES_ID
-from replicator.sinks.notion.sink import (
-    NotionClient,
-    NotionSink,
-    paced_call,
-    property_text,
-)
+from replicator.sinks.notion.sink import NotionSink, property_text
 from replicator.store import narrative as store
 from replicator.store import sink_state
 from replicator.store.outbox import current_lsn, enqueue

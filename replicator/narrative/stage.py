@@ -23,7 +23,8 @@ def build_capture(
     Notion budget (shared with the sink's workers of every process, ``replicator/budget.py``), ``NARRATIVE_*``
     options. Property overwrites go back to the Notion sink only while it is enabled."""
     from replicator.budget import notion_limiter
-    from replicator.sinks.notion.sink import database_ids, notion_client
+    from replicator.sinks.notion.client import notion_client
+    from replicator.sinks.notion.sink import database_ids
 
     ids = database_ids(settings)
     missing = [entity for entity, value in ids.items() if not value]

@@ -30,7 +30,7 @@ import pytest
 from replicator.config import Settings
 from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
-from replicator.sinks.notion.sink import create_databases, notion_client
+from replicator.sinks.notion.client import create_databases, notion_client
 from replicator.status import collect_status, evaluate_health
 from schema.migrate import upgrade
 from tests.conftest import REPO_ROOT

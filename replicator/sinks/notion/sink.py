@@ -10,7 +10,7 @@ document, properties and body hashes last. Blocks and properties people added ar
 The body is updated IN PLACE (``_write_section``): the toggle keeps its id, a child block whose type stays the same is
 patched (``PATCH /v1/blocks/{id}``) only when its text changed, and only the tail that differs is deleted and
 appended — a summary edit costs one block call plus the properties' PATCH. What this process last wrote of a page's
-section (the toggle's id, its children's ids and texts: ``_Layout``) is kept in memory, tied to the sink state by a
+section (the toggle's id, its children's ids and texts: ``Layout``) is kept in memory, tied to the sink state by a
 write token recorded in its ``chunk_count`` column (unused by this sink otherwise): when another process wrote the
 page since, or after a restart, a failure or a forced rewrite, the section is read back first (the page's blocks,
 then the toggle's children) and reconciled against what is there, so a lost answer or a half-applied attempt is
@@ -35,7 +35,6 @@ waits. SDK and HTTP exceptions become ``SinkError`` in ``map_notion_error`` and 
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import secrets
 import threading
@@ -44,16 +43,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-
-import httpx
-from notion_client import APIResponseError, Client
-from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
 from replicator.documents import Document, DocumentKey
 from replicator.logs import event_logger
-from replicator.retry import BackoffPolicy, RateLimiter, TokenBucket, backoff_policy, retry_reads
+from replicator.retry import BackoffPolicy, RateLimiter, backoff_policy, retry_reads
 from replicator.sinks.base import (
     INTENT_PREFIX,
     DeleteItem,
@@ -68,6 +62,14 @@ from replicator.sinks.base import (
     UpsertItem,
     WriteIntent,
     lease_lost,
+)
+from replicator.sinks.notion.client import (
+    IncompleteQueryError,
+    NotionApiError,
+    NotionClient,
+    notion_client,
+    paced_call,
+    shared_bucket,
 )
 from replicator.sinks.notion.render import (
     JSON,
@@ -92,18 +94,13 @@ from replicator.sinks.notion.schema import (
     property_config,
     schema_problems,
 )
+from replicator.sinks.notion.section import Child, Layout, append_chunks, child_text, section_plan, written_child
 
 if TYPE_CHECKING:
     from replicator.config import Settings
 
 log = event_logger("replicator.sinks.notion")
 
-# notion-client types every endpoint as ``SyncAsync[Any]`` even on the sync client; we hold it as ``Any``.
-NotionClient = Any
-
-_RETRYABLE_CODES = frozenset(
-    {"rate_limited", "internal_server_error", "service_unavailable", "gateway_timeout", "conflict_error"}
-)
 PAGE_SIZE = 100
 CACHE_SIZE = 20_000
 PARTIAL = "partial"  # the Content Hash parts of a page whose section is still being written
@@ -113,138 +110,11 @@ REPAIR_COMMAND = "replicator notion check --repair"
 _SCHEMA_MESSAGE = re.compile(r"is not a property that exists|is expected to be|property .* does not exist", re.I)
 
 
-class IncompleteQueryError(SinkError):
-    """A data-source query answered ``request_status: incomplete`` (it reached Notion's 10,000-result cap):
-    what it returned is NOT the whole answer, so it is never taken as "done"."""
-
-
-class NotionApiError(SinkError):
-    """A ``SinkError`` from an API answer, with Notion's error ``code`` (``object_not_found``, …)."""
-
-    def __init__(
-        self, message: str, *, code: str, retryable: bool, retry_after: float | None = None, sink_wide: bool = False
-    ) -> None:
-        super().__init__(message, retryable=retryable, retry_after=retry_after, sink_wide=sink_wide)
-        self.code = code
-
-
-def is_rate_limited(error: SinkError) -> bool:
-    """A 429 ``rate_limited`` answer (the integration's budget is spent), as ``map_notion_error`` maps it."""
-    return isinstance(error, NotionApiError) and error.code == "rate_limited"
-
-
-def _retry_after(headers: httpx.Headers | None) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
-
-
-def map_notion_error(error: BaseException, doing: str) -> SinkError:
-    """The one place SDK and transport exceptions become ``SinkError``: rate limits, 5xx, conflicts, timeouts and
-    connection failures are retryable (with ``Retry-After`` when sent); validation errors, missing objects and
-    authorization failures are permanent."""
-    if isinstance(error, APIResponseError | HTTPResponseError):
-        code = str(getattr(error.code, "value", error.code))
-        retryable = code in _RETRYABLE_CODES or error.status >= 500 or error.status == 429
-        return NotionApiError(
-            f"notion {doing}: {error.status} {code}: {error}",
-            code=code,
-            retryable=retryable,
-            retry_after=_retry_after(error.headers) if retryable else None,
-        )
-    if isinstance(error, RequestTimeoutError):
-        return SinkError(f"notion {doing}: request timed out", retryable=True)
-    if isinstance(error, httpx.TransportError):
-        return SinkError(f"notion {doing}: {type(error).__name__}", retryable=True)
-    return SinkError(f"notion {doing}: {type(error).__name__}: {error}", retryable=False)
-
-
-_SDK_ERRORS = (APIResponseError, HTTPResponseError, RequestTimeoutError, httpx.TransportError)
-
-
-def paced_call(bucket: RateLimiter | None, doing: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Every Notion API call of the replicator (the sink, the narrative capture, ``notion init``): one token from
-    ``bucket`` (the integration's budget) first, then the call, its SDK exceptions mapped by ``map_notion_error``;
-    a 429 penalizes the budget by its ``Retry-After``, so everyone drawing on it waits it out."""
-    if bucket is not None:
-        bucket.acquire()
-    try:
-        return method(*args, **kwargs)
-    except _SDK_ERRORS as error:
-        mapped = map_notion_error(error, doing)
-        if bucket is not None and is_rate_limited(mapped):
-            bucket.penalize(mapped.retry_after or 1.0)
-        raise mapped from None
-
-
 @dataclass
 class _Calls:
     """API calls one document cost (reported in ``Outcome.calls``)."""
 
     n: int = 0
-
-
-@dataclass(frozen=True)
-class _Child:
-    """One child block of the managed toggle as written (or as read back): id, type, plain text; ``nested``: it
-    has children of its own (never one of ours: a person's, so it is replaced rather than patched)."""
-
-    id: str
-    type: str
-    text: str
-    nested: bool = False
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What this process last wrote of a page's managed section: the toggle's id, its children in page order (None
-    after a fresh toggle, whose append answer names only the toggle), the body hash they render, and the write
-    token recorded with that write in the sink state (``chunk_count``)."""
-
-    toggle: str
-    children: tuple[_Child, ...] | None
-    body: str
-    token: int
-
-
-def _child_text(block: Mapping[str, Any]) -> str:
-    payload = block.get(str(block.get("type"))) or {}
-    return plain_text(payload.get("rich_text") or [])
-
-
-def _written_child(block_id: str, block: Mapping[str, Any]) -> _Child:
-    return _Child(block_id, str(block["type"]), _child_text(block))
-
-
-def _section_plan(old: Sequence[_Child], new: Sequence[JSON]) -> tuple[list[tuple[str, JSON]], list[str], list[JSON]]:
-    """How to turn the toggle's children ``old`` into ``new`` in place: (block id, new block) pairs to patch — same
-    position, same type, other text —, then, from the first position whose type differs (a type cannot change in
-    place), the old blocks to delete and the new ones to append at the end."""
-    patches: list[tuple[str, JSON]] = []
-    same = 0
-    for before, after in zip(old, new, strict=False):
-        if before.type != after["type"] or before.nested:
-            break
-        if before.text != _child_text(after):
-            patches.append((before.id, after))
-        same += 1
-    return patches, [c.id for c in old[same:]], list(new[same:])
-
-
-def _append_chunks(blocks: list[JSON]) -> list[list[JSON]]:
-    """``blocks`` in chunks that each fit one ``blocks.children.append`` (``split_section``'s limits)."""
-    if not blocks:
-        return []
-    _, chunks = split_section({"type": "toggle", "toggle": {"rich_text": [], "children": blocks}}, 0)
-    return chunks
 
 
 class NotionSink(Sink):
@@ -291,7 +161,7 @@ class NotionSink(Sink):
         # recorded last. Keyed by document hash, so an entry can never describe another document or version.
         self._written: OrderedDict[str, ContentHash] = OrderedDict()
         # page id → what this process last wrote of its managed section (see the module docstring).
-        self._layouts: OrderedDict[str, _Layout] = OrderedDict()
+        self._layouts: OrderedDict[str, Layout] = OrderedDict()
         self.foreign_pages = 0  # pages without a Postgres ID seen by the last inventory()
 
     def document_hash(self, document: Document) -> str:
@@ -620,7 +490,7 @@ class NotionSink(Sink):
             item.record_intent(WriteIntent("" if settled_by is None else create_intent_marker(settled_by)))
 
     def _write_changes(
-        self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls, layout: _Layout | None
+        self, page_id: str, page: RenderedPage, written: ContentHash | None, calls: _Calls, layout: Layout | None
     ) -> int:
         """The managed section when its hash changed (or is unknown), then the properties (``Content Hash``
         last, with them), restoring the page from the trash if it is there. Returns the write token to record in
@@ -643,7 +513,7 @@ class NotionSink(Sink):
                 self._layouts.popitem(last=False)
         return token
 
-    def _layout(self, page_id: str, state: RemoteState | None, written: ContentHash | None) -> _Layout | None:
+    def _layout(self, page_id: str, state: RemoteState | None, written: ContentHash | None) -> Layout | None:
         """The section layout this process wrote, if it still describes the page: the sink state carries its write
         token (no other process wrote the page since) and the body hash the page holds is the one it renders."""
         with self._lock:
@@ -654,7 +524,7 @@ class NotionSink(Sink):
             return None
         return layout
 
-    def _write_section(self, page_id: str, page: RenderedPage, layout: _Layout | None, calls: _Calls) -> _Layout:
+    def _write_section(self, page_id: str, page: RenderedPage, layout: Layout | None, calls: _Calls) -> Layout:
         """The managed section brought to ``page.section`` in place (see the module docstring), or replaced by a
         fresh toggle when that takes fewer calls; returns what the page holds now."""
         if layout is not None:
@@ -676,18 +546,18 @@ class NotionSink(Sink):
         page_id: str,
         page: RenderedPage,
         toggle: str,
-        old: tuple[_Child, ...] | None,
+        old: tuple[Child, ...] | None,
         extra: list[str],
         calls: _Calls,
-    ) -> _Layout:
+    ) -> Layout:
         """The toggle ``toggle``'s children (``old``, or read back when None) brought to the rendered ones in
         place, or the section replaced by a fresh toggle when that takes fewer calls; ``extra``: other managed
         toggles on the page (copies from an interrupted attempt), deleted."""
         if old is None:
             old = self._section_children(toggle, page.key, calls)
         new: list[JSON] = list(page.section["toggle"].get("children") or [])
-        patches, deletes, appends = _section_plan(old, new)
-        chunks = _append_chunks(appends)
+        patches, deletes, appends = section_plan(old, new)
+        chunks = append_chunks(appends)
         _, rest = split_section(page.section, REQUEST_BYTES_MAX - json_bytes({"children": [], "after": toggle}))
         if len(patches) + len(deletes) + len(chunks) > 2 + len(rest):
             return self._replace_section(page_id, page, [toggle, *extra], calls)
@@ -698,7 +568,7 @@ class NotionSink(Sink):
                 calls, f"update section of {page.key}", self.client.blocks.update, block_id,
                 **{kind: {"rich_text": block[kind]["rich_text"]}},
             )  # fmt: skip
-            ids[block_id] = _written_child(block_id, block)
+            ids[block_id] = written_child(block_id, block)
         for block_id in deletes:
             # An id that is gone already means the section is not what this process believes: the error fails the
             # attempt, and the next one reads the section back (a lost answer of our own delete lands there too).
@@ -709,14 +579,14 @@ class NotionSink(Sink):
                 calls, f"append to section of {page.key}", self.client.blocks.children.append, toggle, children=chunk
             )
             kept.extend(
-                _written_child(str(made["id"]), block) for made, block in zip(answer["results"], chunk, strict=True)
+                written_child(str(made["id"]), block) for made, block in zip(answer["results"], chunk, strict=True)
             )
         self._delete_sections(extra, page.key, calls)
-        return _Layout(toggle, tuple(kept), page.hashes.body, 0)
+        return Layout(toggle, tuple(kept), page.hashes.body, 0)
 
-    def _section_children(self, toggle: str, key: DocumentKey, calls: _Calls) -> tuple[_Child, ...]:
+    def _section_children(self, toggle: str, key: DocumentKey, calls: _Calls) -> tuple[Child, ...]:
         """The managed toggle's children as they are on the page (people's edits inside it included)."""
-        found: list[_Child] = []
+        found: list[Child] = []
         cursor: str | None = None
         while True:
             extra = {"start_cursor": cursor} if cursor else {}
@@ -728,9 +598,7 @@ class NotionSink(Sink):
                 if block.get("in_trash") or block.get("archived"):
                     continue
                 found.append(
-                    _Child(
-                        str(block["id"]), str(block.get("type")), _child_text(block), bool(block.get("has_children"))
-                    )
+                    Child(str(block["id"]), str(block.get("type")), child_text(block), bool(block.get("has_children")))
                 )
             if not answer.get("has_more"):
                 return tuple(found)
@@ -946,7 +814,7 @@ class NotionSink(Sink):
                 return False
             cursor = answer.get("next_cursor")
 
-    def _replace_section(self, page_id: str, page: RenderedPage, old: list[str], calls: _Calls) -> _Layout:
+    def _replace_section(self, page_id: str, page: RenderedPage, old: list[str], calls: _Calls) -> Layout:
         """Put a new managed toggle where the old one was (``old``: the page's managed toggles, in page order; or
         last on the page), in as many requests as its size needs (the toggle with its first children, then the
         rest inside it), then delete every old copy (a half-written new copy from an interrupted attempt
@@ -963,7 +831,7 @@ class NotionSink(Sink):
         if rest:
             self._append_rest(toggle, rest, page.key, calls)
         self._delete_sections(old, page.key, calls)
-        return _Layout(toggle, None, page.hashes.body, 0)
+        return Layout(toggle, None, page.hashes.body, 0)
 
     def _delete_sections(self, old: list[str], key: DocumentKey, calls: _Calls) -> None:
         """Delete managed toggles (old or duplicate copies)."""
@@ -1126,33 +994,6 @@ def _property_text(page: Mapping[str, Any], name: str) -> str:
 # ---- wiring -----------------------------------------------------------------------------------------------------
 
 
-def notion_client(api_key: str, base_url: str, *, timeout_ms: int = 30_000) -> NotionClient:
-    """The real SDK with its own retries off and our logger (the SDK calls ``setLevel`` on the logger it gets, so
-    it gets one of its own; it never logs the token)."""
-    return Client(
-        auth=api_key,
-        base_url=base_url.rstrip("/"),
-        timeout_ms=timeout_ms,
-        retry=False,
-        logger=logging.getLogger("replicator.notion.sdk"),
-        log_level=logging.WARNING,
-    )
-
-
-_BUCKETS: dict[float, TokenBucket] = {}
-_BUCKETS_LOCK = threading.Lock()
-
-
-def shared_bucket(rate_per_s: float) -> TokenBucket:
-    """The process's one token bucket for the integration's Notion budget: the sink's workers and the narrative
-    capture draw on the same ``NOTION_RATE_PER_S`` (Notion limits the integration, not each caller)."""
-    with _BUCKETS_LOCK:
-        bucket = _BUCKETS.get(rate_per_s)
-        if bucket is None:
-            bucket = _BUCKETS[rate_per_s] = TokenBucket(rate_per_s)
-        return bucket
-
-
 def database_ids(settings: Settings) -> dict[str, str | None]:
     return {
         "program": settings.notion_programs_db_id,
@@ -1181,26 +1022,3 @@ def build_notion_sink(
         read_lag_s=settings.notion_read_lag_s,
         request_timeout_s=settings.notion_timeout_ms / 1000,
     )
-
-
-def create_databases(
-    client: NotionClient, parent_page_id: str, *, limiter: RateLimiter | None = None
-) -> dict[str, str]:
-    """``replicator notion init``: create the four databases under ``parent_page_id``, relation targets first so
-    every two-way relation can name its target's data source at once, each create paced by ``limiter`` (the
-    integration's budget) when given. Returns setting name → database id."""
-    from replicator.sinks.notion.schema import create_request
-
-    data_sources: dict[str, str] = {}
-    ids: dict[str, str] = {}
-    for entity in CREATE_ORDER:
-        spec = DATABASES[entity]
-        request = create_request(spec, parent_page_id, data_sources)
-        created = paced_call(limiter, f"create database {spec.title!r}", client.databases.create, **request)
-        sources = created.get("data_sources") or []
-        if len(sources) != 1:
-            raise SinkConfigError(f"Notion created {spec.title!r} with {len(sources)} data sources, expected one")
-        data_sources[entity] = str(sources[0]["id"])
-        ids[spec.env_var] = str(created["id"])
-        log.info("notion.database_created", database=spec.title, database_id=created["id"])
-    return ids
