@@ -38,7 +38,6 @@ from ingest.pipeline import (
 from ingest.scoring import ScoringOptions
 from ingest.summary import IngestSummary, render
 from ingest.writer import DatasetInput, ExperimentInput, ProgramInput, WriteResult
-from schema.redaction import redact, url_secrets
 
 app = typer.Typer(
     help="Ingest omics files into Postgres (and nowhere else). One transaction per command; re-running an "
@@ -129,6 +128,10 @@ def _progress_for(path: Path | None, json_output: bool) -> Iterator[_RichProgres
 
 def _redact(message: str, url: str) -> str:
     # The password is taken from the URL's text (a URL psycopg cannot parse quotes it in its own error).
+    # Imported here, on the error path: importing the schema package loads SQLAlchemy and the models (~0.3 s
+    # of every command's start), which nothing else of the CLI needs.
+    from schema.redaction import redact, url_secrets
+
     return redact(message, url_secrets(url))
 
 

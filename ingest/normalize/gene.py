@@ -85,8 +85,17 @@ def clean_gene_symbol(raw: str) -> str | None:
     return name.upper()
 
 
+# The common case: ASCII letters and digits only, with a letter, not starting ENS. None of the rules below
+# changes such a name but the upper-casing (Ensembl ids start ENS; RefSeq ids, species suffixes, dates, clone and
+# repeat suffixes all need a "_", "-", "." or space), so it skips them.
+_PLAIN_SYMBOL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*")
+
+
 def normalize_gene(raw: str) -> NormalizedFeature:
     """Normalize a gene symbol or transcript/gene id; see the module docstring for the rules."""
+    if _PLAIN_SYMBOL.fullmatch(raw) and raw[:3].upper() != "ENS":
+        upper = raw.upper()
+        return NormalizedFeature("gene", upper, upper, None, None, True, {})
     stripped = raw.strip()
     ensembl = ENSEMBL_ID.match(stripped)
     if ensembl:

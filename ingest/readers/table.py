@@ -52,6 +52,8 @@ INTENSITY_KEYS = ("intensity", "meanintensity", "abundance", "area", "peakarea")
 MISSING = frozenset({"", "na", "n/a", "null", "none", "-"})
 _NOT_FINITE = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 _DELIMITERS = ("\t", ",", ";", "|")
+_BLOCK_CHARS = 1 << 16  # text read per block by the fast path (below csv's default field limit of 128 KiB)
+_BATCH_ROWS = 2_000  # records per block once csv.reader reads (quoted cells)
 
 
 class TableRow(NamedTuple):
@@ -290,17 +292,58 @@ class TableScan:
                 _refuse(self.path)
         return ""
 
-    def _nonblank(self) -> Iterator[tuple[int, list[str]]]:
+    def _nonblank(self, offset: int = 0) -> Iterator[tuple[int, list[str]]]:
         reader = self._reader
         try:
             for record in reader:
                 # A blank record (no cells, or only empty ones) is skipped; the first cell usually decides.
                 if (record and record[0].strip()) or "".join(record).strip():
-                    yield reader.line_num, record
+                    yield offset + reader.line_num, record
         except csv.Error as exc:
             raise IngestError(
-                f"malformed {_delimiter_name(self.delimiter)} table: {exc}", path=self.path, line=reader.line_num
+                f"malformed {_delimiter_name(self.delimiter)} table: {exc}",
+                path=self.path,
+                line=offset + reader.line_num,
             ) from None
+        except (_BadBytesError, UnicodeDecodeError):
+            _refuse(self.path)
+
+    def _blocks(self) -> Iterator[list[tuple[int, list[str]]]]:
+        """The records after the first data row, in blocks of about 64 KiB of text.
+
+        A block without quotes or lone carriage returns is split on newlines and delimiters, which is exactly what
+        ``csv.reader`` makes of such text (same cells, same physical line numbers, same blank records skipped) at a
+        fraction of its cost. From the first block that holds a quote or a lone carriage return on, the rest of the file
+        goes through ``csv.reader`` as before (a quoted cell may span lines and blocks).
+        """
+        text, delimiter = self._text, self.delimiter
+        line = self._reader.line_num  # physical lines consumed by the header and the first data row
+        limit = csv.field_size_limit()
+        try:
+            while block := text.read(_BLOCK_CHARS):
+                if not block.endswith("\n"):
+                    block += text.readline()  # the rest of the last line (a "\r" followed by "\n" included)
+                crlf = "\r" in block
+                # A quote, a lone "\r", or a block longer than csv's field limit (it may hold a cell csv refuses):
+                # csv decides, from here to the end.
+                if '"' in block or len(block) > limit or (crlf and block.count("\r") != block.count("\r\n")):
+                    self._reader = csv.reader(
+                        itertools.chain(io.StringIO(block, newline=""), text), delimiter=delimiter, strict=True
+                    )
+                    yield from _batched(self._nonblank(offset=line))
+                    return
+                if crlf:
+                    block = block.replace("\r\n", "\n")  # Windows line ends: one physical line each, as csv reads
+                lines = block.split("\n")
+                if lines[-1] == "":
+                    lines.pop()
+                out: list[tuple[int, list[str]]] = []
+                for number, physical in enumerate(lines, start=line + 1):
+                    record = physical.split(delimiter)
+                    if record[0].strip() or "".join(record).strip():
+                        out.append((number, record))
+                line += len(lines)
+                yield out
         except (_BadBytesError, UnicodeDecodeError):
             _refuse(self.path)
 
@@ -353,6 +396,12 @@ class TableScan:
 
     def rows(self) -> Iterator[TableRow]:
         """The data rows, checked; raises IngestError at the first bad cell (file, line, column)."""
+        for block in self.row_blocks():
+            yield from block
+
+    def row_blocks(self) -> Iterator[list[TableRow]]:
+        """The data rows, checked, in blocks of a few thousand; raises IngestError at the first bad cell (file,
+        line, column), before yielding the block that holds it."""
         path = self.path
         headers = self.headers
         width = len(headers)
@@ -364,28 +413,39 @@ class TableScan:
         intensity_at = index_of[intensity] if intensity else None
         samples = [(index_of[c], c) for c in self.sample_columns]
         assert self._first_body is not None
-        body = itertools.chain((self._first_body,), self._records)
         with self._text:
-            for line, record in body:
-                if len(record) != width:
-                    raise IngestError(f"has {len(record)} cells, the header has {width}", path=path, line=line)
-                name = record[name_at].strip()
-                if not name:
-                    raise IngestError("the feature name is empty", path=path, line=line, column=self.identity_column)
-                fc = None if fc_at is None else _cell(record[fc_at], path, line, fold_change)
-                p = None if p_at is None else _cell(record[p_at], path, line, p_value)
-                if p is not None and not 0.0 <= p <= 1.0:
-                    raise IngestError(f"p-value {p} is outside [0, 1]", path=path, line=line, column=p_value)
-                value = None if intensity_at is None else _cell(record[intensity_at], path, line, intensity)
-                yield TableRow(
-                    line,
-                    name,
-                    fc,
-                    p,
-                    value,
-                    tuple(_cell(record[at], path, line, column) for at, column in samples) if samples else (),
-                )
+            for block in itertools.chain(([self._first_body],), self._blocks()):
+                out: list[TableRow] = []
+                for line, record in block:
+                    if len(record) != width:
+                        raise IngestError(f"has {len(record)} cells, the header has {width}", path=path, line=line)
+                    name = record[name_at].strip()
+                    if not name:
+                        raise IngestError(
+                            "the feature name is empty", path=path, line=line, column=self.identity_column
+                        )
+                    fc = None if fc_at is None else _cell(record[fc_at], path, line, fold_change)
+                    p = None if p_at is None else _cell(record[p_at], path, line, p_value)
+                    if p is not None and not 0.0 <= p <= 1.0:
+                        raise IngestError(f"p-value {p} is outside [0, 1]", path=path, line=line, column=p_value)
+                    value = None if intensity_at is None else _cell(record[intensity_at], path, line, intensity)
+                    out.append(
+                        TableRow(
+                            line,
+                            name,
+                            fc,
+                            p,
+                            value,
+                            tuple(_cell(record[at], path, line, column) for at, column in samples) if samples else (),
+                        )
+                    )
+                yield out
             self.sha256 = self._hashing.sha256.hexdigest()
+
+
+def _batched(records: Iterator[tuple[int, list[str]]]) -> Iterator[list[tuple[int, list[str]]]]:
+    while batch := list(itertools.islice(records, _BATCH_ROWS)):
+        yield batch
 
 
 def _cell(text: str, path: Path, line: int, column: str | None) -> float | None:

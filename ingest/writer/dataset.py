@@ -28,6 +28,20 @@ FROM ingest_dataset_feature s
 JOIN feature f ON f.feature_type = s.feature_type AND f.normalized_name = s.normalized_name
 """
 
+# A dataset created by this command has no dataset_feature rows yet: its links are inserted straight from the
+# staged rows, with no link table to diff against and nothing to update or delete.
+_INSERT_LINKS_OF_NEW_DATASET = """
+INSERT INTO dataset_feature (dataset_id, feature_id, raw_name, log2_fold_change, p_value, intensity, extra)
+SELECT %(dataset_id)s, f.id, s.raw_name, s.log2_fold_change, s.p_value, s.intensity, s.extra
+FROM ingest_dataset_feature s
+JOIN feature f ON f.feature_type = s.feature_type AND f.normalized_name = s.normalized_name
+ORDER BY f.id  -- index-order inserts: the primary key and feature_id index fill page by page
+"""
+
+# Sorts and hashes over the staged rows stay in memory up to this size (the default 4 MB spills a 10^5-row
+# table's sort to disk). Transaction-scoped (set_config(..., true)).
+_WORK_MEM = "64MB"
+
 _UPDATE_CHANGED_LINKS = """
 UPDATE dataset_feature d
 SET raw_name = l.raw_name, log2_fold_change = l.log2_fold_change, p_value = l.p_value,
@@ -94,17 +108,24 @@ def write_dataset(
     )
     created_links = _link_programs_and_experiments(conn, tally, row.id, dataset)
 
+    work_mem = conn.execute("SELECT current_setting('work_mem'), set_config('work_mem', %s, true)", (_WORK_MEM,))
+    caller_work_mem = str(_first(work_mem.fetchone()))
     _stage(conn, dataset.features, progress)
     conn.execute("ANALYZE ingest_dataset_feature")
     # A dataset names each feature once (duplicate rows were merged before), so the staged rows are the features.
     insert_staged_features(conn, tally, "ingest_dataset_feature")
-    conn.execute(_RESOLVE_LINKS)
-    conn.execute("ANALYZE ingest_link")
     params = {"dataset_id": row.id}
-    tally.add("dataset_feature", updated=conn.execute(_UPDATE_CHANGED_LINKS, params).rowcount)
-    tally.add("dataset_feature", inserted=conn.execute(_INSERT_NEW_LINKS, params).rowcount)
-    tally.add("dataset_feature", deleted=conn.execute(_DELETE_REMOVED_LINKS, params).rowcount)
+    if row.created:
+        tally.add("dataset_feature", inserted=conn.execute(_INSERT_LINKS_OF_NEW_DATASET, params).rowcount)
+    else:
+        conn.execute(_RESOLVE_LINKS)
+        conn.execute("ANALYZE ingest_link")
+        tally.add("dataset_feature", updated=conn.execute(_UPDATE_CHANGED_LINKS, params).rowcount)
+        tally.add("dataset_feature", inserted=conn.execute(_INSERT_NEW_LINKS, params).rowcount)
+        tally.add("dataset_feature", deleted=conn.execute(_DELETE_REMOVED_LINKS, params).rowcount)
 
+    # Back to the caller's setting: the API may run this inside a transaction of the caller's that goes on.
+    conn.execute("SELECT set_config('work_mem', %s, true)", (caller_work_mem,))
     matches = score_dataset(conn, tally, row.id, scoring or ScoringOptions())
     changes = tally.freeze()
     status = row.status(changes)
@@ -143,6 +164,11 @@ def _stage(conn: Conn, features: tuple[DatasetFeatureInput, ...] | StagedFeature
                 copy.write(row)
     if progress is not None:
         progress(len(features) if isinstance(features, StagedFeatures) else len(features) % 5000)
+
+
+def _first(row: tuple[object, ...] | None) -> object:
+    assert row is not None
+    return row[0]
 
 
 def _row(item: DatasetFeatureInput) -> str:

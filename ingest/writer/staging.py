@@ -55,6 +55,7 @@ CREATE TEMP TABLE ingest_dataset_feature (
 """
 
 _CHUNK = 1 << 20
+_NULL = "\\N"  # COPY text format's NULL
 
 
 def json_text(value: object) -> str:
@@ -71,12 +72,7 @@ def _text(value: str) -> str:
 
 
 def _opt_text(value: str | None) -> str:
-    return "\\N" if value is None else _text(value)
-
-
-def _number(value: float | None) -> str:
-    # repr() is the shortest text that round-trips, which Postgres reads back to the same double.
-    return "\\N" if value is None else repr(value)
+    return _NULL if value is None else _text(value)
 
 
 def feature_ids(feature: NormalizedFeature, identifiers: Mapping[str, str]) -> str:
@@ -84,6 +80,51 @@ def feature_ids(feature: NormalizedFeature, identifiers: Mapping[str, str]) -> s
     if not identifiers and not feature.external_ids:
         return "{}"
     return json_text({**identifiers, **feature.external_ids})
+
+
+def feature_text(feature: NormalizedFeature, ids_json: str, raw_name: str) -> str:
+    """The columns of a staging row that depend only on the feature and its name as written (``feature_type``
+    to ``raw_name``), tab-separated: a table that repeats a name formats them once."""
+    species, lipid_class = feature.species_name, feature.lipid_class
+    plain = "".join(
+        (feature.feature_type, feature.normalized_name, feature.display_name, species or "", lipid_class or "")
+    )
+    plain += ids_json + raw_name
+    if "\\" not in plain and "\t" not in plain and "\n" not in plain and "\r" not in plain:  # nothing to escape
+        return (
+            f"{feature.feature_type}\t{feature.normalized_name}\t{feature.display_name}\t"
+            f"{_NULL if species is None else species}\t{_NULL if lipid_class is None else lipid_class}\t"
+            f"{'t' if feature.parsed else 'f'}\t{ids_json}\t{raw_name}"
+        )
+    return "\t".join(
+        (
+            _text(feature.feature_type),
+            _text(feature.normalized_name),
+            _text(feature.display_name),
+            _opt_text(feature.species_name),
+            _opt_text(feature.lipid_class),
+            "t" if feature.parsed else "f",
+            _text(ids_json),
+            _text(raw_name),
+        )
+    )
+
+
+def staged_row(
+    line: int | None,
+    feature_columns: str,
+    log2_fold_change: float | None,
+    p_value: float | None,
+    intensity: float | None,
+    extra_json: str,
+) -> str:
+    """One staging row as a COPY text line (newline included), ``feature_columns`` from :func:`feature_text`."""
+    return (
+        f"{_NULL if line is None else line}\t{feature_columns}\t"
+        f"{_NULL if log2_fold_change is None else repr(log2_fold_change)}\t"
+        f"{_NULL if p_value is None else repr(p_value)}\t"
+        f"{_NULL if intensity is None else repr(intensity)}\t{_text(extra_json)}\n"
+    )
 
 
 def format_row(
@@ -97,26 +138,7 @@ def format_row(
     extra_json: str,
 ) -> str:
     """One staging row as a COPY text line (newline included)."""
-    return (
-        "\t".join(
-            (
-                "\\N" if line is None else str(line),
-                _text(feature.feature_type),
-                _text(feature.normalized_name),
-                _text(feature.display_name),
-                _opt_text(feature.species_name),
-                _opt_text(feature.lipid_class),
-                "t" if feature.parsed else "f",
-                _text(ids_json),
-                _text(raw_name),
-                _number(log2_fold_change),
-                _number(p_value),
-                _number(intensity),
-                _text(extra_json),
-            )
-        )
-        + "\n"
-    )
+    return staged_row(line, feature_text(feature, ids_json, raw_name), log2_fold_change, p_value, intensity, extra_json)
 
 
 class FeatureSpool:
@@ -132,6 +154,14 @@ class FeatureSpool:
         self._pending.append(row)
         self._pending_chars += len(row)
         self.rows += 1
+        if self._pending_chars >= _CHUNK:
+            self._flush()
+
+    def extend(self, rows: list[str]) -> None:
+        """Add a block of rows (the list is taken over, not copied)."""
+        self._pending.extend(rows)
+        self._pending_chars += sum(map(len, rows))
+        self.rows += len(rows)
         if self._pending_chars >= _CHUNK:
             self._flush()
 
