@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import onnx
 
+from replicator.errors import ConfigurationError
+
 NUM_HEADS = 12
 LAYERS = 6
 ATTENTION_MASK_INT32 = "fused_attention_mask_int32"
@@ -45,8 +47,8 @@ WORD_EMBEDDINGS = "inner.embeddings.word_embeddings.weight"
 _BIAS = re.compile(r"inner\.encoder\.layer\.(\d+)\.attention\.(?:self\.(query|key|value)|(output)\.dense)\.bias$")
 
 
-class GraphShapeError(ValueError):
-    """The graph is not the export this module knows how to fuse."""
+class GraphShapeError(ConfigurationError, ValueError):
+    """The graph is not the export this module knows how to fuse (the provider reports it as ``SinkConfigError``)."""
 
 
 @dataclass(frozen=True)
