@@ -69,6 +69,9 @@ class OutboxWriter(threading.Thread):
         progress: SourceProgress,
     ) -> None:
         super().__init__(name="replicator-outbox-writer", daemon=True)
+        if not conn.autocommit:
+            # A batch is one statement that must be its own transaction (outbox.write_batch).
+            raise ValueError("the outbox writer needs an autocommit connection")
         self.conn = conn
         self.options = options
         self.metrics = metrics
