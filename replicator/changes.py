@@ -140,9 +140,10 @@ class KeyScanner:
             for table, cols in columns.items()
         }
 
-    def scan(self, payload: bytes) -> tuple[str, tuple[str | None, ...]] | None:
-        """``(table, values)`` in the order of the table's columns, or None (then use ``parse``)."""
-        at = payload.find(self._schema)
+    def scan(self, payload: bytes, start: int = 0) -> tuple[str, tuple[str | None, ...]] | None:
+        """``(table, values)`` in the order of the table's columns, or None (then use ``parse``). The record is
+        ``payload[start:]`` (the source passes the whole XLogData message, without copying the record out)."""
+        at = payload.find(self._schema, start)
         if at < 0:
             return None
         start = at + len(self._schema)

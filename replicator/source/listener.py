@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from time import sleep
 from typing import Any
 
 import psycopg
@@ -45,6 +46,8 @@ log = event_logger("replicator.source")
 
 # Messages handled between two looks at the clock (timers); small enough to stay responsive.
 _DRAIN = 512
+# How long the reader lets the stream gather once it has read it dry (see run): at most this much added latency.
+_GATHER_S = 0.0005
 
 
 class Listener:
@@ -180,7 +183,9 @@ class Listener:
         # The wire format as locals: this loop runs once per record.
         xlogdata_tag, keepalive_tag, payload_at = XLOGDATA_TAG, KEEPALIVE_TAG, XLOGDATA_PAYLOAD_AT
         xlogdata_header, keepalive = XLOGDATA.unpack_from, KEEPALIVE.unpack_from
-        scanner = KeyScanner(DOMAIN_SCHEMA, ROUTE_COLUMNS)
+        scan = KeyScanner(DOMAIN_SCHEMA, ROUTE_COLUMNS).scan
+        get_copy_data = stream.pgconn.get_copy_data
+        action_prefix, action_at = ACTION_PREFIX, payload_at + ACTION_AT
         next_beat = clock()
         next_status = clock() + STATUS_INTERVAL_S
         while not stop.is_set():
@@ -200,8 +205,10 @@ class Listener:
             timeout = min(next_beat, next_status, self.batch_deadline or next_beat, now + 0.5) - now
             if writer.pending:
                 timeout = min(timeout, 0.01)  # a batch is committing: come back soon to confirm it
-            for _ in range(_DRAIN):
-                data = stream.read(timeout)
+            for read in range(_DRAIN):  # read: the messages this wake-up has read so far
+                # libpq's buffer first (nearly always a message under load), the socket only when it is empty.
+                nbytes, buffered = get_copy_data(1)
+                data = buffered if nbytes > 0 else stream.read(timeout)
                 if data is None:
                     # Nothing more buffered: hand the commits read so far to the writer now instead of waiting out
                     # batch_max_wait_ms. Coalescing does not need the wait: the writer merges whatever is handed
@@ -209,6 +216,13 @@ class Listener:
                     # coalesces again; so a commit reaches the outbox one outbox commit after it is read.
                     if self.pending_commit is not None and not self.in_txn:
                         self.flush()
+                    if read:
+                        # Read dry right after reading: let the stream gather for a moment instead of waking for
+                        # each message the server sends (a wake-up costs more than the few messages it reads, and
+                        # on a small machine takes a core from the walsender). What was read is handed over
+                        # first, so the pause delays no commit already read; one arriving meanwhile waits at most
+                        # _GATHER_S. Never when idle: an idle stream is waited for in select, as before.
+                        sleep(_GATHER_S)
                     break
                 timeout = 0.0
                 kind = data[0]
@@ -217,10 +231,11 @@ class Listener:
                     self.last_lsn = start
                     if start > stream.received_lsn:
                         stream.received_lsn = start
-                    payload = bytes(data[payload_at:])
-                    action = payload[ACTION_AT] if payload.startswith(ACTION_PREFIX) else 0
+                    # The whole message as bytes (one copy); the record is message[payload_at:], read in place.
+                    message = bytes(data)
+                    action = message[action_at] if message.startswith(action_prefix, payload_at) else 0
                     row_action = ROW_ACTION_BYTES.get(action)
-                    if row_action is not None and (scanned := scanner.scan(payload)) is not None:
+                    if row_action is not None and (scanned := scan(message, payload_at)) is not None:
                         # The fast path (nearly every record): a row of a domain table, read for its key values.
                         table, values = scanned
                         self.batch_changes += 1
@@ -243,7 +258,7 @@ class Listener:
                         if self.batch_deadline is None:
                             self.batch_deadline = clock() + wait_s
                     elif action != 0x4D:  # not 'M' (a logical message): parse it fully
-                        self.record(parse(payload, start))
+                        self.record(parse(message[payload_at:], start))
                 elif kind == keepalive_tag:
                     wal_end, _, reply = keepalive(data, 1)
                     stream.received_lsn = max(stream.received_lsn, wal_end)

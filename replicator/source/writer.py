@@ -7,7 +7,6 @@ moves past a change whose outbox row is not durable.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from replicator.metrics import Metrics
 from replicator.routing import DirtyDocuments, SqlFeatureHolders
 from replicator.source.options import SourceOptions, SourceProgress
 from replicator.store import checkpoints
-from replicator.store.outbox import enqueue_entities, enqueue_pairs
+from replicator.store.outbox import enqueue_entities, enqueue_pairs, write_batch
 
 log = event_logger("replicator.source")
 
@@ -70,6 +69,9 @@ class OutboxWriter(threading.Thread):
         progress: SourceProgress,
     ) -> None:
         super().__init__(name="replicator-outbox-writer", daemon=True)
+        if not conn.autocommit:
+            # A batch is one statement that must be its own transaction (outbox.write_batch).
+            raise ValueError("the outbox writer needs an autocommit connection")
         self.conn = conn
         self.options = options
         self.metrics = metrics
@@ -154,18 +156,27 @@ class OutboxWriter(threading.Thread):
             if job.confirm is not None and job.confirm > self.committed_lsn:
                 self.committed_lsn = job.confirm
             return
-        # One round trip for the whole transaction (BEGIN, upsert, notify, checkpoint, COMMIT) in pipeline mode:
-        # less time to the outbox commit, and one wake-up of this thread (one GIL hand-over) instead of five. Whole
-        # entities (rare) read their row counts, so they run without it.
-        with self.conn.pipeline() if not whole_entities else contextlib.nullcontext(), self.conn.transaction():
-            if keys and sinks:
-                written += enqueue_pairs(self.conn, sinks, keys, lsn)
-            if whole_entities and sinks:
-                written += enqueue_entities(self.conn, sinks, sorted(whole_entities), lsn)
-            if job.confirm is not None:
-                checkpoints.save(
-                    self.conn, opts.slot, job.confirm, heartbeat_seen=job.heartbeat_seen, leader=opts.leader
-                )
+        checkpoint = (
+            checkpoints.save_params(opts.slot, job.confirm, heartbeat_seen=job.heartbeat_seen, leader=opts.leader)
+            if job.confirm is not None
+            else None
+        )
+        if not whole_entities:
+            # Nearly every batch: the upsert, its notification and the checkpoint in ONE statement, its own
+            # transaction on this autocommit connection (one round trip, one statement for the server, one wake-up
+            # of this thread). Committed before ``committed_lsn`` moves, exactly as before.
+            written += write_batch(self.conn, sinks, keys, lsn, checkpoint=checkpoint)
+        else:
+            # Whole entities (a TRUNCATE: rare) read their row counts, statement by statement.
+            with self.conn.transaction():
+                if keys and sinks:
+                    written += enqueue_pairs(self.conn, sinks, keys, lsn)
+                if sinks:
+                    written += enqueue_entities(self.conn, sinks, sorted(whole_entities), lsn)
+                if checkpoint is not None:
+                    checkpoints.save(
+                        self.conn, opts.slot, checkpoint["lsn"], heartbeat_seen=job.heartbeat_seen, leader=opts.leader
+                    )
         if job.confirm is not None and job.confirm > self.committed_lsn:
             self.committed_lsn = job.confirm
         m = self.metrics

@@ -40,7 +40,12 @@ class CheckpointLag:
 
 def save(conn: Conn, slot: str, lsn: int, *, heartbeat_seen: str | None = None, leader: str | None = None) -> None:
     """Advance the slot's checkpoint (caller's transaction; see ``save_checkpoint``)."""
-    conn.execute(QUERIES["save_checkpoint"], {"slot": slot, "lsn": lsn, "beat": heartbeat_seen, "leader": leader})
+    conn.execute(QUERIES["save_checkpoint"], save_params(slot, lsn, heartbeat_seen=heartbeat_seen, leader=leader))
+
+
+def save_params(slot: str, lsn: int, *, heartbeat_seen: str | None = None, leader: str | None = None) -> dict[str, Any]:
+    """The parameters of ``save_checkpoint`` (also for ``outbox.write_batch``, which runs it with the upsert)."""
+    return {"slot": slot, "lsn": lsn, "beat": heartbeat_seen, "leader": leader}
 
 
 def mark_backfilled(conn: Conn, slot: str) -> None:

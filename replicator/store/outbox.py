@@ -54,19 +54,67 @@ def enqueue_pairs(conn: Conn, sinks: Collection[str], pairs: Collection[tuple[st
     the number of (sink, document) rows."""
     if not sinks or not pairs:
         return 0
+    conn.execute(QUERIES["enqueue"], {**_pair_params(sinks, pairs), "lsn": lsn})
+    notify(conn, sinks)
+    return len(sinks) * len(pairs)
+
+
+def _pair_params(sinks: Collection[str], pairs: Collection[tuple[str, str]]) -> dict[str, Any]:
     entities = [entity for entity, _ in pairs]
     unknown = set(entities).difference(ENTITIES)
     if unknown:
         raise ValueError(f"unknown entity {sorted(unknown)[0]!r}; known: {', '.join(ENTITIES)}")
-    params = {
+    return {
         "sinks": sorted(sinks),
         "entities": ",".join(entities),
         "ids": ",".join([entity_id for _, entity_id in pairs]),
-        "lsn": lsn,
     }
-    conn.execute(QUERIES["enqueue"], params)
-    notify(conn, sinks)
-    return len(sinks) * len(pairs)
+
+
+def _batch_statement(enqueue: bool, checkpoint: bool) -> str:
+    """One statement for a source batch: the coalescing upsert (``enqueue``) and the checkpoint advance
+    (``save_checkpoint``) as data-modifying CTEs, the sinks' notification (``notify``) as its query. In autocommit
+    it is one implicit transaction, so the rows, the checkpoint and the notification commit together or not at
+    all, as they did as three statements between BEGIN and COMMIT, in one round trip and one statement for the
+    server to run. The statements are the named ones, unchanged (their lock order, conflict rules and
+    monotonic checkpoint); only their composition is here."""
+    parts = []
+    if enqueue:
+        parts.append(f"enqueued AS ({QUERIES['enqueue']})")
+    if checkpoint:
+        parts.append(f"checkpoint AS ({QUERIES['save_checkpoint']})")
+    # The notification only for the sinks that got rows (as ``enqueue_pairs``), else a query with no rows.
+    query = QUERIES["notify"] if enqueue else "SELECT WHERE false"
+    return f"WITH {', '.join(parts)}\n{query}"
+
+
+_BATCH_STATEMENTS = {(e, c): _batch_statement(e, c) for e in (False, True) for c in (False, True) if e or c}
+
+
+def write_batch(
+    conn: Conn,
+    sinks: Collection[str],
+    pairs: Collection[tuple[str, str]],
+    lsn: int,
+    *,
+    checkpoint: Mapping[str, Any] | None = None,
+) -> int:
+    """The source's batch write in ONE statement (run it in autocommit: it is then its own transaction):
+    ``enqueue_pairs`` of ``pairs`` for ``sinks`` at ``lsn`` and, with ``checkpoint`` (the ``checkpoints.save``
+    parameters: slot, lsn, beat, leader), the checkpoint advance, atomically. Returns the (sink, document) rows."""
+    enqueue = bool(sinks and pairs)
+    if not enqueue and checkpoint is None:
+        return 0
+    params: dict[str, Any] = {"lsn": lsn}
+    if enqueue:
+        params.update(_pair_params(sinks, pairs))
+        params["channel"] = NOTIFY_CHANNEL
+    if checkpoint is not None:
+        if checkpoint["lsn"] != lsn:
+            raise ValueError("a batch's checkpoint is the LSN its rows are enqueued at")
+        params.update(checkpoint)
+    conn.execute(_BATCH_STATEMENTS[enqueue, checkpoint is not None], params)
+    return len(sinks) * len(pairs) if enqueue else 0
 
 
 def enqueue_entities(conn: Conn, sinks: Collection[str], entities: Iterable[str], lsn: int) -> int:

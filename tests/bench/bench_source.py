@@ -18,9 +18,10 @@ to committed outbox rows (one sink name, no workers). Both use the same wal2json
   then three passes of updates over every one of them, in 1,000-row transactions (``--changes 1000000``: the
   issue's 1M-change run, 250,000 documents).
 
-Printed per workload: both rates (wal2json records/s), their ratio; the peak RSS; what the outbox took (rows
-inserted / updated / HOT-updated by the source's writes, rows left, dead tuples left right after the read, its
-size); also as ``FIGURE`` lines for ``make bench`` (tests/bench/report.py).
+Printed per workload: both rates (wal2json records/s), their ratio; the replicator's CPU seconds while reading
+(its process; its reader thread, and how much of that in the kernel; its outbox writer thread); the peak RSS;
+what the outbox took (rows inserted / updated / HOT-updated by the source's writes, rows left, dead tuples left
+right after the read, its size); also as ``FIGURE`` lines for ``make bench`` (tests/bench/report.py).
 
     python -m tests.bench.bench_source [--workloads shipped,small,wide,child] [--changes N]
 """
@@ -28,6 +29,7 @@ size); also as ``FIGURE`` lines for ``make bench`` (tests/bench/report.py).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -252,21 +254,44 @@ def child_read(url: str, slot: str, endpos: int) -> None:
         metrics=Metrics(),
         policy=BackoffPolicy(),
     )
+    cpu_started = time.process_time()
     started = time.perf_counter()
-    thread = threading.Thread(target=loop.run, args=(stop,))
+    thread = threading.Thread(target=loop.run, args=(stop,), name="source")
     thread.start()
     while loop.confirmed_lsn < endpos:
         if not thread.is_alive():
             raise SystemExit("the source stopped before reaching the end of the workload")
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    threads = thread_cpu_s()
     stop.set()
     thread.join()
     print(
         orjson.dumps(
-            {"seconds": elapsed, "changes": loop.changes, "batches": loop.batches, "peak_mb": vm_hwm_mb()}
+            {
+                "seconds": elapsed,
+                "changes": loop.changes,
+                "batches": loop.batches,
+                "peak_mb": vm_hwm_mb(),
+                "cpu_s": cpu,
+                **{f"cpu_{name}_s": value for name, value in threads.items()},
+            }
         ).decode()
     )
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of the source loop's thread (the reader) and of the outbox writer thread (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        key = "writer" if thread.name == "replicator-outbox-writer" else "reader" if thread.name == "source" else None
+        if key and thread.native_id is not None:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            found[key] = (int(fields[11]) + int(fields[12])) / tick
+            found[key + "_sys"] = int(fields[12]) / tick
+    return found
 
 
 def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
@@ -313,6 +338,11 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
         f"[{workload.name}] replicator -> outbox        : {ours['seconds']:6.2f} s  {our_rate:9,.0f} records/s  "
         f"({int(ours['changes']):,} row changes, {int(ours['batches'])} batches, "
         f"{outbox[0] if outbox else 0:,} outbox rows)"
+    )
+    print(
+        f"[{workload.name}] replicator CPU while reading: {ours['cpu_s']:.2f} s (reader thread "
+        f"{ours.get('cpu_reader_s', 0.0):.2f} s, {ours.get('cpu_reader_sys_s', 0.0):.2f} s of it in the kernel; "
+        f"outbox writer thread {ours.get('cpu_writer_s', 0.0):.2f} s)"
     )
     print(f"[{workload.name}] ratio replicator / pg_recvlogical: {our_rate / recv_rate:.2f}  (aim: >= 0.9)")
     print(f"[{workload.name}] replicator peak RSS (VmHWM of the reading process): {ours['peak_mb']:.0f} MB")

@@ -11,7 +11,8 @@ import pytest
 from replicator.documents import DocumentKey
 from replicator.store.checkpoints import load as load_checkpoint
 from replicator.store.checkpoints import save as save_checkpoint
-from replicator.store.outbox import NOTIFY_CHANNEL, backfill, enqueue, enqueue_entities
+from replicator.store.checkpoints import save_params
+from replicator.store.outbox import NOTIFY_CHANNEL, backfill, enqueue, enqueue_entities, write_batch
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -69,6 +70,49 @@ def test_enqueue_notifies_each_sink_once_at_commit(db_url: str, conn: Conn) -> N
             )
         payloads = [n.payload for n in listener.notifies(timeout=1.0)]
     assert payloads == ["notion"]
+
+
+def test_a_source_batch_is_one_statement_that_upserts_coalescing_saves_the_checkpoint_and_notifies(
+    db_url: str, conn: Conn
+) -> None:
+    d1, d2 = str(uuid.uuid4()), str(uuid.uuid4())
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        written = write_batch(conn, ("notion", "pinecone"), [("dataset", d1)], 100, checkpoint=save_params("s", 100))
+        assert write_batch(conn, ("notion",), [("dataset", d1), ("dataset", d2)], 300, checkpoint=None) == 2
+        payloads = sorted(n.payload for n in listener.notifies(timeout=1.0, stop_after=3))
+    assert written == 2
+    assert payloads == ["notion", "notion", "pinecone"]
+    assert rows(conn) == {
+        ("notion", "dataset", uuid.UUID(d1)): (2, 300),
+        ("pinecone", "dataset", uuid.UUID(d1)): (1, 100),
+        ("notion", "dataset", uuid.UUID(d2)): (1, 300),
+    }
+    checkpoint = load_checkpoint(conn, "s")
+    assert checkpoint is not None
+    assert checkpoint.confirmed_lsn == 100
+    # A batch with no documents only moves the checkpoint (forward only, as ``save``).
+    assert write_batch(conn, ("notion",), [], 90, checkpoint=save_params("s", 90)) == 0
+    assert write_batch(conn, ("notion",), [], 400, checkpoint=save_params("s", 400, heartbeat_seen="2026-01-01")) == 0
+    checkpoint = load_checkpoint(conn, "s")
+    assert checkpoint is not None
+    assert checkpoint.confirmed_lsn == 400
+    assert checkpoint.heartbeat_seen is not None
+
+
+def test_a_source_batch_that_fails_writes_neither_rows_nor_checkpoint(conn: Conn) -> None:
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        write_batch(
+            conn,
+            ("notion",),
+            [("dataset", str(uuid.uuid4())), ("dataset", "not-a-uuid")],
+            5,
+            checkpoint=save_params("s", 5),
+        )
+    assert rows(conn) == {}
+    assert load_checkpoint(conn, "s") is None
+    with pytest.raises(ValueError, match="LSN"):
+        write_batch(conn, ("notion",), [("dataset", str(uuid.uuid4()))], 5, checkpoint=save_params("s", 6))
 
 
 def test_an_empty_batch_writes_nothing(conn: Conn) -> None:

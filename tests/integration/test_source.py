@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from replicator.documents import DocumentKey
 from replicator.metrics import Metrics
 from replicator.retry import BackoffPolicy
+from replicator.routing import SqlFeatureHolders
 from replicator.source import SlotLostError, SourceLoop, SourceOptions, create_slot, drop_slot, slot_info
 from tests.daemon_harness import slot_of, wait_for
 
@@ -86,6 +88,13 @@ def new_dataset(conn: Conn, key: str = "k1") -> uuid.UUID:
     return uuid.UUID(str(row[0]))
 
 
+def new_entity(conn: Conn, table: str, name: str) -> uuid.UUID:
+    """A program or an experiment (only a name is required)."""
+    row = conn.execute(f"INSERT INTO {table} (name) VALUES (%s) RETURNING id", (name,)).fetchone()  # our constant names
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
 def new_feature(conn: Conn, name: str) -> uuid.UUID:
     row = conn.execute(
         "INSERT INTO feature (feature_type, normalized_name, name) VALUES ('lipid', %s, %s) RETURNING id",
@@ -127,6 +136,42 @@ def test_a_renamed_feature_dirties_the_datasets_holding_it(conn: Conn, source: C
         wait_for(lambda: len(outbox(conn)) == 2)
     assert {k[2] for k in outbox(conn)} == {ds1, ds2}
     assert other not in {k[2] for k in outbox(conn)}
+
+
+def test_an_updated_dataset_dirties_its_linked_program_and_experiment(
+    conn: Conn, source: Callable[..., Running]
+) -> None:
+    ds = new_dataset(conn, "linked")
+    new_dataset(conn, "alone")
+    program = new_entity(conn, "program", "P-linked")
+    new_entity(conn, "program", "P-unlinked")
+    experiment = new_entity(conn, "experiment", "E-linked")
+    conn.execute("INSERT INTO program_dataset (program_id, dataset_id) VALUES (%s, %s)", (program, ds))
+    conn.execute("INSERT INTO experiment_dataset (experiment_id, dataset_id) VALUES (%s, %s)", (experiment, ds))
+    with source():
+        wait_for(lambda: len(outbox(conn)) == 5)
+        conn.execute("DELETE FROM replicator.outbox")
+        conn.execute("UPDATE dataset SET name = 'renamed' WHERE id = %s", (ds,))
+        wait_for(lambda: len(outbox(conn)) == 3)
+    assert {(k[1], k[2]) for k in outbox(conn)} == {("dataset", ds), ("program", program), ("experiment", experiment)}
+
+
+def test_the_text_pair_neighbour_lookup_finds_what_the_document_key_lookup_finds(conn: Conn) -> None:
+    ds = new_dataset(conn, "n1")
+    program, experiment = new_entity(conn, "program", "P-n"), new_entity(conn, "experiment", "E-n")
+    conn.execute("INSERT INTO program_dataset (program_id, dataset_id) VALUES (%s, %s)", (program, ds))
+    conn.execute("INSERT INTO program_experiment (program_id, experiment_id) VALUES (%s, %s)", (program, experiment))
+    lookup = SqlFeatureHolders(conn)
+    for updated in (
+        {("dataset", str(ds))},
+        {("program", str(program))},
+        {("dataset", str(ds)), ("experiment", str(experiment))},
+    ):
+        keys = {DocumentKey(entity, uuid.UUID(value)) for entity, value in updated}
+        expected = {(k.entity, str(k.id)) for k in lookup.related(keys)}
+        assert expected  # every case has a neighbour
+        assert lookup.related_pairs(updated) == expected
+    assert lookup.related_pairs(set()) == set()
 
 
 def test_the_heartbeat_comes_back_through_the_stream_and_is_recorded(

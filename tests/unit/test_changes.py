@@ -104,6 +104,15 @@ def test_the_scanner_reads_the_same_key_values_as_the_full_parse() -> None:
         assert scanner().scan(payload) == (change.table, tuple(change.key[c] for c in ROUTE[change.table]))
 
 
+def test_the_scanner_reads_a_record_in_place_after_the_messages_header() -> None:
+    # The source scans the whole XLogData message from the record's offset, without copying the record out; a
+    # header that happens to hold the bytes of a needle is not read.
+    header = b"w" + b'"schema":"public","table":"program"'[:24]
+    for payload in (INSERT, DELETE, UPDATE_WITHOUT_TOAST):
+        assert scanner().scan(header + payload, len(header)) == scanner().scan(payload)
+    assert scanner().scan(header + b'{"action":"B"}', len(header)) is None
+
+
 def test_the_scanner_is_not_fooled_by_a_value_that_looks_like_a_column() -> None:
     # A text column before the key whose content, unescaped, is the key column's object: JSON escapes its quotes.
     fake = orjson.dumps({"name": "dataset_id", "type": "uuid", "value": "00000000-0000-0000-0000-000000000000"})
