@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,6 +327,23 @@ def relation_cut_marker(name: str, total: int) -> str:
     return f"{name}: {ARRAY_MAX} of {total} linked (Notion takes at most {ARRAY_MAX}); all {total} are in Postgres"
 
 
+def _name_paragraphs(first: str, more: str, names: Sequence[str]) -> list[str]:
+    """``first: name, name, …`` and as many ``more: …`` paragraphs as it takes so that no name is cut: each text
+    within one rich-text array (``TEXT_BYTES_MAX``), a name longer than that alone in its paragraph (cut there)."""
+    texts: list[str] = []
+    parts: list[str] = []
+    head, size = first, len(first.encode()) + 2
+    for name in names:
+        cost = len(name.encode()) + 2
+        if parts and size + cost > TEXT_BYTES_MAX - len(TRUNCATED.encode()):
+            texts.append(f"{head}: {', '.join(parts)}")
+            head, parts, size = more, [], len(more.encode()) + 2
+        parts.append(name)
+        size += cost
+    texts.append(f"{head}: {', '.join(parts)}")
+    return texts
+
+
 def missing_targets(doc: Document, pages: Mapping[DocumentKey, str]) -> list[DocumentKey]:
     """Relation targets of ``doc`` that have no Notion page yet (the document must wait for them)."""
     return sorted({k for keys in relation_targets(doc).values() for k in keys if k not in pages})
@@ -393,8 +410,9 @@ def body_children(doc: Document) -> list[JSON]:
     # Relations beyond what a Notion relation property takes: the count, and every name, in the body.
     roles = {r.name: r.role for r in DATABASES[doc.key.entity].relations}
     cut = [
-        _paragraph(f"{relation_cut_marker(name, total)}: {', '.join(doc.names_of(roles[name]))}")
+        _paragraph(text)
         for name, total in cut_relations(doc).items()
+        for text in _name_paragraphs(relation_cut_marker(name, total), f"{name} (continued)", doc.names_of(roles[name]))
     ]
     if cut:
         blocks = [*blocks[: ARRAY_MAX - len(cut)], *cut]
