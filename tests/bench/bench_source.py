@@ -2,10 +2,12 @@
 ``pg_recvlogical``, on the same changes in the same run.
 
 A throwaway cluster (tests.pgcluster) is started; for each workload a fresh database is migrated to head, its
-setup rows are written, two wal2json slots are created, and the workload is written once. Then, one after the
-other, ``pg_recvlogical`` reads slot 1 to /dev/null and the replicator's source (in a child process, whose own
-peak RSS is its ``VmHWM``: ``ru_maxrss`` would carry the parent's high-water mark into the child) reads slot 2 up
-to committed outbox rows (one sink name, no workers). Both use the same wal2json options. The workloads:
+setup rows are written, three wal2json slots are created, and the workload is written once. Then, one after the
+other, ``pg_recvlogical`` reads slot 1 to /dev/null, the replicator's source (in a child process, whose own peak
+RSS is its ``VmHWM``: ``ru_maxrss`` would carry the parent's high-water mark into the child) reads slot 2 up to
+committed outbox rows (one sink name, no workers), and ``pg_recvlogical`` reads slot 3: the baseline is the mean
+rate of its two reads, so neither reader gains from going first or from the machine's drift during the run. All
+use the same wal2json options. The workloads:
 
 - ``shipped``: reference/wal2json-workload.sql adapted to our schema (50k dataset inserts and 150k
   dataset_feature inserts in 1,000-row transactions, 50k dataset updates, 10k dataset_feature deletes: ~260k
@@ -305,6 +307,7 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
                 conn.execute(statement)
         conn.execute("SELECT pg_create_logical_replication_slot('bench_count', 'wal2json')")
         create_slot(conn, f"recv_{workload.name}")  # slot names are server-wide
+        create_slot(conn, f"recv_after_{workload.name}")
         create_slot(conn, f"replicator_{workload.name}")
         started = time.perf_counter()
         conn.execute(workload.workload)
@@ -321,8 +324,12 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
         conn.execute("SELECT pg_drop_replication_slot('bench_count')")
     assert counted is not None
     records = int(counted[0])
-    recv_s = read_with_pg_recvlogical(url, f"recv_{workload.name}", endpos)
+    # The baseline reads the same changes before AND after the replicator (its rate is their mean): whichever
+    # reader goes first pays for pages the next finds cached, and a noisy machine drifts during a run.
+    recv_before = read_with_pg_recvlogical(url, f"recv_{workload.name}", endpos)
     ours = read_with_replicator(url, f"replicator_{workload.name}", endpos)
+    recv_after = read_with_pg_recvlogical(url, f"recv_after_{workload.name}", endpos)
+    recv_s = 2 / (1 / recv_before + 1 / recv_after)  # the time of the mean rate
     time.sleep(1.0)  # the reader's backend has exited and flushed its table statistics
     with psycopg.connect(url, autocommit=True) as conn:
         outbox = conn.execute("SELECT count(*) FROM replicator.outbox").fetchone()
@@ -333,7 +340,11 @@ def run_workload(cluster: PgCluster, workload: Workload) -> dict[str, float]:
     recv_rate = records / recv_s
     our_rate = records / ours["seconds"]
     print(f"[{workload.name}] written in {write_s:.2f} s; {records:,} wal2json records")
-    print(f"[{workload.name}] pg_recvlogical -> /dev/null : {recv_s:6.2f} s  {recv_rate:9,.0f} records/s")
+    print(
+        f"[{workload.name}] pg_recvlogical -> /dev/null : {recv_s:6.2f} s  {recv_rate:9,.0f} records/s  "
+        f"(mean rate of a read before the replicator's, {records / recv_before:,.0f}/s, and one after, "
+        f"{records / recv_after:,.0f}/s)"
+    )
     print(
         f"[{workload.name}] replicator -> outbox        : {ours['seconds']:6.2f} s  {our_rate:9,.0f} records/s  "
         f"({int(ours['changes']):,} row changes, {int(ours['batches'])} batches, "
