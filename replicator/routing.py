@@ -224,20 +224,10 @@ class SqlFeatureHolders:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    # Neighbours of updated entities, over the current links (both directions of every link in the graph):
-    # every relation a document renders by name.
-    RELATED_SQL = "\nUNION ".join(
-        f"SELECT '{other}', {other_column} FROM {link.table} WHERE {this_column} = ANY(%({this})s::uuid[])"
-        for link in LINKS
-        for this, this_column, other, other_column in (
-            (link.left, link.left_column, link.right, link.right_column),
-            (link.right, link.right_column, link.left, link.left_column),
-        )
-    )
-
-    # ``RELATED_SQL`` with only the branches whose entity has updated ids (a batch of dataset updates runs the
-    # three dataset branches, not all ten), ids in and out as text: no ``uuid.UUID`` or ``DocumentKey`` per
-    # document on the source's path. Keyed by the entities present (at most 15 variants, each prepared once).
+    # Neighbours of updated entities, over the current links (both directions of every link in the graph): every
+    # relation a document renders by name. Only the branches whose entity has updated ids (a batch of dataset
+    # updates runs the three dataset branches, not all ten), ids in and out as text: no ``uuid.UUID`` or
+    # ``DocumentKey`` per document on the source's path. Keyed by the entities present (each built once).
     _RELATED_PAIRS_SQL: ClassVar[dict[frozenset[str], str]] = {}
 
     @classmethod
@@ -278,10 +268,5 @@ class SqlFeatureHolders:
         return {DocumentKey(entity, entity_id) for entity, entity_id in rows}
 
     def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
-        by_entity: dict[str, list[uuid.UUID]] = {entity: [] for entity in ENTITY_TABLES}
-        for key in keys:
-            by_entity[key.entity].append(key.id)
-        if not any(by_entity.values()):
-            return set()
-        rows = self._conn.execute(self.RELATED_SQL, by_entity).fetchall()
-        return {DocumentKey(entity, entity_id) for entity, entity_id in rows}
+        pairs = self.related_pairs((key.entity, str(key.id)) for key in keys)
+        return {DocumentKey(entity, uuid.UUID(entity_id)) for entity, entity_id in pairs}

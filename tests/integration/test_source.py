@@ -156,21 +156,22 @@ def test_an_updated_dataset_dirties_its_linked_program_and_experiment(
     assert {(k[1], k[2]) for k in outbox(conn)} == {("dataset", ds), ("program", program), ("experiment", experiment)}
 
 
-def test_the_text_pair_neighbour_lookup_finds_what_the_document_key_lookup_finds(conn: Conn) -> None:
+def test_the_neighbour_lookup_finds_every_linked_document_in_both_directions(conn: Conn) -> None:
     ds = new_dataset(conn, "n1")
     program, experiment = new_entity(conn, "program", "P-n"), new_entity(conn, "experiment", "E-n")
+    new_entity(conn, "program", "P-unlinked")
     conn.execute("INSERT INTO program_dataset (program_id, dataset_id) VALUES (%s, %s)", (program, ds))
     conn.execute("INSERT INTO program_experiment (program_id, experiment_id) VALUES (%s, %s)", (program, experiment))
     lookup = SqlFeatureHolders(conn)
-    for updated in (
-        {("dataset", str(ds))},
-        {("program", str(program))},
-        {("dataset", str(ds)), ("experiment", str(experiment))},
-    ):
+    cases = [
+        ({("dataset", str(ds))}, {("program", str(program))}),
+        ({("program", str(program))}, {("dataset", str(ds)), ("experiment", str(experiment))}),
+        ({("dataset", str(ds)), ("experiment", str(experiment))}, {("program", str(program))}),
+    ]
+    for updated, neighbours in cases:
+        assert lookup.related_pairs(updated) == neighbours
         keys = {DocumentKey(entity, uuid.UUID(value)) for entity, value in updated}
-        expected = {(k.entity, str(k.id)) for k in lookup.related(keys)}
-        assert expected  # every case has a neighbour
-        assert lookup.related_pairs(updated) == expected
+        assert lookup.related(keys) == {DocumentKey(e, uuid.UUID(i)) for e, i in neighbours}
     assert lookup.related_pairs(set()) == set()
 
 
