@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     health_max_dead_letters: int = Field(0, alias="REPLICATOR_HEALTH_MAX_DEAD_LETTERS", ge=0)
     # A sink down (unreachable) longer than this makes `health` unhealthy; a configuration error does at once.
     health_max_sink_down_s: float = Field(300.0, alias="REPLICATOR_HEALTH_MAX_SINK_DOWN_S", gt=0)
+    health_max_pending_age_s: float = Field(3600.0, alias="REPLICATOR_HEALTH_MAX_PENDING_AGE_S", gt=0)
     log_format: Literal["auto", "json", "text"] = Field("auto", alias="REPLICATOR_LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="REPLICATOR_LOG_LEVEL")
 

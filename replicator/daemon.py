@@ -217,6 +217,7 @@ def _sink_worker(gate: SinkGate, settings: Settings, metrics: Metrics, stop: thr
     from replicator.worker import SinkWorker, new_worker_id
 
     crashes = 0
+    restart = backoff_policy(settings)
     while not stop.is_set():
         sink = gate.ensure(stop)
         if sink is None:
@@ -229,7 +230,7 @@ def _sink_worker(gate: SinkGate, settings: Settings, metrics: Metrics, stop: thr
             return
         except Exception as exc:
             crashes += 1
-            delay = min(settings.retry_max_s, settings.retry_base_s * 2 ** min(crashes, 10))
+            delay = restart.delay(crashes)
             log.error("worker.crashed", sink=gate.name, error=str(exc), restart_in_s=round(delay, 2))
             stop.wait(delay)
 

@@ -400,6 +400,16 @@ def evaluate_health(status: Status, settings: Settings) -> Health:
     for sink in status.sinks:
         if sink.enabled and sink.schema_problem:
             v.fail("sink_schema", f"sink {sink.name}: documents wait for a schema fix: {sink.schema_problem}")
+        age = sink.oldest_pending_age_s
+        if sink.enabled and sink.up is not False and age is not None and age > settings.health_max_pending_age_s:
+            # The sink answers, yet a change has waited this long: its workers are not getting through (one that
+            # keeps crashing is restarted with backoff, so only its rows' age shows it) or cannot keep up.
+            v.fail(
+                "backlog_stale",
+                f"sink {sink.name}: the oldest pending change has waited {age:.0f}s (over "
+                f"REPLICATOR_HEALTH_MAX_PENDING_AGE_S={settings.health_max_pending_age_s:g}s) while the sink is up; "
+                "see `worker.crashed` / `sink.retry` in the logs and `replicator dlq list`",
+            )
         if sink.enabled and sink.needs_resync:
             warnings.append(f"sink {sink.name} was switched back on: run `replicator resync --sink {sink.name}`")
     return v.health()

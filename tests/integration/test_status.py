@@ -121,6 +121,17 @@ def test_lag_and_dead_letters_over_their_thresholds_are_unhealthy(conn: Conn, db
     assert any("dead letter" in r for r in health.reasons)
     relaxed = _settings(db_url, slot, REPLICATOR_HEALTH_MAX_LAG_S=3600, REPLICATOR_HEALTH_MAX_DEAD_LETTERS=5)
     assert evaluate_health(status, relaxed).ok
+    # The change pending 90 s, with a limit of 60 s: the sink's workers are not getting through.
+    stale = _settings(
+        db_url,
+        slot,
+        REPLICATOR_HEALTH_MAX_LAG_S=3600,
+        REPLICATOR_HEALTH_MAX_DEAD_LETTERS=5,
+        REPLICATOR_HEALTH_MAX_PENDING_AGE_S=60,
+    )
+    verdict = evaluate_health(status, stale)
+    assert verdict.rules == ["backlog_stale"]
+    assert "sink recording: the oldest pending change has waited" in verdict.reasons[0]
 
 
 def test_a_sink_switched_back_on_warns_to_resync(conn: Conn, db_url: str) -> None:
