@@ -22,7 +22,7 @@ from rich.console import Console
 
 from replicator.config import NO_POSTGRES_URL, Settings
 from replicator.sinks.base import SinkConfigError, SinkError
-from replicator.status import configured_secrets, not_migrated, redact
+from replicator.status import NOT_MIGRATED_ERRORS, configured_secrets, not_migrated, redact
 from schema.redaction import mask_url
 
 __all__ = [
@@ -38,14 +38,13 @@ __all__ = [
     "failures",
     "load_settings",
     "out",
+    "postgres_error",
 ]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNHEALTHY = 3
-
-NOT_MIGRATED_ERRORS = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 
 
 def out() -> Console:
@@ -105,7 +104,8 @@ def load_settings(*, postgres: bool = True) -> Settings:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _postgres_error(settings: Settings, error: psycopg.Error) -> str:
+def postgres_error(settings: Settings, error: psycopg.Error) -> str:
+    """Why Postgres cannot be used, with its masked address and no secret."""
     text = not_migrated(error) if isinstance(error, NOT_MIGRATED_ERRORS) else str(error).strip()
     return f"cannot use Postgres at {mask_url(settings.dsn)}: {redact(text, configured_secrets(settings))}"
 
@@ -118,7 +118,7 @@ def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         with psycopg.connect(settings.dsn, autocommit=True, connect_timeout=10) as conn:
             yield conn
     except psycopg.Error as error:  # OperationalError, and ProgrammingError for a URL psycopg cannot parse
-        err().print(_postgres_error(settings, error), markup=False)
+        err().print(postgres_error(settings, error), markup=False)
         raise typer.Exit(EXIT_FAILED) from None
 
 

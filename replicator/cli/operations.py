@@ -19,17 +19,18 @@ from replicator.cli.common import (
     EXIT_FAILED,
     EXIT_UNHEALTHY,
     EXIT_USAGE,
-    NOT_MIGRATED_ERRORS,
     connect,
     echo_json,
     err,
     load_settings,
     out,
+    postgres_error,
 )
 from replicator.cli.verify import overwrites_table
 from replicator.config import Settings
 from replicator.graph import ENTITIES
 from replicator.status import (
+    NOT_MIGRATED_ERRORS,
     Health,
     NarrativeView,
     Status,
@@ -41,7 +42,6 @@ from replicator.status import (
     unreachable,
 )
 from replicator.store import outbox
-from schema.redaction import mask_url
 
 
 def _check_sink(settings: Settings, sink: str | None) -> None:
@@ -215,8 +215,7 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         reason = redact(not_migrated(error), configured_secrets(settings))
         verdict = Health(ok=False, reasons=[f"not_migrated: {reason}"], rules=["not_migrated"])
     except psycopg.Error as error:  # e.g. a URL psycopg cannot parse
-        message = redact(str(error).strip(), configured_secrets(settings))
-        err().print(f"cannot use Postgres at {mask_url(settings.dsn)}: {message}", markup=False)
+        err().print(postgres_error(settings, error), markup=False)
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         echo_json(verdict.to_dict())
