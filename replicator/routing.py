@@ -81,8 +81,9 @@ class FeatureHolders(Protocol):
         """Every dataset and signature that holds one of these features."""
         ...
 
-    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
-        """Every document linked to one of these (through link tables and signature matches)."""
+    def related_pairs(self, updated: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Every document linked to one of these (through link tables and signature matches), as (entity, id
+        text) pairs, the routing's raw keys."""
         ...
 
 
@@ -174,16 +175,13 @@ class DirtyDocuments:
     def renamed_features(self) -> set[uuid.UUID]:
         return {uuid.UUID(v) for v in self._features}
 
-    def updated_entities(self) -> set[DocumentKey]:
-        return {DocumentKey(entity, uuid.UUID(value)) for entity, value in self._updated}
-
     def resolve(self, lookup: FeatureHolders) -> DirtyBatch:
         """Every document of the batch, with renamed features' holders looked up in one go."""
         keys = self.direct_keys()
         if self._features:
             keys |= lookup.holders(self.renamed_features())
         if self._updated:
-            keys |= lookup.related(self.updated_entities())
+            keys |= {DocumentKey(entity, uuid.UUID(value)) for entity, value in lookup.related_pairs(self._updated)}
         whole = frozenset(self._whole)
         return DirtyBatch(frozenset(k for k in keys if k.entity not in whole), whole)
 
@@ -195,10 +193,7 @@ class DirtyDocuments:
         if self._features:
             keys |= {(k.entity, str(k.id)) for k in lookup.holders(self.renamed_features())}
         if self._updated:
-            if isinstance(lookup, SqlFeatureHolders):
-                keys |= lookup.related_pairs(self._updated)
-            else:
-                keys |= {(k.entity, str(k.id)) for k in lookup.related(self.updated_entities())}
+            keys |= lookup.related_pairs(self._updated)
         whole = frozenset(self._whole)
         if whole:
             keys = {k for k in keys if k[0] not in whole}
@@ -247,7 +242,7 @@ class SqlFeatureHolders:
         return query
 
     def related_pairs(self, updated: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """``related`` on (entity, id text) pairs (the routing's raw keys): the same rows, as pairs."""
+        """Every document linked to one of ``updated`` over the current links (``FeatureHolders.related_pairs``)."""
         by_entity: dict[str, list[str]] = {}
         for entity, entity_id in updated:
             if entity in ENTITY_TABLES:
@@ -266,7 +261,3 @@ class SqlFeatureHolders:
             return set()
         rows = self._conn.execute(self.HOLDERS_SQL, {"ids": ids}).fetchall()
         return {DocumentKey(entity, entity_id) for entity, entity_id in rows}
-
-    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
-        pairs = self.related_pairs((key.entity, str(key.id)) for key in keys)
-        return {DocumentKey(entity, uuid.UUID(entity_id)) for entity, entity_id in pairs}

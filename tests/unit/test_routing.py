@@ -36,10 +36,10 @@ class Holders:
         self.calls.append(ids)
         return set().union(*(self.table.get(f, set()) for f in ids))
 
-    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
-        wanted = set(keys)
+    def related_pairs(self, updated: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = {DocumentKey(entity, uuid.UUID(value)) for entity, value in updated}
         self.related_calls.append(wanted)
-        return set().union(*(self.links.get(k, set()) for k in wanted))
+        return {(k.entity, str(k.id)) for k in set().union(*(self.links.get(k, set()) for k in wanted))}
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ class NoLookups:
     def holders(self, feature_ids: Iterable[uuid.UUID]) -> set[DocumentKey]:
         raise AssertionError("no feature renamed: no lookup expected")
 
-    def related(self, keys: Iterable[DocumentKey]) -> set[DocumentKey]:
+    def related_pairs(self, updated: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         raise AssertionError("no entity updated: no lookup expected")
 
 
