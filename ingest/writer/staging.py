@@ -10,7 +10,7 @@ stages identical text.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -85,17 +85,6 @@ def feature_ids(feature: NormalizedFeature, identifiers: Mapping[str, str]) -> s
 def feature_text(feature: NormalizedFeature, ids_json: str, raw_name: str) -> str:
     """The columns of a staging row that depend only on the feature and its name as written (``feature_type``
     to ``raw_name``), tab-separated: a table that repeats a name formats them once."""
-    species, lipid_class = feature.species_name, feature.lipid_class
-    plain = "".join(
-        (feature.feature_type, feature.normalized_name, feature.display_name, species or "", lipid_class or "")
-    )
-    plain += ids_json + raw_name
-    if "\\" not in plain and "\t" not in plain and "\n" not in plain and "\r" not in plain:  # nothing to escape
-        return (
-            f"{feature.feature_type}\t{feature.normalized_name}\t{feature.display_name}\t"
-            f"{_NULL if species is None else species}\t{_NULL if lipid_class is None else lipid_class}\t"
-            f"{'t' if feature.parsed else 'f'}\t{ids_json}\t{raw_name}"
-        )
     return "\t".join(
         (
             _text(feature.feature_type),
@@ -151,14 +140,10 @@ class FeatureSpool:
         self.rows = 0
 
     def add(self, row: str) -> None:
-        self._pending.append(row)
-        self._pending_chars += len(row)
-        self.rows += 1
-        if self._pending_chars >= _CHUNK:
-            self._flush()
+        self.extend((row,))
 
-    def extend(self, rows: list[str]) -> None:
-        """Add a block of rows (the list is taken over, not copied)."""
+    def extend(self, rows: Sequence[str]) -> None:
+        """Add rows (COPY text lines, newlines included), written out in chunks of about 1 MB."""
         self._pending.extend(rows)
         self._pending_chars += sum(map(len, rows))
         self.rows += len(rows)
