@@ -17,7 +17,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.report import figure
+from tests.support.vectors import cosine
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK_CHARS = 600
@@ -134,16 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [a["texts_per_s"] / b["texts_per_s"] for a, b in zip(results["onnx"], results[other], strict=True)]
         print(f"onnx / {other} texts/s, run by run: {spread(ratios, 2)}")
         worst = min(
-            _cosine(a, b) for a, b in zip(results["onnx"][0]["vectors"], results[other][0]["vectors"], strict=True)
+            cosine(a, b) for a, b in zip(results["onnx"][0]["vectors"], results[other][0]["vectors"], strict=True)
         )
         print(f"onnx / {other} vectors: min cosine {worst:.5f} over the {args.texts} chunks")
     if "sentence-transformers" not in results:
         print("sentence-transformers is not installed (make install-sentence-transformers): ONNX only")
     return 0
-
-
-def _cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
 
 def _installed(name: str) -> bool:

@@ -16,6 +16,7 @@ from replicator.sinks.base import SinkConfigError, SinkError
 from replicator.sinks.pinecone.embedding import build_provider
 from replicator.sinks.pinecone.embedding.openai import OpenAIProvider
 from tests.emulators.openai_embeddings import EmbeddingsServer, hashed_vector, serve_embeddings
+from tests.support.vectors import cosine
 
 
 @pytest.fixture
@@ -30,12 +31,6 @@ def _provider(server: EmbeddingsServer, **kwargs: object) -> OpenAIProvider:
         model="hash-embedding",
         api_key="sk-test-secret",
         **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def _cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / (
-        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     )
 
 
@@ -159,7 +154,7 @@ def test_sentence_transformers_model_puts_similar_texts_closer_than_unrelated_on
             "The quarterly sales report for the furniture store",
         ]
     )
-    assert _cosine(a, b) > _cosine(a, c) + 0.2
+    assert cosine(a, b) > cosine(a, c) + 0.2
 
 
 def test_sentence_transformers_provider_refuses_a_model_it_would_have_to_download() -> None:

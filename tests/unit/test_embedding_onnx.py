@@ -22,6 +22,7 @@ import pytest
 from replicator.config import Settings
 from replicator.sinks.base import SinkConfigError
 from replicator.sinks.pinecone.text import ChunkPolicy, chunk_text
+from tests.support.vectors import cosine
 
 if TYPE_CHECKING:
     from replicator.sinks.pinecone.embedding.onnx import OnnxProvider
@@ -57,12 +58,6 @@ def comparison_texts() -> list[str]:
     return texts
 
 
-def _cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / (
-        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    )
-
-
 def _set_digest(texts: list[str]) -> str:
     return hashlib.sha256(json.dumps(texts).encode()).hexdigest()
 
@@ -91,7 +86,7 @@ def test_onnx_vectors_are_within_cosine_099_of_the_recorded_sentence_transformer
     reference = json.loads(gzip.decompress(REFERENCE.read_bytes()))
     assert reference["texts_sha256"] == _set_digest(texts), "the test set changed: rewrite the reference file"
     vectors = _onnx(onnx_provider).embed(texts)
-    cosines = [_cosine(a, b) for a, b in zip(vectors, reference["vectors"], strict=True)]
+    cosines = [cosine(a, b) for a, b in zip(vectors, reference["vectors"], strict=True)]
     worst = min(range(len(texts)), key=lambda i: cosines[i])
     assert cosines[worst] >= MIN_COSINE, f"cosine {cosines[worst]:.4f} for text {worst}: {texts[worst][:80]!r}"
 
@@ -106,7 +101,7 @@ def test_onnx_vectors_are_within_cosine_099_of_sentence_transformers_live(onnx_p
     texts = comparison_texts()
     expected = LocalProvider.from_model_setting(None).embed(texts)
     vectors = _onnx(onnx_provider).embed(texts)
-    cosines = [_cosine(a, b) for a, b in zip(vectors, expected, strict=True)]
+    cosines = [cosine(a, b) for a, b in zip(vectors, expected, strict=True)]
     assert min(cosines) >= MIN_COSINE, sorted(cosines)[:5]
 
 
@@ -120,7 +115,7 @@ def test_onnx_gives_384_dimensional_unit_vectors_in_input_order_whatever_the_bat
     for a, b in zip(together, alone, strict=True):
         assert len(a) == 384
         assert math.isclose(math.sqrt(sum(x * x for x in a)), 1.0, rel_tol=1e-4)
-        assert _cosine(a, b) > 0.9999  # padding to the batch's longest text does not change a vector
+        assert cosine(a, b) > 0.9999  # padding to the batch's longest text does not change a vector
     assert provider.embed([]) == []
 
 
@@ -133,7 +128,7 @@ def test_onnx_puts_similar_texts_closer_than_unrelated_ones(onnx_provider: objec
             "The quarterly sales report for the furniture store",
         ]
     )
-    assert _cosine(a, b) > _cosine(a, c) + 0.2
+    assert cosine(a, b) > cosine(a, c) + 0.2
 
 
 @pytest.mark.local_embeddings
@@ -143,7 +138,7 @@ def test_the_fused_graph_gives_the_vectors_of_the_graph_as_exported(onnx_provide
     texts = comparison_texts()  # short texts share a padded batch: the fused attention's mask is exercised
     fused = _onnx(onnx_provider).embed(texts)
     exported = OnnxProvider(packaged_model_file(), fuse=False).embed(texts)
-    cosines = [_cosine(a, b) for a, b in zip(fused, exported, strict=True)]
+    cosines = [cosine(a, b) for a, b in zip(fused, exported, strict=True)]
     assert min(cosines) > 0.99999, sorted(cosines)[:3]
 
 
