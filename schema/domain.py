@@ -44,7 +44,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
-    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+    return mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("uuid_v7()"))  # migration 0009
 
 
 def _text_array() -> Mapped[list[str]]:

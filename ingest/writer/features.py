@@ -32,11 +32,15 @@ CREATE TEMP TABLE ingest_feature (
 """
 
 # Features not yet known. NOT EXISTS keeps the statement from touching existing rows; ON CONFLICT covers a
-# concurrent ingest that inserts the same feature first.
+# concurrent ingest that inserts the same feature first. The ids are UUIDv7 (migration 0009) of one millisecond,
+# numbered in (feature_type, normalized_name) order, so they increase with the unique key: both indexes, the heap
+# and, later, dataset_feature's inserts (made in feature id order) fill page after page.
 _INSERT_NEW_FEATURES = """
-INSERT INTO feature (feature_type, normalized_name, name, species_name, lipid_class, parsed, external_ids)
-SELECT s.feature_type, s.normalized_name, s.name, s.species_name, s.lipid_class, s.parsed, s.external_ids
+INSERT INTO feature (id, feature_type, normalized_name, name, species_name, lipid_class, parsed, external_ids)
+SELECT uuid_v7_at(now_ms.ms, row_number() OVER (ORDER BY s.feature_type, s.normalized_name)),
+       s.feature_type, s.normalized_name, s.name, s.species_name, s.lipid_class, s.parsed, s.external_ids
 FROM {staged} s
+CROSS JOIN (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) now_ms
 WHERE NOT EXISTS (
     SELECT 1 FROM feature f WHERE f.feature_type = s.feature_type AND f.normalized_name = s.normalized_name
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -79,3 +81,42 @@ def test_updated_at_moves_only_when_a_value_changes(conn: psycopg.Connection[tup
     moved = conn.execute("SELECT updated_at FROM dataset WHERE id = %s", (dataset_id,)).fetchone()
     assert moved is not None
     assert moved[0] > stamped
+
+
+def test_new_rows_get_uuid_v7_ids_ordered_by_time(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """RFC 9562 §5.7: version 7, variant 0b10, unix_ts_ms in the first 48 bits (migration 0009)."""
+    before_ms = int(time.time() * 1000)
+    ids: list[uuid.UUID] = []
+    for table, columns, values in (
+        ("program", "name", "'p'"),
+        ("experiment", "name", "'e'"),
+        ("dataset", "natural_key, name, omics_type", "'k', 'd', 'lipidomics'"),
+        ("feature", "feature_type, normalized_name, name", "'gene', 'TP53', 'TP53'"),
+        ("signature", "name", "'s'"),
+    ):
+        row = conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING id").fetchone()
+        assert row is not None
+        ids.append(row[0])
+    after_ms = int(time.time() * 1000)
+    for new_id in ids:
+        assert new_id.version == 7
+        assert new_id.variant == uuid.RFC_4122
+        assert before_ms - 5 <= new_id.int >> 80 <= after_ms + 5
+    assert len(set(ids)) == len(ids)
+
+
+def test_uuid_v7_at_counts_in_order_within_a_millisecond(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """The counter (§6.2 Method 1, 32 bits across rand_a and rand_b) orders ids made in the same millisecond,
+    including across the 2^20 boundary where it carries from rand_b into rand_a."""
+    seqs = [1, 2, 3, 1048575, 1048576, 1048577, 4294967295]
+    rows = conn.execute(
+        "SELECT s, uuid_v7_at(1764720000000, s) FROM unnest(%s::bigint[]) AS s ORDER BY s", (seqs,)
+    ).fetchall()
+    ids = [r[1] for r in rows]
+    assert ids == sorted(ids)
+    for seq, made in rows:
+        assert made.version == 7
+        assert made.variant == uuid.RFC_4122
+        assert made.int >> 80 == 1764720000000
+        counter = ((made.int >> 64) & 0xFFF) << 20 | (made.int >> 42) & 0xFFFFF
+        assert counter == seq
