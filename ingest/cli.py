@@ -8,6 +8,7 @@ The database comes from ``--db`` or ``POSTGRES_URL``; its password never appears
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,11 +110,41 @@ class _NoProgress:
         return None
 
 
+class _PhaseClock:
+    """The wall time of a command and of each progress phase it went through (the summary's ``phases``)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self._phases: list[tuple[str, float]] = []
+
+    def phase(self, description: str) -> None:
+        self._phases.append((description, time.perf_counter()))
+
+    def phases(self, until: float) -> tuple[tuple[str, float], ...]:
+        ends = [start for _, start in self._phases[1:]] + [until] if self._phases else []
+        return tuple((name, end - start) for (name, start), end in zip(self._phases, ends, strict=True))
+
+
+class _TimedProgress:
+    """Forwards to a progress display and tells a :class:`_PhaseClock` when each phase begins."""
+
+    def __init__(self, display: _RichProgress | _NoProgress, clock: _PhaseClock) -> None:
+        self._display = display
+        self._clock = clock
+
+    def phase(self, description: str, total: int | None) -> None:
+        self._clock.phase(description)
+        self._display.phase(description, total)
+
+    def advance(self, amount: int = 1) -> None:
+        self._display.advance(amount)
+
+
 @contextmanager
-def _progress_for(path: Path | None, json_output: bool) -> Iterator[_RichProgress | _NoProgress]:
+def _progress_for(path: Path | None, json_output: bool, clock: _PhaseClock) -> Iterator[_TimedProgress]:
     large = path is not None and path.is_file() and path.stat().st_size >= PROGRESS_MIN_BYTES
     if not (large and sys.stderr.isatty()):
-        yield _NoProgress()
+        yield _TimedProgress(_NoProgress(), clock)
         return
     with Progress(
         TextColumn("{task.description}"),
@@ -123,7 +154,7 @@ def _progress_for(path: Path | None, json_output: bool) -> Iterator[_RichProgres
         console=_stderr,
         transient=True,
     ) as progress:
-        yield _RichProgress(progress)
+        yield _TimedProgress(_RichProgress(progress), clock)
 
 
 def _redact(message: str, url: str) -> str:
@@ -166,17 +197,29 @@ def _with_database(url: str | None, work: Callable[[psycopg.Connection[Any]], T]
 
 
 def _run(
-    command: str, dry_run: bool, json_output: bool, action: Callable[[], tuple[WriteResult, ReadReport | None]]
+    command: str,
+    dry_run: bool,
+    json_output: bool,
+    action: Callable[[_PhaseClock], tuple[WriteResult, ReadReport | None]],
 ) -> None:
+    clock = _PhaseClock()
     try:
-        result, report = action()
+        result, report = action(clock)
     except IngestError as exc:
         _stderr.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
     except _FailedError as exc:
         _stderr.print(f"[red]failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    summary = IngestSummary(command=command, dry_run=dry_run, result=result, report=report)
+    ended = time.perf_counter()
+    summary = IngestSummary(
+        command=command,
+        dry_run=dry_run,
+        result=result,
+        report=report,
+        seconds=ended - clock.started,
+        phases=clock.phases(ended),
+    )
     if json_output:
         sys.stdout.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -233,8 +276,8 @@ def _ingest_dataset_file(
 ) -> None:
     """Read and normalize the file (no database needed), then write it in one transaction."""
 
-    def action() -> tuple[WriteResult, ReadReport | None]:
-        with _progress_for(path, json_output) as progress:
+    def action(clock: _PhaseClock) -> tuple[WriteResult, ReadReport | None]:
+        with _progress_for(path, json_output, clock) as progress:
             prepared, report = prepare(path, options, progress)
             result = _with_database(
                 db,
@@ -301,7 +344,7 @@ def signature(
     """Ingest a signature and score it against every dataset."""
     scoring = ScoringOptions(overlap_threshold=overlap_threshold, max_p_value=max_p)
 
-    def action() -> tuple[WriteResult, ReadReport | None]:
+    def action(_: _PhaseClock) -> tuple[WriteResult, ReadReport | None]:
         prepared, report = prepare_signature(path, name=name, description=description, programs=tuple(program or ()))
         result = _with_database(db, lambda conn: ingest_signature(conn, prepared, scoring=scoring, dry_run=dry_run))
         return result, report
@@ -324,7 +367,7 @@ def program(
         "program",
         dry_run,
         json_output,
-        lambda: (_with_database(db, lambda conn: ingest_program(conn, value, dry_run=dry_run)), None),
+        lambda _: (_with_database(db, lambda conn: ingest_program(conn, value, dry_run=dry_run)), None),
     )
 
 
@@ -354,7 +397,7 @@ def experiment(
         "experiment",
         dry_run,
         json_output,
-        lambda: (_with_database(db, lambda conn: ingest_experiment(conn, value, dry_run=dry_run)), None),
+        lambda _: (_with_database(db, lambda conn: ingest_experiment(conn, value, dry_run=dry_run)), None),
     )
 
 

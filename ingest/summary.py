@@ -19,6 +19,9 @@ class IngestSummary:
     dry_run: bool
     result: WriteResult
     report: ReadReport | None = None
+    # Wall time of the whole command, and of each phase the progress display showed (reading, writing, …).
+    seconds: float | None = None
+    phases: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         result = self.result
@@ -36,6 +39,9 @@ class IngestSummary:
             },
             "notes": list(result.created_links),
         }
+        if self.seconds is not None:
+            out["seconds"] = round(self.seconds, 3)
+            out["phases"] = [{"phase": name, "seconds": round(seconds, 3)} for name, seconds in self.phases]
         if self.report is not None:
             report = self.report
             out["read"] = {
@@ -108,6 +114,9 @@ def render(summary: IngestSummary, console: Console) -> None:
             )
     else:
         table.add_row("rows changed", "none (already up to date)")
+    if summary.seconds is not None:
+        split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.phases)
+        table.add_row("time", f"{summary.seconds:.1f} s" + (f" ({split})" if split else ""))
     console.print(table)
     if result.matches:
         matches = Table(title="signature matches")

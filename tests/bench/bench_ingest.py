@@ -150,6 +150,13 @@ def _drop(admin_url: str, dbname: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
+def _write_seconds(child: Child) -> float:
+    """The first ingest's "writing" phase (staging COPY, feature and link statements, scoring, commit) from the
+    summary's ``phases``: the part of its time that the server's work bounds."""
+    phases = orjson.loads(child.stdout)["phases"]
+    return float(sum(p["seconds"] for p in phases if p["phase"] == "writing"))
+
+
 def _rows_changed(child: Child) -> int:
     if child.returncode != 0:
         raise SystemExit(f"ingest failed ({child.returncode}): {child.stderr.decode(errors='replace')[-2000:]}")
@@ -244,6 +251,10 @@ def main() -> None:
     print(f"psql \\copy rows/s                  : {spread([rows / s for s in ceiling], '{:,.0f}')}")
     ratios = [c / s for c, s in zip(ceiling, seconds, strict=True)]
     print(f"ingest rate / \\copy rate (per run) : {spread(ratios, '{:.3f}')}  (goal ≥ 0.15 at 100k rows)")
+    writing = [_write_seconds(c) for c in ours]
+    print(f"  of which the writing phase       : {spread(writing)} s")
+    bound = [c / w for c, w in zip(ceiling, writing, strict=True)]
+    print(f"  the ratio if reading took no time: {spread(bound, '{:.3f}')}")
 
 
 if __name__ == "__main__":

@@ -237,6 +237,11 @@ def test_json_summary_and_a_second_run_that_changes_nothing(db_url: str, sample_
     assert summary["status"] == "created"
     assert summary["read"]["features"] == 82
     assert summary["changes"]["dataset_feature"]["inserted"] == 82
+    # The command's time and its phases, in the order the progress display showed them.
+    phases = [p["phase"] for p in summary["phases"]]
+    assert phases == ["reading ST004396.csv", "writing"]
+    assert all(p["seconds"] >= 0 for p in summary["phases"])
+    assert sum(p["seconds"] for p in summary["phases"]) <= summary["seconds"] + 0.002
     second = json.loads(run("dataset", path, "--omics-type", "metabolomics", "--db", db_url, "--json").stdout)
     assert second["status"] == "unchanged"
     assert second["rows_changed"] == 0
