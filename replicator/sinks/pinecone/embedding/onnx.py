@@ -20,6 +20,17 @@ process. Before the session is built the graph is rewritten in memory (:mod:`.on
 package): each layer's attention into ONNX Runtime's ``Attention`` operator, each GELU into ``BiasGelu``, and the
 word-embedding table kept int8; the vectors are the same (cosine 1.00000 on the benchmark's chunks). The session
 loads lazily, once, under a lock, so a worker that never embeds never pays for it.
+
+Why the arithmetic stays fp32: int8 arithmetic (``onnxruntime.quantization.quantize_dynamic``,
+https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html) was measured on the 2-core AMD EPYC
+the benchmarks run on (AVX2, no VNNI), as the min cosine over the 34 texts of the test set against the recorded
+sentence-transformers vectors (fp32 here: 0.99634): all 24 projections, per-channel weights, 0.9725; the 18 MatMuls
+only 0.9712 (with ``reduce_range`` 0.9615, uint8 weights 0.9773); Q/K/V only 0.9883; per-token activation scales
+0.9896; static QDQ with MinMax calibration 0.794. Only a greedy choice of 16 projections, picked on the test set
+itself, reached 0.99017, at 1.34x the texts/s; held out, on the benchmark's 256 chunks, it fell to 0.984 of the
+fp32 vectors, its margin depends on the CPU's integer kernel, and its process peaked at 452 MB. None qualifies.
+The fp32 graph already runs at ~0.86 of what ONNX Runtime sustains on the model's own matmuls on 2 cores (the
+ceiling ``make bench-embedder`` prints).
 """
 
 from __future__ import annotations
