@@ -22,7 +22,7 @@ from ingest.duplicates import MeasuredRow, MergedGroup, merge_duplicates
 from ingest.errors import IngestError
 from ingest.normalize import FEATURE_TYPE_FOR_OMICS, NormalizedFeature, normalize
 from ingest.readers.signature import read_signature
-from ingest.readers.table import IDENTITY_CANDIDATES, TableScan
+from ingest.readers.table import IDENTITY_CANDIDATES, TableRow, TableScan
 from ingest.scoring import ScoringOptions
 from ingest.writer import (
     DatasetFeatureInput,
@@ -42,7 +42,9 @@ from ingest.writer.rows import Conn
 from ingest.writer.staging import FeatureSpool, feature_ids, feature_text, format_row, json_text, staged_row
 
 if TYPE_CHECKING:
+    from ingest.columns import KeyLedger
     from ingest.readers.mwtab import MwTabStudy
+    from ingest.readers.table_arrow import ColumnBlock
 
 OMICS_TYPES = tuple(IDENTITY_CANDIDATES)
 UNPARSED_EXAMPLES = 5
@@ -249,50 +251,41 @@ def prepare_table_dataset(
     # date. A table names each feature in one row, or repeats names across rows: either way each distinct name is
     # normalized and formatted once (up to NORMALIZE_CACHE_SIZE of them).
     cache: dict[str, _Named] = {}
-    first_line: dict[object, int] = {}  # feature key -> line of its first row
-    duplicate_lines: set[int] = set()
-    # The first rows that could not be normalized: how many, and the first few (key, raw name) for the summary.
-    unparsed_first = 0
-    unparsed: list[tuple[object, str]] = []
     excel_dates = ExcelDates()
+
+    def named(raw: str) -> _Named:
+        found = cache.get(raw)
+        if found is None:
+            found = _named(raw, normalizer(raw, feature_type), feature_type)
+            if len(cache) < NORMALIZE_CACHE_SIZE:
+                cache[raw] = found
+        if found.is_date:
+            excel_dates.add(raw, found.feature)
+        return found
+
+    # Imported here: pyarrow takes a few tenths of a second to import, which the other commands never need.
+    from ingest.arrow import without_pandas
+    from ingest.columns import KeyLedger
+
+    ledger = KeyLedger()  # each row's key, to find the features and the duplicate groups at the end
     rows_read = 0
-    with _collector_paused():
-        for block_number, block in enumerate(scan.row_blocks(), start=1):
+    # A statistics table is read by columns where a block allows (see TableScan.column_blocks); sample matrices
+    # and the blocks it leaves to the row reader come as rows.
+    blocks = scan.row_blocks() if sample_matrix else scan.column_blocks()
+    plain_genes = normalizer is normalize and feature_type == "gene"
+    with _collector_paused(), without_pandas():
+        for block_number, block in enumerate(blocks, start=1):
             _collect_young(block_number)
-            block_rows: list[str] = []
-            for row in block:
-                raw = row.raw_name
-                named = cache.get(raw)
-                if named is None:
-                    named = _named(raw, normalizer(raw, feature_type), feature_type)
-                    if len(cache) < NORMALIZE_CACHE_SIZE:
-                        cache[raw] = named
-                feature, key, columns, is_date = named
-                if is_date:
-                    excel_dates.add(raw, feature)
-                seen = first_line.setdefault(key, row.line)
-                if seen != row.line:
-                    duplicate_lines.add(seen)
-                    duplicate_lines.add(row.line)
-                elif not feature.parsed:
-                    unparsed_first += 1
-                    if len(unparsed) < UNPARSED_KEPT:
-                        unparsed.append((key, raw))
-                if sample_matrix:
-                    intensity, summary = _sample_summary(row.samples)
-                    block_rows.append(
-                        staged_row(row.line, columns, row.log2_fold_change, row.p_value, intensity, json_text(summary))
-                    )
-                else:
-                    block_rows.append(
-                        staged_row(row.line, columns, row.log2_fold_change, row.p_value, row.intensity, "{}")
-                    )
-            spool.extend(block_rows)
+            if isinstance(block, list):
+                _stage_rows(block, named, sample_matrix, spool, ledger)
+            else:
+                _stage_columns(block, named, plain_genes, scan, spool, ledger)
             rows_read += len(block)
             progress.advance(len(block))
+        features, duplicate_lines, unparsed_first, unparsed = ledger.finish(UNPARSED_KEPT)
     merged: list[MergedGroup] = []
     replacements: list[str] = []
-    merged_rows: dict[object, MeasuredRow] = {}
+    merged_rows: dict[str, MeasuredRow] = {}
     unparsed_count = unparsed_first
     if duplicate_lines:
         kept, merged, first_rows = _merge_groups(scan, omics_type, duplicate_lines, options.on_duplicate, normalizer)
@@ -302,7 +295,7 @@ def prepare_table_dataset(
             merged_rows[key] = kept_row
             # A merged group counts once, as its kept row, where the first pass counted its first row.
             unparsed_count += (not kept_row.feature.parsed) - (not first_rows[key].feature.parsed)
-    staged = spool.finish(tuple(sorted(duplicate_lines)), tuple(replacements), features=len(first_line))
+    staged = spool.finish(tuple(sorted(duplicate_lines)), tuple(replacements), features=features)
     examples = tuple(
         merged_rows[k].raw_name if k in merged_rows else raw
         for k, raw in unparsed
@@ -338,8 +331,8 @@ def prepare_table_dataset(
         path=str(path),
         kind="sample matrix" if sample_matrix else "table",
         rows_read=rows_read,
-        features=len(first_line),
-        normalized=len(first_line) - unparsed_count,
+        features=features,
+        normalized=features - unparsed_count,
         unparsed=unparsed_count,
         unparsed_examples=examples,
         merged=tuple(merged),
@@ -351,7 +344,7 @@ def prepare_table_dataset(
 
 class _Named(NamedTuple):
     feature: NormalizedFeature
-    key: object
+    key: str
     columns: str  # the staged row's feature columns (staging.feature_text)
     is_date: bool  # the name was a spreadsheet date (reported)
 
@@ -365,15 +358,70 @@ def _named(raw: str, feature: NormalizedFeature, feature_type: str) -> _Named:
     )
 
 
-def _key(feature: NormalizedFeature, feature_type: str) -> object:
-    # A table's features share one type (the normalizer's answer, checked): the name alone is the key.
+def _key(feature: NormalizedFeature, feature_type: str) -> str:
+    # A table's features share one type (the normalizer's answer, checked): the name alone is the key. Another type
+    # is kept apart by a NUL, which no name holds (readers refuse it).
     name = feature.normalized_name
-    return name if feature.feature_type == feature_type else (feature.feature_type, name)
+    return name if feature.feature_type == feature_type else f"{feature.feature_type}\x00{name}"
+
+
+def _stage_rows(
+    block: list[TableRow],
+    named: Callable[[str], _Named],
+    sample_matrix: bool,
+    spool: FeatureSpool,
+    ledger: KeyLedger,
+) -> None:
+    """Spool a block of rows read one by one, and note their keys."""
+    staged: list[str] = []
+    keys: list[str] = []
+    unparsed: list[bool] = []
+    for row in block:
+        feature, key, columns, _ = named(row.raw_name)
+        keys.append(key)
+        unparsed.append(not feature.parsed)
+        if sample_matrix:
+            intensity, summary = _sample_summary(row.samples)
+            staged.append(
+                staged_row(row.line, columns, row.log2_fold_change, row.p_value, intensity, json_text(summary))
+            )
+        else:
+            staged.append(staged_row(row.line, columns, row.log2_fold_change, row.p_value, row.intensity, "{}"))
+    spool.extend(staged)
+    ledger.add(keys, [row.line for row in block], [row.raw_name for row in block], unparsed)
+
+
+def _stage_columns(
+    block: ColumnBlock,
+    named: Callable[[str], _Named],
+    plain_genes: bool,
+    scan: TableScan,
+    spool: FeatureSpool,
+    ledger: KeyLedger,
+) -> None:
+    """Spool a block read by columns, and note its keys. Names ``normalize_gene`` reads as plain symbols are
+    normalized and formatted by column (the same text ``_named`` gives them); every other name by ``named``."""
+    from ingest.columns import name_block
+    from ingest.writer.staging_arrow import number_text, rows_text
+
+    text, keys, unparsed = name_block(block.names, named, plain_genes)
+    numbers = [
+        None if column is None else number_text(*_number_parts(block, column))
+        for column in (scan.fold_change_column, scan.p_value_column, scan.intensity_column)
+    ]
+    lines = block.lines()
+    spool.write(rows_text(lines, text, numbers, "{}"), len(block))
+    ledger.add(keys, lines, block.names, unparsed)
+
+
+def _number_parts(block: ColumnBlock, column: str) -> tuple[object, object, bool]:
+    numbers = block.numbers[column]
+    return numbers.values, numbers.cells, numbers.cells_are_values
 
 
 def _merge_groups(
     scan: TableScan, omics_type: str, lines: set[int], rule: str, normalizer: Normalizer
-) -> tuple[list[MeasuredRow], list[MergedGroup], dict[object, MeasuredRow]]:
+) -> tuple[list[MeasuredRow], list[MergedGroup], dict[str, MeasuredRow]]:
     """Read the rows at ``lines`` again (the duplicate groups) and merge each group by ``rule``.
 
     Returns the merged rows, the groups for the summary, and each group's first row by key.
@@ -394,7 +442,7 @@ def _merge_groups(
         if r.line in lines
     ]
     kept, merged = merge_duplicates(rows, rule, path=str(scan.path))
-    first_rows: dict[object, MeasuredRow] = {}
+    first_rows: dict[str, MeasuredRow] = {}
     for row in rows:
         first_rows.setdefault(_key(row.feature, feature_type), row)
     return kept, merged, first_rows

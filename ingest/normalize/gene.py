@@ -88,7 +88,9 @@ def clean_gene_symbol(raw: str) -> str | None:
 # The common case: ASCII letters and digits only, with a letter, not starting ENS. None of the rules below
 # changes such a name but the upper-casing (Ensembl ids start ENS; RefSeq ids, species suffixes, dates, clone and
 # repeat suffixes all need a "_", "-", "." or space), so it skips them.
-_PLAIN_SYMBOL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*")
+# The pattern is also RE2's (pyarrow's regex engine), so ingest.columns finds the same names a block at a time.
+PLAIN_SYMBOL_PATTERN = r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*"
+_PLAIN_SYMBOL = re.compile(PLAIN_SYMBOL_PATTERN)
 
 
 def normalize_gene(raw: str) -> NormalizedFeature:

@@ -16,12 +16,15 @@ import io
 import itertools
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ingest.errors import IngestError
+
+if TYPE_CHECKING:
+    from ingest.readers.table_arrow import ColumnBlock
 
 # Identity columns tried per omics type, in order (reference/original-system.md §2).
 IDENTITY_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -309,12 +312,18 @@ class TableScan:
             _refuse(self.path)
 
     def _blocks(self) -> Iterator[list[tuple[int, list[str]]]]:
-        """The records after the first data row, in blocks of about 64 KiB of text.
+        """The records after the first data row, in blocks of about 64 KiB of text (see :meth:`_text_blocks`)."""
+        for block in self._text_blocks():
+            yield _split(block) if isinstance(block, _Text) else block
 
-        A block without quotes or lone carriage returns is split on newlines and delimiters, which is exactly what
-        ``csv.reader`` makes of such text (same cells, same physical line numbers, same blank records skipped) at a
-        fraction of its cost. From the first block that holds a quote or a lone carriage return on, the rest of the file
-        goes through ``csv.reader`` as before (a quoted cell may span lines and blocks).
+    def _text_blocks(self) -> Iterator[_Text | list[tuple[int, list[str]]]]:
+        """The text after the first data row, in blocks of about 64 KiB: quote-free text as it is, the rest as
+        ``csv.reader``'s records.
+
+        A block without quotes or lone carriage returns is split on newlines and delimiters (:func:`_split`), which
+        is exactly what ``csv.reader`` makes of such text (same cells, same physical line numbers, same blank records
+        skipped) at a fraction of its cost. From the first block that holds a quote or a lone carriage return on, the
+        rest of the file goes through ``csv.reader`` as before (a quoted cell may span lines and blocks).
         """
         text, delimiter = self._text, self.delimiter
         line = self._reader.line_num  # physical lines consumed by the header and the first data row
@@ -334,16 +343,9 @@ class TableScan:
                     return
                 if crlf:
                     block = block.replace("\r\n", "\n")  # Windows line ends: one physical line each, as csv reads
-                lines = block.split("\n")
-                if lines[-1] == "":
-                    lines.pop()
-                out: list[tuple[int, list[str]]] = []
-                for number, physical in enumerate(lines, start=line + 1):
-                    record = physical.split(delimiter)
-                    if record[0].strip() or "".join(record).strip():
-                        out.append((number, record))
-                line += len(lines)
-                yield out
+                lines = block.count("\n") + (not block.endswith("\n"))
+                yield _Text(line + 1, block, delimiter)
+                line += lines
         except (_BadBytesError, UnicodeDecodeError):
             _refuse(self.path)
 
@@ -402,6 +404,45 @@ class TableScan:
     def row_blocks(self) -> Iterator[list[TableRow]]:
         """The data rows, checked, in blocks of a few thousand; raises IngestError at the first bad cell (file,
         line, column), before yielding the block that holds it."""
+        check = self._checker()
+        assert self._first_body is not None
+        with self._text:
+            for block in itertools.chain(([self._first_body],), self._blocks()):
+                yield check(block)
+            self.sha256 = self._hashing.sha256.hexdigest()
+
+    def column_blocks(self) -> Iterator[ColumnBlock | list[TableRow]]:
+        """What :meth:`row_blocks` yields, with each quote-free block of a statistics table read by columns (a
+        :class:`~ingest.readers.table_arrow.ColumnBlock`) where that reads it identically; the others as rows.
+        Raises IngestError exactly where :meth:`row_blocks` does. Not for sample matrices."""
+        from ingest.readers.table_arrow import read_block
+
+        assert not self.sample_columns, "a sample matrix is read by rows"
+        check = self._checker()
+        index_of = {h: i for i, h in enumerate(self.headers)}
+        numbers = [(index_of[c], c) for c in (self.fold_change_column, self.p_value_column, self.intensity_column) if c]
+        name_at, width = index_of[self.identity_column], len(self.headers)
+        assert self._first_body is not None
+        with self._text:
+            yield check([self._first_body])
+            for block in self._text_blocks():
+                if isinstance(block, _Text):
+                    read = read_block(
+                        block.text,
+                        block.first_line,
+                        delimiter=self.delimiter,
+                        width=width,
+                        name_at=name_at,
+                        number_columns=numbers,
+                        p_value_column=self.p_value_column,
+                    )
+                    yield read if read is not None else check(_split(block))
+                else:
+                    yield check(block)
+            self.sha256 = self._hashing.sha256.hexdigest()
+
+    def _checker(self) -> Callable[[list[tuple[int, list[str]]]], list[TableRow]]:
+        """The check of a block of records into rows; raises IngestError at the first bad cell."""
         path = self.path
         headers = self.headers
         width = len(headers)
@@ -412,35 +453,56 @@ class TableScan:
         p_at = index_of[p_value] if p_value else None
         intensity_at = index_of[intensity] if intensity else None
         samples = [(index_of[c], c) for c in self.sample_columns]
-        assert self._first_body is not None
-        with self._text:
-            for block in itertools.chain(([self._first_body],), self._blocks()):
-                out: list[TableRow] = []
-                for line, record in block:
-                    if len(record) != width:
-                        raise IngestError(f"has {len(record)} cells, the header has {width}", path=path, line=line)
-                    name = record[name_at].strip()
-                    if not name:
-                        raise IngestError(
-                            "the feature name is empty", path=path, line=line, column=self.identity_column
-                        )
-                    fc = None if fc_at is None else _cell(record[fc_at], path, line, fold_change)
-                    p = None if p_at is None else _cell(record[p_at], path, line, p_value)
-                    if p is not None and not 0.0 <= p <= 1.0:
-                        raise IngestError(f"p-value {p} is outside [0, 1]", path=path, line=line, column=p_value)
-                    value = None if intensity_at is None else _cell(record[intensity_at], path, line, intensity)
-                    out.append(
-                        TableRow(
-                            line,
-                            name,
-                            fc,
-                            p,
-                            value,
-                            tuple(_cell(record[at], path, line, column) for at, column in samples) if samples else (),
-                        )
+        identity = self.identity_column
+
+        def check(block: list[tuple[int, list[str]]]) -> list[TableRow]:
+            out: list[TableRow] = []
+            for line, record in block:
+                if len(record) != width:
+                    raise IngestError(f"has {len(record)} cells, the header has {width}", path=path, line=line)
+                name = record[name_at].strip()
+                if not name:
+                    raise IngestError("the feature name is empty", path=path, line=line, column=identity)
+                fc = None if fc_at is None else _cell(record[fc_at], path, line, fold_change)
+                p = None if p_at is None else _cell(record[p_at], path, line, p_value)
+                if p is not None and not 0.0 <= p <= 1.0:
+                    raise IngestError(f"p-value {p} is outside [0, 1]", path=path, line=line, column=p_value)
+                value = None if intensity_at is None else _cell(record[intensity_at], path, line, intensity)
+                out.append(
+                    TableRow(
+                        line,
+                        name,
+                        fc,
+                        p,
+                        value,
+                        tuple(_cell(record[at], path, line, column) for at, column in samples) if samples else (),
                     )
-                yield out
-            self.sha256 = self._hashing.sha256.hexdigest()
+                )
+            return out
+
+        return check
+
+
+class _Text(NamedTuple):
+    """Quote-free text of whole physical lines ("\n"-separated, no carriage return), the first at ``first_line``."""
+
+    first_line: int
+    text: str
+    delimiter: str
+
+
+def _split(block: _Text) -> list[tuple[int, list[str]]]:
+    """The non-blank records of a quote-free block, as ``csv.reader`` reads them, with their physical lines."""
+    lines = block.text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    delimiter = block.delimiter
+    out: list[tuple[int, list[str]]] = []
+    for number, physical in enumerate(lines, start=block.first_line):
+        record = physical.split(delimiter)
+        if record[0].strip() or "".join(record).strip():
+            out.append((number, record))
+    return out
 
 
 def _batched(records: Iterator[tuple[int, list[str]]]) -> Iterator[list[tuple[int, list[str]]]]:

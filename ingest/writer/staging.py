@@ -55,7 +55,8 @@ CREATE TEMP TABLE ingest_dataset_feature (
 """
 
 _CHUNK = 1 << 20
-_NULL = "\\N"  # COPY text format's NULL
+NULL_TEXT = "\\N"  # COPY text format's NULL
+_NULL = NULL_TEXT
 
 
 def json_text(value: object) -> str:
@@ -149,6 +150,12 @@ class FeatureSpool:
         self.rows += len(rows)
         if self._pending_chars >= _CHUNK:
             self._flush()
+
+    def write(self, text: bytes | memoryview, rows: int) -> None:
+        """Add ``rows`` rows already encoded (COPY text lines, newlines included), after the pending ones."""
+        self._flush()
+        self._file.write(text)
+        self.rows += rows
 
     def _flush(self) -> None:
         if self._pending:
