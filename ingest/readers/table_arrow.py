@@ -57,7 +57,16 @@ class ColumnBlock:
 
     def lines(self) -> Any:
         """The rows' physical line numbers (pa.Int64Array)."""
-        return pa.array(range(self.first_line, self.first_line + len(self)), pa.int64())
+        return pc.add(_counting(len(self)), self.first_line)
+
+
+_COUNTING: list[Any] = []  # 0, 1, 2, … as one Int64Array, grown as blocks need (built once per process)
+
+
+def _counting(rows: int) -> Any:
+    if not _COUNTING or len(_COUNTING[0]) < rows:
+        _COUNTING[:] = [pa.array(range(max(rows, 1 << 16)), pa.int64())]
+    return _COUNTING[0].slice(0, rows)
 
 
 def read_block(
