@@ -264,7 +264,6 @@ def prepare_table_dataset(
         return found
 
     # Imported here: pyarrow takes a few tenths of a second to import, which the other commands never need.
-    from ingest.arrow import without_pandas
     from ingest.columns import KeyLedger
 
     ledger = KeyLedger()  # each row's key, to find the features and the duplicate groups at the end
@@ -273,7 +272,7 @@ def prepare_table_dataset(
     # and the blocks it leaves to the row reader come as rows.
     blocks = scan.row_blocks() if sample_matrix else scan.column_blocks()
     plain_genes = normalizer is normalize and feature_type == "gene"
-    with _collector_paused(), without_pandas():
+    with _collector_paused():
         for block_number, block in enumerate(blocks, start=1):
             _collect_young(block_number)
             if isinstance(block, list):
