@@ -21,7 +21,7 @@ What the real service does, and what the sink does about it (docs/operations.md,
 a create whose answer is lost may still have been applied, and queries lag — so a create intent is recorded
 before each create and a later attempt that cannot find the page waits ``read_lag_s`` + the request timeout
 before creating another; a query past 10,000 results is incomplete — an error here, and ``inventory`` partitions
-by ``Postgres ID`` prefix; a request is at most 500 KB and 1,000 blocks — every body is sized before it is sent
+by ``Postgres ID`` suffix; a request is at most 500 KB and 1,000 blocks — every body is sized before it is sent
 and a large section written in several requests; a page trashed behind the cache's back is restored; a property
 renamed or deleted in the UI makes the documents of that database wait (``SinkSchemaError``) until
 ``repair_schema`` (``replicator notion check --repair``) or a person puts it back.
@@ -704,7 +704,7 @@ class NotionSink(Sink):
 
     def _all_pages(self, data_source: str, doing: str) -> Iterator[dict[str, Any]]:
         """Every live page of a data source, however many: one query when it is complete; past Notion's
-        10,000-result cap, one query per ``Postgres ID`` prefix (``_partition``) plus one for pages without a
+        10,000-result cap, one query per ``Postgres ID`` suffix (``_partition``) plus one for pages without a
         ``Postgres ID``, so no query reaches the cap."""
         try:
             pages = list(self._query(data_source, None, doing))
@@ -716,17 +716,21 @@ class NotionSink(Sink):
             return
         yield from pages
 
-    def _partition(self, data_source: str, prefix: str, doing: str) -> Iterator[dict[str, Any]]:
-        """Pages whose ``Postgres ID`` starts with ``prefix`` + each hex digit (lower-case UUID text), a partition
-        whose answer is incomplete split again by the next digit. A partition is read whole before any of it is
-        yielded, so a split never yields a page twice."""
+    def _partition(self, data_source: str, suffix: str, doing: str) -> Iterator[dict[str, Any]]:
+        """Pages whose ``Postgres ID`` ends with each hex digit + ``suffix`` (lower-case UUID text), a partition
+        whose answer is incomplete split again by the digit before. A partition is read whole before any of it is
+        yielded, so a split never yields a page twice.
+
+        By the end, not the start: a UUIDv7 (migration 0009) starts with its creation time in milliseconds, so the
+        ids of rows made together share their first 12 digits, while the last 10 are random in both v4 and v7 ids
+        (RFC 9562 §5.4, §5.7) and split evenly."""
         for digit in "0123456789abcdef":
-            narrower = prefix + digit
-            by_prefix = {"property": POSTGRES_ID, "rich_text": {"starts_with": narrower}}
+            narrower = digit + suffix
+            by_suffix = {"property": POSTGRES_ID, "rich_text": {"ends_with": narrower}}
             try:
-                pages = list(self._query(data_source, None, f"{doing} ({narrower}…)", filter=by_prefix))
+                pages = list(self._query(data_source, None, f"{doing} (…{narrower})", filter=by_suffix))
             except IncompleteQueryError:
-                if len(narrower) >= 8:  # the first group of a UUID: 16**8 partitions would be absurd already
+                if len(narrower) >= 8:  # 16**8 partitions would be absurd already
                     raise
                 yield from self._partition(data_source, narrower, doing)
                 continue
