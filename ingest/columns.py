@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ingest.arrow import pa, pc
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ingest.normalize import NormalizedFeature
 from ingest.normalize.gene import PLAIN_SYMBOL_PATTERN
 from ingest.writer.staging_arrow import plain_feature_text

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.arrow import pa, pacsv, pc
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 # A decimal number as both Python's float() and Postgres' float8in read it (correctly rounded, the same double):
 # optional sign, digits with an optional point (or a point and digits), an optional exponent. RE2's \d is ASCII only

@@ -56,7 +56,6 @@ CREATE TEMP TABLE ingest_dataset_feature (
 
 _CHUNK = 1 << 20
 NULL_TEXT = "\\N"  # COPY text format's NULL
-_NULL = NULL_TEXT
 
 
 def json_text(value: object) -> str:
@@ -73,7 +72,7 @@ def _text(value: str) -> str:
 
 
 def _opt_text(value: str | None) -> str:
-    return _NULL if value is None else _text(value)
+    return NULL_TEXT if value is None else _text(value)
 
 
 def feature_ids(feature: NormalizedFeature, identifiers: Mapping[str, str]) -> str:
@@ -110,10 +109,10 @@ def staged_row(
 ) -> str:
     """One staging row as a COPY text line (newline included), ``feature_columns`` from :func:`feature_text`."""
     return (
-        f"{_NULL if line is None else line}\t{feature_columns}\t"
-        f"{_NULL if log2_fold_change is None else repr(log2_fold_change)}\t"
-        f"{_NULL if p_value is None else repr(p_value)}\t"
-        f"{_NULL if intensity is None else repr(intensity)}\t{_text(extra_json)}\n"
+        f"{NULL_TEXT if line is None else line}\t{feature_columns}\t"
+        f"{NULL_TEXT if log2_fold_change is None else repr(log2_fold_change)}\t"
+        f"{NULL_TEXT if p_value is None else repr(p_value)}\t"
+        f"{NULL_TEXT if intensity is None else repr(intensity)}\t{_text(extra_json)}\n"
     )
 
 

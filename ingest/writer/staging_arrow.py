@@ -13,7 +13,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from ingest.arrow import pa, pc
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ingest.writer.staging import NULL_TEXT
 
 

@@ -107,7 +107,8 @@ def test_a_clean_table_is_read_by_columns_and_a_bad_block_by_rows(tmp_path: Path
 
 
 def test_plain_gene_symbols_are_the_names_normalize_gene_reads_by_its_first_rule() -> None:
-    from ingest.arrow import pa
+    import pyarrow as pa
+
     from ingest.columns import plain_gene_symbols
 
     rng = random.Random(3)
